@@ -1,0 +1,306 @@
+"""The diff file: a versioned, little-endian, self-describing container.
+
+Layout (docs/FORMAT.md has the prose):
+
+    header   magic "TFDIFF" | u16 version | u8 method | u8 num_hashes
+             | u32 seed | u32 generation | 32B base digest | 32B target digest
+             | u32 entry count
+    entry    u16 name length | name (utf-8) | u8 rank | u32 dims[rank]
+             | u8 value dtype | u32 count | payload
+               sparse payload: u32 index-block bytes | LEB128 gaps | values
+               hash payload:   values (the table A)
+    trailer  32B sha256 of all the bytes above
+    [sig]    "SIG1" | 64B Ed25519 signature of all the bytes above "SIG1"
+
+Read in three layers, like bsdiff4's format.py: `read_diff` takes a stream,
+`decode` bytes, `load` a path. Every malformed input raises DiffFormatError
+with a one-line reason; nothing here writes to disk except `save`, which
+writes a temporary file and renames it into place.
+"""
+import hashlib
+import io
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+MAGIC = b"TFDIFF"
+VERSION = 1
+METHODS = {1: "sparse", 2: "hash"}
+METHOD_IDS = {name: code for code, name in METHODS.items()}
+VALUE_DTYPES = {1: np.float16, 2: np.float32}
+VALUE_DTYPE_IDS = {np.dtype(t): code for code, t in VALUE_DTYPES.items()}
+SIGNATURE_MAGIC = b"SIG1"
+SIGNATURE_BYTES = len(SIGNATURE_MAGIC) + 64
+_HEADER = struct.Struct("<6sHBBII32s32sI")
+_DIGEST = 32
+
+
+class DiffFormatError(ValueError):
+    """A diff file that cannot be read: truncated, corrupted, or foreign."""
+
+
+@dataclass
+class Entry:
+    """The diff of one Keras weight.
+
+    `indices` (sparse only) are sorted row-major positions in the weight;
+    `values` are the stored numbers, exactly as fold and apply use them.
+    """
+
+    name: str
+    shape: Tuple[int, ...]
+    method: str
+    values: np.ndarray
+    indices: Optional[np.ndarray] = None
+    seed: int = 0
+    num_hashes: int = 0
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass
+class DiffFile:
+    """A decoded diff: what the device needs to turn F_t into F_t+1."""
+
+    method: str
+    entries: List[Entry]
+    base_digest: bytes
+    target_digest: bytes
+    generation: int = 0
+    seed: int = 0
+    num_hashes: int = 0
+    signature: Optional[bytes] = field(default=None, repr=False)
+
+    # -- bytes layer -------------------------------------------------------
+    def unsigned_bytes(self):
+        out = io.BytesIO()
+        out.write(_HEADER.pack(MAGIC, VERSION, METHOD_IDS[self.method], self.num_hashes,
+                               self.seed, self.generation, self.base_digest,
+                               self.target_digest, len(self.entries)))
+        for entry in self.entries:
+            _write_entry(out, entry)
+        body = out.getvalue()
+        return body + hashlib.sha256(body).digest()
+
+    def to_bytes(self):
+        data = self.unsigned_bytes()
+        if self.signature is not None:
+            data += SIGNATURE_MAGIC + self.signature
+        return data
+
+    @property
+    def nbytes(self):
+        """Bytes on the wire: the length of the saved file."""
+        return len(self.to_bytes())
+
+    # -- file layer --------------------------------------------------------
+    def save(self, path):
+        """Write atomically: a reader sees the old file or the new, never half."""
+        write_atomic(path, self.to_bytes())
+
+    @classmethod
+    def load(cls, path):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise DiffFormatError(f"cannot read diff {path}: {e.strerror}") from None
+        return decode(data, cls)
+
+
+def write_atomic(path, data):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_dir(directory)
+
+
+def fsync_dir(directory):
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- entries -----------------------------------------------------------------
+def _write_entry(out, entry):
+    name = entry.name.encode("utf-8")
+    values = np.ascontiguousarray(entry.values)
+    dtype_id = VALUE_DTYPE_IDS.get(values.dtype)
+    if dtype_id is None:
+        raise ValueError(f"entry {entry.name}: values must be float16 or float32, got {values.dtype}")
+    out.write(struct.pack("<H", len(name)) + name)
+    out.write(struct.pack(f"<B{len(entry.shape)}I", len(entry.shape), *entry.shape))
+    out.write(struct.pack("<BI", dtype_id, values.size))
+    if entry.method == "sparse":
+        gaps = encode_gaps(entry.indices)
+        out.write(struct.pack("<I", len(gaps)) + gaps)
+    out.write(values.astype(values.dtype.newbyteorder("<"), copy=False).tobytes())
+
+
+class _Reader:
+    """Bounds-checked reads from a byte string, failing with DiffFormatError."""
+
+    def __init__(self, data):
+        self.data = memoryview(data)
+        self.pos = 0
+
+    def take(self, n, what):
+        if n < 0 or self.pos + n > len(self.data):
+            raise DiffFormatError(f"diff is truncated: {what} runs past the end of the file")
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return chunk
+
+    def unpack(self, fmt, what):
+        s = struct.Struct("<" + fmt)
+        return s.unpack(self.take(s.size, what))
+
+
+def _read_entry(r, diff_fields, index):
+    method, seed, num_hashes = diff_fields
+    (name_len,) = r.unpack("H", f"entry {index} name length")
+    try:
+        name = bytes(r.take(name_len, f"entry {index} name")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise DiffFormatError(f"entry {index}: name is not valid utf-8") from None
+    (rank,) = r.unpack("B", f"entry {name} rank")
+    shape = r.unpack(f"{rank}I", f"entry {name} shape")
+    dtype_id, count = r.unpack("BI", f"entry {name} value header")
+    if dtype_id not in VALUE_DTYPES:
+        raise DiffFormatError(f"entry {name}: unknown value dtype code {dtype_id}")
+    dtype = np.dtype(VALUE_DTYPES[dtype_id]).newbyteorder("<")
+    size = int(np.prod(shape, dtype=np.int64))
+    indices = None
+    if method == "sparse":
+        (gap_bytes,) = r.unpack("I", f"entry {name} index block length")
+        indices = decode_gaps(bytes(r.take(gap_bytes, f"entry {name} indices")), count, name)
+        if count and indices[-1] >= size:
+            raise DiffFormatError(f"entry {name}: index {indices[-1]} is outside shape {shape}")
+    elif not 1 <= count <= size:
+        raise DiffFormatError(f"entry {name}: hash table of {count} values for {size} weights")
+    raw = r.take(count * dtype.itemsize, f"entry {name} values")
+    values = np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="))
+    if not np.all(np.isfinite(values)):
+        raise DiffFormatError(f"entry {name}: values are not all finite")
+    return Entry(name, tuple(shape), method, values, indices, seed, num_hashes)
+
+
+# -- stream and bytes layers --------------------------------------------------
+def read_diff(stream, cls=DiffFile):
+    return decode(stream.read(), cls)
+
+
+def decode(data, cls=DiffFile):
+    """Parse and check a whole diff file; raises DiffFormatError on any fault."""
+    data = bytes(data)
+    if len(data) < len(MAGIC) or data[:len(MAGIC)] != MAGIC:
+        raise DiffFormatError("not a tfdiff file (bad magic)")
+    if len(data) >= 8:
+        (version,) = struct.unpack_from("<H", data, 6)
+        if version != VERSION:
+            raise DiffFormatError(f"diff format version {version} is not supported (this reader knows {VERSION})")
+    signature = None
+    body_end = len(data)
+    if len(data) > SIGNATURE_BYTES and data[-SIGNATURE_BYTES:-64] == SIGNATURE_MAGIC:
+        candidate_end = len(data) - SIGNATURE_BYTES
+        if _digest_ok(data[:candidate_end]):
+            body_end, signature = candidate_end, data[-64:]
+    if body_end < _HEADER.size + _DIGEST:
+        raise DiffFormatError("diff is truncated: shorter than its header")
+    if not _digest_ok(data[:body_end]):
+        raise DiffFormatError("diff is corrupted or truncated: checksum mismatch")
+    r = _Reader(data[:body_end - _DIGEST])
+    (_, _, method_id, num_hashes, seed, generation, base, target, count) = _HEADER.unpack(
+        r.take(_HEADER.size, "header"))
+    if method_id not in METHODS:
+        raise DiffFormatError(f"unknown diff method code {method_id}")
+    method = METHODS[method_id]
+    if method == "hash" and num_hashes < 1:
+        raise DiffFormatError("hash diff with zero hash functions")
+    entries = [_read_entry(r, (method, seed, num_hashes), i) for i in range(count)]
+    if r.pos != len(r.data):
+        raise DiffFormatError(f"diff has {len(r.data) - r.pos} unexpected bytes after its entries")
+    return cls(method=method, entries=entries, base_digest=bytes(base), target_digest=bytes(target),
+               generation=generation, seed=seed, num_hashes=num_hashes, signature=signature)
+
+
+def _digest_ok(body):
+    return len(body) >= _DIGEST and hashlib.sha256(body[:-_DIGEST]).digest() == body[-_DIGEST:]
+
+
+# -- sparse indices as LEB128 gaps -------------------------------------------
+def encode_gaps(indices):
+    """Sorted unique positions -> LEB128 varints of (index - previous - 1)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    gaps = np.diff(indices, prepend=-1) - 1
+    if gaps.size and gaps.min() < 0:
+        raise ValueError("sparse indices must be sorted and unique")
+    gaps = gaps.astype(np.uint64)
+    nbytes = np.ones(gaps.size, dtype=np.int64)
+    for bits in (7, 14, 21, 28, 35):
+        nbytes += gaps >= (np.uint64(1) << np.uint64(bits))
+    ends = np.cumsum(nbytes)
+    out = np.empty(int(ends[-1]) if ends.size else 0, dtype=np.uint8)
+    starts = ends - nbytes
+    for j in range(int(nbytes.max()) if nbytes.size else 0):
+        has = nbytes > j
+        chunk = (gaps[has] >> np.uint64(7 * j)) & np.uint64(0x7F)
+        more = (nbytes[has] > j + 1).astype(np.uint8) << 7
+        out[starts[has] + j] = chunk.astype(np.uint8) | more
+    return out.tobytes()
+
+
+def decode_gaps(block, count, name="?"):
+    raw = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(raw < 0x80)
+    if ends.size != count or (count and ends[-1] != raw.size - 1) or (not count and raw.size):
+        raise DiffFormatError(f"entry {name}: index block does not hold {count} indices")
+    starts = np.concatenate(([0], ends[:-1] + 1)) if count else ends
+    if count and np.max(ends - starts) > 5:
+        raise DiffFormatError(f"entry {name}: index gap longer than 5 bytes")
+    owner = np.repeat(np.arange(count), ends - starts + 1)
+    shift = (np.arange(raw.size) - starts[owner]) * 7
+    parts = (raw & 0x7F).astype(np.uint64) << shift.astype(np.uint64)
+    gaps = np.add.reduceat(parts, starts) if count else parts
+    return np.cumsum(gaps.astype(np.int64) + 1) - 1
+
+
+# -- digests of weights -------------------------------------------------------
+def weights_digest(named_weights):
+    """sha256 of a model's weights: name, shape and float32 bytes, by name order.
+
+    Both sides compute it in Keras layout, so the server's fold and the
+    device's .tflite agree when, and only when, they hold the same bits.
+    `named_weights` is a dict, or yields (name, array) pairs in name order so
+    that a device can stream one weight at a time.
+    """
+    if isinstance(named_weights, dict):
+        named_weights = sorted(named_weights.items(), key=lambda item: item[0])
+    h = hashlib.sha256()
+    previous = None
+    for name, array in named_weights:
+        if previous is not None and name <= previous:
+            raise ValueError(f"weights must come in name order: {name!r} after {previous!r}")
+        previous = name
+        array = np.ascontiguousarray(array, dtype="<f4")
+        h.update(name.encode("utf-8") + b"\0")
+        h.update(struct.pack(f"<B{array.ndim}I", array.ndim, *array.shape))
+        h.update(array.tobytes())
+    return h.digest()

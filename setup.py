@@ -1,0 +1,48 @@
+"""tfdiff: learn small, budgeted diffs between speech model generations.
+
+Every pin below is the set measured to install together on Python 3.11
+(see ../shared/NOTES.md and the README's "Versions" section); the exact
+transitive set is frozen in requirements.lock, which scripts/setup uses as
+pip constraints.
+"""
+from setuptools import find_packages, setup
+
+# The device extra is what a phone or Raspberry Pi needs to patch and run a
+# model: no TensorFlow.
+DEVICE = [
+    "numpy>=1.21",  # the applier's float32 arithmetic
+    "flatbuffers>=2.0",  # reads the .tflite container without TensorFlow
+    "cryptography>=41",  # Ed25519 signature check of received diffs
+]
+
+setup(
+    name="tfdiff",
+    version="0.1.0",
+    description="Learned, budgeted neural diffs for on-device speech models",
+    python_requires=">=3.9",
+    packages=find_packages(include=["tfdiff", "tfdiff.*", "device", "device.*",
+                                    "recipes", "recipes.*", "benchmarks", "benchmarks.*"]),
+    install_requires=DEVICE + [
+        # 2.21 is the newest release with a matching tf-keras and tfmot.
+        "tensorflow==2.21.0",
+        # tfmot only speaks the Keras 2 API; tfdiff selects tf_keras itself.
+        "tf-keras==2.21.0",
+        # PolynomialDecay schedule and magnitude pruning of the diff variables.
+        "tensorflow-model-optimization==0.8.1",
+        # Only its pure-TF audio functions (spectrogram, melscale, masks): the
+        # compiled kernels of 0.37.1 do not load on TF 2.21.
+        "tensorflow-io==0.37.1",
+        # WordPiece vocabularies and tokenizers for the recipes' text side.
+        "keras-nlp==0.32.0",
+        # The LiteRT interpreter: runs converted and patched .tflite models.
+        "ai-edge-litert==2.3.0",
+        "soundfile>=0.12",  # FLAC/WAV reading for the real corpora
+        "matplotlib>=3.7",  # recipe and benchmark plots
+        "tqdm>=4.60",  # progress bars of long recipe steps
+    ],
+    extras_require={
+        "device": DEVICE + ["ai-edge-litert>=1.0"],
+        "test": ["pytest>=7"],
+    },
+    entry_points={"console_scripts": ["tfdiff=tfdiff.__main__:main"]},
+)

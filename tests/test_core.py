@@ -1,0 +1,199 @@
+import numpy as np
+import pytest
+
+import tfdiff
+from device.format import Entry
+from tfdiff import keras
+from tests.helpers import run_diff_layer_test
+
+SPARSE = tfdiff.SparseDiff(compression=4.0, begin_step=0, end_step=2, frequency=1)
+HASH = tfdiff.HashDiff(compression=4.0, num_hashes=3, seed=5)
+
+# Sizes keep each layer's diff above the fixed ~190 bytes of header and signature.
+LAYERS = {
+    "dense": (lambda: keras.layers.Dense(32), (24,), {}),
+    "conv1d": (lambda: keras.layers.Conv1D(32, 3), (10, 8), {}),
+    "conv2d": (lambda: keras.layers.Conv2D(16, 3), (6, 6, 4), {}),
+    "embedding": (lambda: keras.layers.Embedding(200, 16), (7,), {"input_dtype": "int32", "vocab": 200}),
+    "lstm": (lambda: keras.layers.LSTM(16, return_sequences=True), (4, 8), {}),
+    "gru": (lambda: keras.layers.GRU(16), (4, 8), {}),
+    "bidirectional": (lambda: keras.layers.Bidirectional(keras.layers.LSTM(16)), (4, 8), {}),
+}
+
+
+@pytest.mark.parametrize("method", [SPARSE, HASH], ids=["sparse", "hash"])
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_layer_identity_frozen_base_and_training(kind, method):
+    make, shape, kwargs = LAYERS[kind]
+    base, diff_model, x = run_diff_layer_test(make(), method, shape, **kwargs)
+    diff = tfdiff.extract(diff_model)
+    folded = tfdiff.fold(base, diff)
+    assert tfdiff.named_weights(folded).keys() == tfdiff.named_weights(base).keys()
+
+
+def _mlp(units=64, inputs=32, outputs=8, seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((inputs,)), keras.layers.Dense(units, activation="tanh", name="hidden"),
+                             keras.layers.Dense(outputs, name="out")])
+
+
+def _data(n=128, inputs=32, outputs=8):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, inputs)).astype("float32"), rng.normal(size=(n, outputs)).astype("float32")
+
+
+def test_sparse_reaches_schedule_and_fits_budget(tmp_path):
+    base = _mlp()
+    method = tfdiff.SparseDiff(compression=20.0, begin_step=0, end_step=20, frequency=4)
+    diff_model = tfdiff.wrap(base, method)
+    diff_model.compile(keras.optimizers.Adam(0.01), "mse")
+    x, y = _data()
+    diff_model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=tfdiff.callbacks(diff_model))
+    for layer in diff_model.layers:
+        for weight, mask, _ in layer.pruning_vars:
+            kept = mask.numpy().sum()
+            # tfmot keeps round(N * (1 - s)) values, and at least one.
+            assert kept == max(1, round(mask.numpy().size / method.compression)), weight.name
+    diff = tfdiff.extract(diff_model, generation=1)
+    path = tmp_path / "g1.tfdiff"
+    diff.save(path)
+    params = sum(v.size for v in tfdiff.named_weights(base).values())
+    assert path.stat().st_size == diff.nbytes
+    assert path.stat().st_size <= 4 * params / 20.0
+    assert diff.nominal_compression >= 20.0 * 0.95
+    assert "total (file)" in diff.summary()
+
+
+def test_hash_table_sizes_fit_budget():
+    base = _mlp()
+    method = tfdiff.HashDiff(compression=10.0, num_hashes=3, seed=2)
+    diff_model = tfdiff.wrap(base, method)
+    for layer in diff_model.layers:
+        for base_w, table in zip(layer.base_weights, layer.diff_weights):
+            assert table.shape[0] == max(1, int(np.prod(base_w.shape)) // 10)
+    diff = tfdiff.extract(diff_model)
+    params = sum(v.size for v in tfdiff.named_weights(base).values())
+    assert diff.nbytes <= 4 * params / 10.0
+
+
+def test_fold_of_hand_made_diffs_matches_the_formula():
+    base = _mlp(units=4, inputs=3, outputs=2)
+    weights = tfdiff.named_weights(base)
+    kernel = weights["hidden/0/kernel"]
+    from device.format import weights_digest
+    sparse = Entry("hidden/0/kernel", kernel.shape, "sparse", np.float16([0.25, -1.5]), np.array([1, 10]))
+    diff = tfdiff.Diff("sparse", [sparse], weights_digest(weights), b"")
+    expected = kernel.copy().reshape(-1)
+    expected[1] += np.float32(0.25)
+    expected[10] += np.float32(-1.5)
+    diff.target_digest = weights_digest({**weights, "hidden/0/kernel": expected.reshape(kernel.shape)})
+    folded = tfdiff.named_weights(tfdiff.fold(base, diff))
+    np.testing.assert_array_equal(folded["hidden/0/kernel"], expected.reshape(kernel.shape))
+    np.testing.assert_array_equal(folded["out/0/kernel"], weights["out/0/kernel"])
+
+    table = np.float16([0.5, -0.25, 0.125])
+    hashed = Entry("hidden/0/kernel", kernel.shape, "hash", table, None, seed=9, num_hashes=2)
+    from tests.test_hashing import reference_hash
+    by_hand = kernel.copy().reshape(-1)
+    for p in range(by_hand.size):
+        shared = np.float32(table[reference_hash(p, 9, 0, 3)]) + np.float32(table[reference_hash(p, 9, 1, 3)])
+        by_hand[p] = by_hand[p] + np.abs(by_hand[p]) * shared
+    diff = tfdiff.Diff("hash", [hashed], weights_digest(weights), b"", seed=9, num_hashes=2)
+    diff.target_digest = weights_digest({**weights, "hidden/0/kernel": by_hand.reshape(kernel.shape)})
+    folded = tfdiff.named_weights(tfdiff.fold(base, diff))
+    np.testing.assert_array_equal(folded["hidden/0/kernel"], by_hand.reshape(kernel.shape))
+
+
+def test_fold_rejects_a_diff_for_another_model():
+    diff_model = tfdiff.wrap(_mlp(seed=0), HASH)
+    diff = tfdiff.extract(diff_model)
+    with pytest.raises(tfdiff.DiffMismatchError, match="base weights differ"):
+        tfdiff.fold(_mlp(seed=1), diff)
+
+
+def test_folded_model_matches_trained_diff_model_closely():
+    base = _mlp()
+    diff_model = tfdiff.wrap(base, tfdiff.HashDiff(compression=8.0, value_dtype="float32"))
+    diff_model.compile(keras.optimizers.Adam(0.01), "mse")
+    x, y = _data()
+    diff_model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    folded = tfdiff.fold(base, tfdiff.extract(diff_model))
+    np.testing.assert_allclose(folded(x).numpy(), diff_model(x).numpy(), atol=1e-5)
+    assert not np.allclose(folded(x).numpy(), base(x).numpy(), atol=1e-3)
+
+
+def test_nested_functional_model_like_an_rnnt():
+    keras.utils.set_random_seed(3)
+    feats = keras.Input((None, 6), name="feats")
+    encoder = keras.Model(feats, keras.layers.Dense(16, name="enc_proj")(
+        keras.layers.LSTM(16, return_sequences=True, name="enc_lstm")(feats)), name="encoder")
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
+    prediction = keras.Model(tokens, keras.layers.LSTM(8, return_sequences=True, name="pred_lstm")(
+        keras.layers.Embedding(10, 4, name="pred_embed")(tokens)), name="prediction")
+    enc, pred = encoder(feats), prediction(tokens)
+    joint_in = keras.layers.Concatenate()([enc, pred])
+    model = keras.Model([feats, tokens], keras.layers.Dense(10, name="joint")(joint_in))
+    diff_model = tfdiff.wrap(model, HASH, exclude=["pred_embed"])
+    names = set(tfdiff.named_weights(diff_model))
+    assert {"encoder/enc_lstm/0/kernel", "prediction/pred_lstm/1/recurrent_kernel", "joint/0/kernel"} <= names
+    x = [np.ones((2, 4, 6), "float32"), np.ones((2, 4), "int32")]
+    np.testing.assert_array_equal(diff_model(x).numpy(), model(x).numpy())
+    wrapped = {e.name.rsplit("/", 2)[0] for e in tfdiff.extract(diff_model).entries}
+    assert "prediction/pred_embed" not in wrapped and "encoder/enc_proj" in wrapped
+
+
+def test_subclassed_model_with_diffwrapper_layers():
+    class Tiny(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.hidden = tfdiff.DiffWrapper(keras.layers.Dense(64, name="hidden"), HASH)
+            self.out = tfdiff.DiffWrapper(keras.layers.Dense(2, name="out"), HASH)
+
+        def call(self, x):
+            return self.out(self.hidden(x))
+
+    model = Tiny()
+    model(np.ones((1, 32), "float32"))
+    assert [w.name.split("/")[-1] for w in model.trainable_weights][0].startswith("diff_kernel")
+    diff = tfdiff.extract(model)
+    assert [e.name for e in diff.entries][0] == "hidden/0/kernel"
+
+
+def test_method_configs_round_trip_and_reject_bad_arguments():
+    for method in (SPARSE, HASH):
+        assert type(method).from_config(method.get_config()).get_config() == method.get_config()
+    with pytest.raises(ValueError, match="Received: compression=0.5"):
+        tfdiff.SparseDiff(compression=0.5)
+    with pytest.raises(ValueError, match="end_step"):
+        tfdiff.SparseDiff(begin_step=10, end_step=5)
+    with pytest.raises(ValueError, match="num_hashes"):
+        tfdiff.HashDiff(num_hashes=0)
+    with pytest.raises(ValueError, match="SparseDiff or HashDiff"):
+        tfdiff.DiffWrapper(keras.layers.Dense(2), "sparse")
+
+
+def test_wrapped_model_saves_and_reloads(tmp_path):
+    diff_model = tfdiff.wrap(_mlp(), HASH)
+    path = tmp_path / "m.keras"
+    diff_model.save(path)
+    again = keras.models.load_model(path)
+    x, _ = _data(4)
+    np.testing.assert_array_equal(again(x).numpy(), diff_model(x).numpy())
+
+
+@pytest.mark.parametrize("method", [tfdiff.SparseDiff(compression=4.0, end_step=8, frequency=2),
+                                    tfdiff.HashDiff(compression=4.0, num_hashes=1)],
+                         ids=["sparse", "hash"])
+def test_compress_baseline_trains_and_strips(method):
+    model = _mlp()
+    blc = tfdiff.compress_baseline(model, method)
+    blc.compile(keras.optimizers.Adam(0.01), "mse")
+    x, y = _data()
+    blc.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=tfdiff.callbacks(blc))
+    plain = tfdiff.strip(blc)
+    np.testing.assert_allclose(plain(x).numpy(), blc(x).numpy(), atol=1e-5)
+    kernel = tfdiff.named_weights(plain)["hidden/0/kernel"]
+    if isinstance(method, tfdiff.SparseDiff):
+        assert np.mean(kernel == 0) == pytest.approx(0.75, abs=0.02)
+    else:
+        assert len(np.unique(kernel)) <= kernel.size // 4

@@ -1,0 +1,95 @@
+import os
+
+import numpy as np
+import pytest
+
+import tfdiff
+from device import format as wire
+from device.format import Entry
+
+
+def sample_diff(method="sparse"):
+    rng = np.random.default_rng(0)
+    if method == "sparse":
+        indices = np.sort(rng.choice(5000, 300, replace=False))
+        indices[-1] = 4999
+        entries = [Entry("enc/lstm/0/kernel", (50, 100), "sparse", rng.normal(size=300).astype(np.float16), indices),
+                   Entry("enc/lstm/2/bias", (400,), "sparse", np.float16([1.5]), np.array([0])),
+                   Entry("joint/1/bias", (7,), "sparse", np.zeros(0, np.float16), np.zeros(0, np.int64))]
+        return tfdiff.Diff("sparse", entries, bytes(range(32)), bytes(range(1, 33)), generation=3)
+    entries = [Entry("dense/0/kernel", (20, 30), "hash", rng.normal(size=60).astype(np.float16), None, 11, 3)]
+    return tfdiff.Diff("hash", entries, b"a" * 32, b"b" * 32, generation=1, seed=11, num_hashes=3)
+
+
+def assert_same(a, b):
+    assert (a.method, a.generation, a.seed, a.num_hashes, a.base_digest, a.target_digest) == \
+           (b.method, b.generation, b.seed, b.num_hashes, b.base_digest, b.target_digest)
+    for x, y in zip(a.entries, b.entries, strict=True):
+        assert (x.name, x.shape, x.method) == (y.name, y.shape, y.method)
+        assert x.values.dtype == y.values.dtype
+        np.testing.assert_array_equal(x.values, y.values)
+        if x.indices is not None:
+            np.testing.assert_array_equal(x.indices, y.indices)
+
+
+@pytest.mark.parametrize("method", ["sparse", "hash"])
+def test_save_load_round_trip_is_exact(tmp_path, method):
+    diff = sample_diff(method)
+    path = tmp_path / "d.tfdiff"
+    diff.save(path)
+    again = tfdiff.Diff.load(path)
+    assert isinstance(again, tfdiff.Diff)
+    assert_same(diff, again)
+    assert again.to_bytes() == path.read_bytes() == diff.to_bytes()
+
+
+def test_gap_codec_round_trips_large_gaps():
+    indices = np.array([0, 1, 127, 128, 300, 2**14 + 5, 2**21 + 9, 2**28 + 1, 2**31 + 7])
+    block = wire.encode_gaps(indices)
+    np.testing.assert_array_equal(wire.decode_gaps(block, indices.size), indices)
+
+
+def corruptions(data):
+    yield "empty", b"", "bad magic"
+    yield "wrong magic", b"XXDIFF" + data[6:], "bad magic"
+    yield "wrong version", data[:6] + (7).to_bytes(2, "little") + data[8:], "version 7"
+    for cut in (10, 100, len(data) // 2, len(data) - 1):
+        yield f"truncated at {cut}", data[:cut], "truncated|checksum"
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x10
+    yield "flipped byte", bytes(flipped), "checksum"
+    yield "appended junk", data + b"\0" * 5, "checksum"
+
+
+@pytest.mark.parametrize("method", ["sparse", "hash"])
+def test_bad_files_raise_diff_format_error_and_write_nothing(tmp_path, method):
+    data = sample_diff(method).to_bytes()
+    for label, bad, message in corruptions(data):
+        path = tmp_path / "bad.tfdiff"
+        path.write_bytes(bad)
+        before = sorted(os.listdir(tmp_path))
+        with pytest.raises(tfdiff.DiffFormatError, match=message):
+            tfdiff.Diff.load(path)
+        assert sorted(os.listdir(tmp_path)) == before, label
+        assert path.read_bytes() == bad
+
+
+def test_internally_inconsistent_entry_is_rejected_with_a_reason():
+    diff = sample_diff("sparse")
+    diff.entries[0].indices = diff.entries[0].indices + 10  # past the weight's end
+    with pytest.raises(tfdiff.DiffFormatError, match="outside shape"):
+        wire.decode(diff.to_bytes())
+
+
+def test_missing_file_is_a_format_error(tmp_path):
+    with pytest.raises(tfdiff.DiffFormatError, match="cannot read"):
+        tfdiff.Diff.load(tmp_path / "nope.tfdiff")
+
+
+def test_digest_depends_on_names_shapes_and_bits():
+    w = {"a/0/kernel": np.ones((2, 3), np.float32)}
+    d = wire.weights_digest(w)
+    assert d == wire.weights_digest({"a/0/kernel": np.ones((2, 3), np.float64)})
+    assert d != wire.weights_digest({"a/0/kernel": np.ones((3, 2), np.float32)})
+    assert d != wire.weights_digest({"b/0/kernel": np.ones((2, 3), np.float32)})
+    assert d != wire.weights_digest({"a/0/kernel": np.nextafter(np.ones((2, 3), np.float32), 2)})

@@ -1,0 +1,101 @@
+"""The paper's BLC baseline, and `strip` to turn any trained wrapper model plain."""
+import numpy as np
+
+from ._keras import keras
+from .methods import HashDiff, HashedWeights, SparseDiff, deserialize_method
+from .model import _is_subclassed, _layers_with_paths, _PruneLowMagnitude
+from .wrapper import DiffWrapper
+
+from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
+
+
+def compress_baseline(model, method):
+    """BLC: the same budget spent compressing the model itself, not a diff.
+
+    Returns a trainable copy of `model` (usually freshly initialised: BLC is
+    trained from scratch) whose weights are compressed as the method says:
+    - SparseDiff: tfmot magnitude pruning of the weights themselves to
+      sparsity 1 - 1/compression on the method's schedule (tfmot's registry
+      decides which weights of a layer are prunable, e.g. kernels, not biases);
+    - HashDiff: HashedNets, every weight W[p] = sum_k A[h_k(p)] with a table
+      of N/compression entries per weight.
+    Train it with `callbacks=tfdiff.callbacks(blc)`, then `tfdiff.strip` it.
+
+    Example:
+
+    >>> import tfdiff
+    >>> from tfdiff import keras
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> blc = tfdiff.compress_baseline(model, tfdiff.HashDiff(compression=4.0))
+    >>> blc.layers[0].diff_weights[0].shape.as_list()
+    [8]
+    """
+    if not isinstance(model, keras.Model) or _is_subclassed(model):
+        raise ValueError(f"`model` must be a tf_keras Sequential or functional model. Received: {model!r}")
+    method = deserialize_method(method)
+    if isinstance(method, SparseDiff):
+        schedule = method.schedule()
+
+        def clone_layer(layer):
+            if isinstance(layer, keras.Model):
+                return keras.models.clone_model(layer, clone_function=clone_layer)
+            clone = layer.__class__.from_config(layer.get_config())
+            if layer.weights and _prunable(layer):
+                return _PruneLowMagnitude(clone, pruning_schedule=schedule)
+            return clone
+    elif isinstance(method, HashDiff):
+        hashed = HashedWeights(**method.get_config())
+
+        def clone_layer(layer):
+            if isinstance(layer, keras.Model):
+                return keras.models.clone_model(layer, clone_function=clone_layer)
+            clone = layer.__class__.from_config(layer.get_config())
+            return DiffWrapper(clone, hashed) if layer.weights else clone
+    else:
+        raise ValueError(f"`method` must be a SparseDiff or HashDiff. Received: {method!r}")
+    compressed = keras.models.clone_model(model, clone_function=clone_layer)
+    if isinstance(method, HashDiff):
+        return compressed
+    for (_, _, source), (_, _, target) in zip(_layers_with_paths(model), _layers_with_paths(compressed)):
+        target.set_weights(source.get_weights())
+    return compressed
+
+
+def strip(model):
+    """A plain Keras model holding the effective weights of a wrapped model.
+
+    DiffWrappers become their inner layer carrying base (+) diff as trained
+    (not wire-quantized: use `tfdiff.fold` for what a device will hold);
+    tfmot pruning wrappers become their layer with the masks applied.
+    """
+    def clone_layer(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=clone_layer)
+        inner = layer.layer if isinstance(layer, (_PruneLowMagnitude, DiffWrapper)) else layer
+        inner = inner.layer if isinstance(inner, DiffWrapper) else inner
+        return inner.__class__.from_config(inner.get_config())
+
+    plain = keras.models.clone_model(model, clone_function=clone_layer)
+    for (_, outer, inner), (_, target, _) in zip(_layers_with_paths(model), _layers_with_paths(plain)):
+        target.set_weights(_effective_values(outer, inner))
+    return plain
+
+
+def _effective_values(outer, inner):
+    masks = {}
+    if isinstance(outer, _PruneLowMagnitude):
+        masks = {id(w): m.numpy() for w, m, _ in outer.pruning_vars}
+    if isinstance(inner, DiffWrapper):
+        diffs = [d.numpy() * masks.get(id(d), 1.0) for d in inner.diff_weights]
+        saved = [d.numpy() for d in inner.diff_weights]
+        for d, value in zip(inner.diff_weights, diffs):
+            d.assign(value)
+        values = [np.asarray(w) for w in inner.effective_weights()]
+        for d, value in zip(inner.diff_weights, saved):
+            d.assign(value)
+        return values
+    return [w.numpy() * masks.get(id(w), 1.0) for w in inner.weights]
+
+
+def _prunable(layer):
+    return PruneRegistry.supports(layer)

@@ -1,0 +1,88 @@
+"""tfdiff.Diff: the learned diff G as it travels, with its budget and report."""
+import io
+
+import numpy as np
+
+from device import format as wire
+
+
+class Diff(wire.DiffFile):
+    """A diff between two model generations, as saved and sent.
+
+    `save(path)` / `Diff.load(path)` round-trip exactly; `nbytes` is the file
+    size; `summary()` reports, per weight, what was kept and what it costs.
+
+    Example:
+
+    >>> import numpy as np, tfdiff
+    >>> from device.format import Entry
+    >>> entry = Entry("dense/0/kernel", (10, 10), "sparse", np.float16([0.5]), np.array([7]))
+    >>> diff = tfdiff.Diff("sparse", [entry], b"\\0" * 32, b"\\1" * 32)
+    >>> diff.nbytes
+    155
+    """
+
+    def fit_budget(self, compression, sizes):
+        """Cut the smallest sparse values until the file, signed, fits 4N/compression bytes."""
+        budget = int(4 * sum(sizes[e.name] for e in self.entries) // compression)
+        while self.nbytes + wire.SIGNATURE_BYTES > budget:
+            if self.method != "sparse":
+                raise ValueError(f"hash diff needs {self.nbytes + wire.SIGNATURE_BYTES} bytes, "
+                                 f"over its budget of {budget}; raise the model size or lower compression")
+            magnitudes = np.concatenate([np.abs(e.values.astype(np.float32)) for e in self.entries])
+            if magnitudes.size == 0:
+                raise ValueError(f"even an empty diff ({self.nbytes} bytes) exceeds the budget of "
+                                 f"{budget} bytes: the model is too small for compression {compression}")
+            excess = self.nbytes + wire.SIGNATURE_BYTES - budget
+            drop = min(magnitudes.size, max(1, excess // 3 + 1))
+            threshold = np.partition(magnitudes, drop - 1)[drop - 1]
+            for e in self.entries:
+                keep = np.abs(e.values.astype(np.float32)) > threshold
+                e.values, e.indices = e.values[keep], e.indices[keep]
+        self.budget = budget
+        return budget
+
+    def summary(self):
+        """A table, one row per weight: shape, kept values, bytes, compression."""
+        rows = [("weight", "shape", "kind", "stored", "bytes", "nominal", "wire")]
+        total_size = total_stored = total_bytes = 0
+        for entry in self.entries:
+            nbytes = entry_nbytes(entry)
+            stored = entry.values.size
+            kind = "nonzeros" if entry.method == "sparse" else "table"
+            rows.append((entry.name, "x".join(map(str, entry.shape)) or "scalar", kind, str(stored),
+                         str(nbytes), _ratio(entry.size, stored), _ratio(4 * entry.size, nbytes)))
+            total_size, total_stored, total_bytes = (total_size + entry.size,
+                                                     total_stored + stored, total_bytes + nbytes)
+        rows.append(("total (file)", f"{total_size} params", self.method, str(total_stored),
+                     str(self.nbytes), _ratio(total_size, total_stored),
+                     _ratio(4 * total_size, self.nbytes)))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        return "\n".join(lines)
+
+    @property
+    def num_params(self):
+        return sum(e.size for e in self.entries)
+
+    @property
+    def nominal_compression(self):
+        """The paper's ratio: diffed parameters / stored diff values."""
+        stored = sum(e.values.size for e in self.entries)
+        return self.num_params / stored if stored else float("inf")
+
+    @property
+    def wire_compression(self):
+        """float32 bytes of the diffed weights / bytes of this file."""
+        return 4 * self.num_params / self.nbytes
+
+
+def entry_nbytes(entry):
+    out = io.BytesIO()
+    wire._write_entry(out, entry)
+    return len(out.getvalue())
+
+
+def _ratio(numerator, denominator):
+    return f"{numerator / denominator:.1f}x" if denominator else "inf"

@@ -1,0 +1,255 @@
+"""The diff methods: how a diff is parametrised, trained, and put on the wire.
+
+A method object is small configuration, like a tfmot schedule: it holds no
+variables, round-trips through `get_config`, and is shared by every layer it
+is applied to. `DiffWrapper` asks it for the diff variables of one weight, for
+the effective weight in the forward pass, and for that weight's wire entry.
+"""
+import numpy as np
+
+from device.format import Entry
+from device.hashing import hash_positions
+
+from ._keras import tf, tfmot
+
+
+def _check_compression(compression):
+    if not isinstance(compression, (int, float)) or isinstance(compression, bool) or compression < 1:
+        raise ValueError(f"`compression` must be a number >= 1. Received: compression={compression!r}")
+    return float(compression)
+
+
+def _check_value_dtype(value_dtype):
+    if value_dtype not in ("float16", "float32"):
+        raise ValueError(f"`value_dtype` must be 'float16' or 'float32'. Received: value_dtype={value_dtype!r}")
+    return value_dtype
+
+
+def _check_step(name, value, minimum):
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
+    return value
+
+
+class SparseDiff:
+    """An additive diff pruned by magnitude during training.
+
+    W' = W + D, where D starts at zero and tfmot's magnitude pruning drives it
+    to a sparsity of 1 - 1/compression with the cubic schedule of Zhu & Gupta
+    (PolynomialDecay, power 3) between `begin_step` and `end_step`. A pruned
+    entry of D leaves the old weight in place, so the model stays dense. On
+    the wire each kept value costs one `value_dtype` number plus a LEB128 gap
+    to the previous kept position.
+
+    Args:
+        compression: the byte budget: the saved file is at most
+            4N / compression bytes, headers included. With float16 values
+            it is also the paper's nominal ratio N / kept values.
+        begin_step: training step at which pruning starts.
+        end_step: step at which the final sparsity is reached.
+        frequency: steps between mask updates.
+        value_dtype: how the kept values travel, "float16" or "float32".
+
+    Example:
+
+    >>> method = SparseDiff(compression=20.0, begin_step=0, end_step=100, frequency=10)
+    >>> round(method.final_sparsity, 3)
+    0.95
+    >>> SparseDiff.from_config(method.get_config()).get_config() == method.get_config()
+    True
+
+    Reference:
+        Zhu & Gupta, "To prune, or not to prune", ICLR workshop 2018;
+        Macoskey et al., "Learning a Neural Diff for Speech Models", sec. 3.1.
+    """
+
+    name = "sparse"
+
+    def __init__(self, compression=10.0, begin_step=0, end_step=1000, frequency=100,
+                 value_dtype="float16"):
+        self.compression = _check_compression(compression)
+        self.begin_step = _check_step("begin_step", begin_step, 0)
+        self.end_step = _check_step("end_step", end_step, begin_step + 1)
+        self.frequency = _check_step("frequency", frequency, 1)
+        self.value_dtype = _check_value_dtype(value_dtype)
+
+    @property
+    def final_sparsity(self):
+        # A float16 value and its LEB128 gap take about 3 bytes, under the
+        # 4 a float32 weight costs, so 1/compression kept values fit the
+        # budget; float32 values (5 bytes each) keep proportionally fewer.
+        itemsize = np.dtype(self.value_dtype).itemsize
+        return 1.0 - min(1.0, 3.0 / (itemsize + 1)) / self.compression
+
+    def schedule(self):
+        return tfmot.sparsity.keras.PolynomialDecay(
+            initial_sparsity=0.0, final_sparsity=self.final_sparsity,
+            begin_step=self.begin_step, end_step=self.end_step, power=3,
+            frequency=self.frequency)
+
+    def get_config(self):
+        return {"compression": self.compression, "begin_step": self.begin_step,
+                "end_step": self.end_step, "frequency": self.frequency,
+                "value_dtype": self.value_dtype}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # -- what DiffWrapper asks of a method ---------------------------------
+    def create_diff(self, wrapper, base):
+        return wrapper.add_weight(name=_diff_name(base), shape=base.shape, dtype=base.dtype,
+                                  initializer="zeros", trainable=True)
+
+    def effective(self, base, diff):
+        return base + diff
+
+    def entry(self, name, base_value, diff_value):
+        flat = np.asarray(diff_value, dtype=np.float32).reshape(-1)
+        values = flat.astype(self.value_dtype)
+        indices = np.flatnonzero(values)
+        return Entry(name, tuple(np.shape(base_value)), "sparse", values[indices], indices)
+
+    def __repr__(self):
+        return f"SparseDiff({self.get_config()})"
+
+
+class HashDiff:
+    """A multiplicative diff shared through K hash functions.
+
+    W'[p] = W[p] + |W[p]| * sum_k A[h_k(p)], with one table A per weight of
+    max(1, floor(N / compression)) float16 entries (half as many float32
+    ones), initialised to zero. The hash
+    (device/hashing.py) is reseeded per generation through `seed`.
+
+    Args:
+        compression: nominal ratio N / table size.
+        num_hashes: K, the number of hash functions.
+        seed: generation seed of the hash functions, 0 <= seed < 2**32.
+        value_dtype: how the table travels, "float16" or "float32".
+
+    Example:
+
+    >>> method = HashDiff(compression=10.0, num_hashes=3, seed=1)
+    >>> method.table_size(1000)
+    100
+
+    Reference:
+        Chen et al., "Compressing neural networks with the hashing trick",
+        ICML 2015; Macoskey et al., sec. 3.2.
+    """
+
+    name = "hash"
+
+    def __init__(self, compression=10.0, num_hashes=3, seed=0, value_dtype="float16"):
+        self.compression = _check_compression(compression)
+        self.num_hashes = _check_step("num_hashes", num_hashes, 1)
+        if num_hashes > 255:
+            raise ValueError(f"`num_hashes` must be at most 255. Received: num_hashes={num_hashes!r}")
+        self.seed = _check_step("seed", seed, 0)
+        if seed >= 2**32:
+            raise ValueError(f"`seed` must be below 2**32. Received: seed={seed!r}")
+        self.value_dtype = _check_value_dtype(value_dtype)
+
+    def table_size(self, num_weights):
+        # float16 tables of N/compression entries use half the byte budget,
+        # leaving the rest for headers; float32 tables get half as many.
+        itemsize = np.dtype(self.value_dtype).itemsize
+        return max(1, int(num_weights * 2 // (self.compression * itemsize)))
+
+    def get_config(self):
+        return {"compression": self.compression, "num_hashes": self.num_hashes,
+                "seed": self.seed, "value_dtype": self.value_dtype}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def create_diff(self, wrapper, base):
+        size = int(np.prod(base.shape))
+        table = wrapper.add_weight(name=_diff_name(base) + "_table", shape=(self.table_size(size),),
+                                   dtype=base.dtype, initializer="zeros", trainable=True)
+        return table
+
+    def slots(self, base, table_size):
+        """[K, *shape] int32 table indices of every element of `base`."""
+        size = int(np.prod(base.shape))
+        positions = tf.cast(tf.range(size, dtype=tf.int64), tf.uint32)
+        slots = [tf.cast(hash_positions(positions, self.seed, k, table_size, ops=TfOps), tf.int32)
+                 for k in range(self.num_hashes)]
+        return tf.reshape(tf.stack(slots), [self.num_hashes] + list(base.shape))
+
+    def effective(self, base, table, slots):
+        shared = tf.reduce_sum(tf.gather(table, slots), axis=0)
+        return base + tf.abs(base) * shared
+
+    def entry(self, name, base_value, table_value):
+        values = np.asarray(table_value, dtype=np.float32).astype(self.value_dtype)
+        return Entry(name, tuple(np.shape(base_value)), "hash", values, None, self.seed,
+                     self.num_hashes)
+
+    def __repr__(self):
+        return f"HashDiff({self.get_config()})"
+
+
+class TfOps:
+    """uint32 primitives on TensorFlow tensors, the twin of device.hashing.NumpyOps."""
+
+    @staticmethod
+    def const(value):
+        return tf.constant(value, dtype=tf.uint32)
+
+    xor = staticmethod(tf.bitwise.bitwise_xor)
+    shift_right = staticmethod(tf.bitwise.right_shift)
+    multiply = staticmethod(tf.math.multiply)
+    mod = staticmethod(tf.math.floormod)
+
+
+def _diff_name(base):
+    return "diff_" + base.name.split("/")[-1].split(":")[0]
+
+
+METHODS = {"SparseDiff": SparseDiff, "HashDiff": HashDiff}
+
+
+def serialize_method(method):
+    return {"class_name": type(method).__name__, "config": method.get_config()}
+
+
+def deserialize_method(config):
+    if isinstance(config, (SparseDiff, HashDiff)):
+        return config
+    if not isinstance(config, dict) or config.get("class_name") not in _registry():
+        raise ValueError(f"`method` must be a SparseDiff or HashDiff. Received: method={config!r}")
+    return _registry()[config["class_name"]].from_config(config["config"])
+
+
+def _registry():
+    return METHODS
+
+
+
+class HashedWeights(HashDiff):
+    """HashedNets for the BLC baseline: W[p] = sum_k A[h_k(p)], no base at all.
+
+    The table starts as a random sample of the layer's initial weights,
+    scaled by 1/sqrt(K), so the hashed layer starts at the usual init scale.
+    """
+
+    name = "hashed"
+
+    def create_diff(self, wrapper, base):
+        size = int(np.prod(base.shape))
+        table_size = self.table_size(size)
+        rng = np.random.default_rng(self.seed)
+        sample = base.numpy().reshape(-1)[rng.integers(0, size, table_size)]
+        sample = sample / np.sqrt(self.num_hashes)
+        return wrapper.add_weight(name=_diff_name(base) + "_hashed", shape=(table_size,),
+                                  dtype=base.dtype, trainable=True,
+                                  initializer=lambda shape, dtype=None: tf.constant(sample, dtype))
+
+    def effective(self, base, table, slots):
+        return tf.reduce_sum(tf.gather(table, slots), axis=0)
+
+
+METHODS["HashedWeights"] = HashedWeights

@@ -1,0 +1,220 @@
+"""Whole models: wrap, the fit callbacks, extract a diff, fold it back.
+
+Weights are named by where they sit, not by TensorFlow variable names:
+`<layer path>/<index in layer.weights>/<short name>`, for example
+`encoder/lstm_1/0/kernel`. The same name is computed for the base model,
+the wrapped model, the folded model and the .tflite weight map.
+"""
+import numpy as np
+
+from device.format import DiffFormatError, weights_digest
+from device.patch import patch_weight
+
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (
+    PruneLowMagnitude as _PruneLowMagnitude,
+)
+
+from ._keras import keras, tfmot
+from .diff import Diff
+from .methods import SparseDiff, deserialize_method
+from .wrapper import DiffWrapper
+
+
+class DiffMismatchError(ValueError):
+    """A diff applied to a model it was not made for."""
+
+
+def wrap(model, method, include=None, exclude=None):
+    """A new model whose weighted layers are wrapped in DiffWrapper.
+
+    The base weights are copied in and frozen; nested functional and
+    Sequential models are wrapped layer by layer. With a SparseDiff, each
+    DiffWrapper is further wrapped by tfmot's PruneLowMagnitude, so train
+    with `callbacks=tfdiff.callbacks(diff_model)`.
+
+    Args:
+        model: a built tf_keras Sequential or functional model.
+        method: `tfdiff.SparseDiff` or `tfdiff.HashDiff`.
+        include: layer names (or a predicate on the layer) to diff; all
+            weighted layers when None.
+        exclude: layer names (or a predicate) to leave untouched.
+
+    Example:
+
+    >>> import tfdiff
+    >>> from tfdiff import keras
+    >>> base = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="out")])
+    >>> diff_model = tfdiff.wrap(base, tfdiff.HashDiff(compression=4.0))
+    >>> [type(layer).__name__ for layer in diff_model.layers]
+    ['DiffWrapper']
+    """
+    if not isinstance(model, keras.Model) or _is_subclassed(model):
+        raise ValueError("`model` must be a tf_keras Sequential or functional model; wrap the "
+                         f"layers of a subclassed model with DiffWrapper. Received: {model!r}")
+    method = deserialize_method(method)
+    selected = _selector(include, exclude)
+
+    def clone_layer(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=clone_layer)
+        clone = layer.__class__.from_config(layer.get_config())
+        if not layer.weights or not selected(layer):
+            return clone
+        wrapped = DiffWrapper(clone, method)
+        if isinstance(method, SparseDiff):
+            wrapped = _PruneLowMagnitude(wrapped, pruning_schedule=method.schedule())
+        return wrapped
+
+    diff_model = keras.models.clone_model(model, clone_function=clone_layer)
+    target = dict(_weight_slots(diff_model))
+    for name, variable in _weight_slots(model):
+        target[name].assign(variable)
+    return diff_model
+
+
+def callbacks(diff_model):
+    """The callbacks `fit` needs for this diff model (tfmot's pruning step)."""
+    if any(isinstance(layer, _PruneLowMagnitude) for layer in _all_layers(diff_model)):
+        return [tfmot.sparsity.keras.UpdatePruningStep()]
+    return []
+
+
+def extract(diff_model, generation=0):
+    """The learned diff G, as it will travel: quantized, encoded, budgeted.
+
+    The saved file is at most 4 * (diffed weights) / compression bytes,
+    signature included. If the pruning schedule has not finished, the
+    smallest diff values are cut until the file fits.
+    """
+    wrappers = [(path, w) for path, w in _wrappers(diff_model)]
+    if not wrappers:
+        raise ValueError("`diff_model` has no DiffWrapper layers; make it with tfdiff.wrap().")
+    methods = {repr(w.method) for _, w in wrappers}
+    if len(methods) != 1:
+        raise ValueError(f"all DiffWrappers must share one method. Found: {sorted(methods)}")
+    method = wrappers[0][1].method
+    entries = []
+    for path, wrapper in wrappers:
+        masks = _masks(diff_model, wrapper)
+        for index, (base, diff) in enumerate(zip(wrapper.base_weights, wrapper.diff_weights)):
+            diff_value = diff.numpy()
+            if index in masks:
+                diff_value = diff_value * masks[index]
+            name = weight_name(path, index, base)
+            entries.append(method.entry(name, base.numpy(), diff_value))
+    base_weights = named_weights(diff_model)
+    diff = Diff(method=method.name, entries=entries, base_digest=weights_digest(base_weights),
+                target_digest=b"\0" * 32, generation=generation,
+                seed=getattr(method, "seed", 0), num_hashes=getattr(method, "num_hashes", 0))
+    diff.fit_budget(method.compression, {e.name: base_weights[e.name].size for e in entries})
+    diff.target_digest = weights_digest(_folded_weights(base_weights, diff))
+    return diff
+
+
+def fold(base_model, diff):
+    """F_t (+) G: a copy of `base_model` carrying the diff, bit for bit as the device.
+
+    The arithmetic is device.patch's float32 numpy code, the very code the
+    device applier runs, and the result is checked against the diff's
+    target digest.
+    """
+    if not isinstance(base_model, keras.Model) or _is_subclassed(base_model):
+        raise ValueError("`base_model` must be a tf_keras Sequential or functional model. "
+                         f"Received: {base_model!r}")
+    model = keras.models.clone_model(base_model)
+    model.set_weights(base_model.get_weights())
+    slots = dict(_weight_slots(model))
+    current = {name: variable.numpy() for name, variable in slots.items()}
+    if weights_digest(current) != diff.base_digest:
+        raise DiffMismatchError("diff does not apply to this model: its base weights differ "
+                                f"(model {weights_digest(current).hex()[:12]}, diff expects "
+                                f"{diff.base_digest.hex()[:12]})")
+    folded = _folded_weights(current, diff)
+    if weights_digest(folded) != diff.target_digest:
+        raise DiffFormatError("diff's target digest does not match its own content")
+    for entry in diff.entries:
+        slots[entry.name].assign(folded[entry.name])
+    return model
+
+
+def named_weights(model):
+    """{weight name: float32 array} of every weight, wrapped layers unwrapped."""
+    return {name: variable.numpy() for name, variable in _weight_slots(model)}
+
+
+def weight_name(layer_path, index, variable):
+    short = variable.name.split("/")[-1].split(":")[0]
+    return f"{layer_path}/{index}/{short}"
+
+
+# -- internals ----------------------------------------------------------------
+def _folded_weights(weights, diff):
+    folded = dict(weights)
+    for entry in diff.entries:
+        if entry.name not in weights:
+            raise DiffMismatchError(f"diff names weight {entry.name!r}, which the model lacks")
+        if tuple(weights[entry.name].shape) != tuple(entry.shape):
+            raise DiffMismatchError(f"weight {entry.name!r} has shape {weights[entry.name].shape}, "
+                                    f"diff expects {entry.shape}")
+        folded[entry.name] = patch_weight(entry, weights[entry.name])
+    return folded
+
+
+def _is_subclassed(model):
+    return not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False))
+
+
+def _selector(include, exclude):
+    def matches(rule, layer):
+        return rule(layer) if callable(rule) else layer.name in set(rule)
+    for rule, label in ((include, "include"), (exclude, "exclude")):
+        if rule is not None and not callable(rule) and isinstance(rule, str):
+            raise ValueError(f"`{label}` must be a list of layer names or a predicate. "
+                             f"Received: {label}={rule!r}")
+    return lambda layer: ((include is None or matches(include, layer))
+                          and (exclude is None or not matches(exclude, layer)))
+
+
+def _unwrap(layer):
+    return layer.layer if isinstance(layer, _PruneLowMagnitude) else layer
+
+
+def _layers_with_paths(model, prefix=""):
+    for layer in model.layers:
+        inner = _unwrap(layer)
+        path = prefix + inner.name
+        if isinstance(inner, keras.Model):
+            yield from _layers_with_paths(inner, path + "/")
+        else:
+            yield path, layer, inner
+
+
+def _all_layers(model):
+    return [outer for _, outer, _ in _layers_with_paths(model)]
+
+
+def _wrappers(model):
+    return [(path, inner) for path, _, inner in _layers_with_paths(model)
+            if isinstance(inner, DiffWrapper)]
+
+
+def _weight_slots(model):
+    """(name, variable) of every base weight, in model order."""
+    slots = []
+    seen = set()
+    for path, _, inner in _layers_with_paths(model):
+        if id(inner) in seen:  # a shared layer is one set of weights
+            continue
+        seen.add(id(inner))
+        variables = inner.base_weights if isinstance(inner, DiffWrapper) else inner.weights
+        slots += [(weight_name(path, i, v), v) for i, v in enumerate(variables)]
+    return slots
+
+
+def _masks(model, wrapper):
+    """{diff index: mask array} from the tfmot wrapper around `wrapper`, if any."""
+    for _, outer, inner in _layers_with_paths(model):
+        if inner is wrapper and isinstance(outer, _PruneLowMagnitude):
+            by_var = {id(w): m.numpy() for w, m, _ in outer.pruning_vars}
+            return {i: by_var[id(d)] for i, d in enumerate(wrapper.diff_weights) if id(d) in by_var}
+    return {}
