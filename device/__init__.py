@@ -1,24 +1,18 @@
 """The device side: patch a .tflite model in place with a received diff.
 
-Needs only numpy, flatbuffers and cryptography (for signed diffs); the
-converter (`device.convert`) is the one server-side module and imports
-TensorFlow lazily.
+Needs only numpy, flatbuffers and cryptography (for signed diffs). The
+converter (`device.convert`) runs on the server; it imports TensorFlow
+only when called.
+
+Example (shell):
+
+    python -m device apply model.tflite gen1.tfdiff --public-key server.pub.pem
 """
+from .applier import ApplyError, apply, recover
+from .converter import ConversionError, convert
 from .format import DiffFormatError
+from .signing import SignatureError
+from .tflite import ModelFormatError
 
-__all__ = ["DiffFormatError", "apply", "convert", "recover"]
-
-
-def apply(*args, **kwargs):
-    from .apply import apply as _apply
-    return _apply(*args, **kwargs)
-
-
-def recover(*args, **kwargs):
-    from .apply import recover as _recover
-    return _recover(*args, **kwargs)
-
-
-def convert(*args, **kwargs):
-    from .convert import convert as _convert
-    return _convert(*args, **kwargs)
+__all__ = ["apply", "recover", "convert", "ApplyError", "ConversionError", "DiffFormatError",
+           "ModelFormatError", "SignatureError"]

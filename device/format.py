@@ -283,24 +283,34 @@ def decode_gaps(block, count, name="?"):
 
 
 # -- digests of weights -------------------------------------------------------
-def weights_digest(named_weights):
-    """sha256 of a model's weights: name, shape and float32 bytes, by name order.
+class WeightsHasher:
+    """sha256 of a model's weights: name, shape and float32 bytes, in name order.
 
-    Both sides compute it in Keras layout, so the server's fold and the
-    device's .tflite agree when, and only when, they hold the same bits.
-    `named_weights` is a dict, or yields (name, array) pairs in name order so
-    that a device can stream one weight at a time.
+    Both sides hash Keras layout, so the server's fold and the device's
+    .tflite agree when, and only when, they hold the same bits. Weights are
+    fed one at a time, so a device never holds the whole model.
     """
-    if isinstance(named_weights, dict):
-        named_weights = sorted(named_weights.items(), key=lambda item: item[0])
-    h = hashlib.sha256()
-    previous = None
-    for name, array in named_weights:
-        if previous is not None and name <= previous:
-            raise ValueError(f"weights must come in name order: {name!r} after {previous!r}")
-        previous = name
+
+    def __init__(self):
+        self._sha = hashlib.sha256()
+        self._previous = None
+
+    def update(self, name, array):
+        if self._previous is not None and name <= self._previous:
+            raise ValueError(f"weights must come in name order: {name!r} after {self._previous!r}")
+        self._previous = name
         array = np.ascontiguousarray(array, dtype="<f4")
-        h.update(name.encode("utf-8") + b"\0")
-        h.update(struct.pack(f"<B{array.ndim}I", array.ndim, *array.shape))
-        h.update(array.tobytes())
-    return h.digest()
+        self._sha.update(name.encode("utf-8") + b"\0")
+        self._sha.update(struct.pack(f"<B{array.ndim}I", array.ndim, *array.shape))
+        self._sha.update(array.tobytes())
+
+    def digest(self):
+        return self._sha.digest()
+
+
+def weights_digest(named_weights):
+    """The WeightsHasher digest of a {name: array} dict."""
+    hasher = WeightsHasher()
+    for name in sorted(named_weights):
+        hasher.update(name, named_weights[name])
+    return hasher.digest()

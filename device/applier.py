@@ -1,0 +1,318 @@
+"""Patch a .tflite model with a diff, in place and crash-safe.
+
+The order of events, so that a kill at any instant leaves the old model or,
+after the next call, the new one:
+
+1. Recover: if a journal from an interrupted run exists, finish it first.
+2. Check, touching nothing: the diff parses (and is signed by the given
+   key), its base digest is this model's weights, and the patched weights
+   hash to its target digest.
+3. Journal: every (file offset, new float32) pair is written to
+   MODEL.tfdiff-journal.tmp, fsynced, and renamed to MODEL.tfdiff-journal.
+   The rename is the commit point: before it the model is untouched and a
+   stray .tmp is discarded; after it the update will complete.
+4. Patch the model through a writable mmap, msync, fsync.
+5. Delete the journal and fsync the directory.
+
+Recovery replays a complete journal (the writes are idempotent) and
+deletes it. With `out=...` the model is instead copied to a temporary file
+next to `out`, patched there, fsynced and renamed over `out`.
+
+Memory stays bounded: weights are visited one at a time through the mmap,
+and pages are released after each weight, so a sparse diff never brings the
+whole model into memory.
+"""
+import fcntl
+import hashlib
+import mmap
+import os
+import shutil
+import struct
+import tempfile
+
+import numpy as np
+
+from . import signing
+from .format import DiffFile, DiffFormatError, WeightsHasher, fsync_dir
+from .patch import patched_values
+from .tflite import ModelFormatError, TFLiteFile
+
+JOURNAL_SUFFIX = ".tfdiff-journal"
+_JOURNAL_MAGIC = b"TFDJRNL1"
+_JOURNAL_HEADER = struct.Struct("<8s32s32sQI")
+_PAGE = mmap.PAGESIZE
+
+
+class ApplyError(ValueError):
+    """A diff that cannot be applied to this model; nothing was changed."""
+
+
+class Result:
+    """What an apply did: 'applied', or 'already' when the model was the target."""
+
+    def __init__(self, status, path, diff, patched_elements=0):
+        self.status, self.path, self.diff = status, path, diff
+        self.patched_elements = patched_elements
+
+    def __repr__(self):
+        return f"Result({self.status!r}, {self.path!r}, patched_elements={self.patched_elements})"
+
+
+def apply(model_path, diff_path, out=None, public_key=None):
+    """Apply the diff at `diff_path` to the .tflite at `model_path`.
+
+    Args:
+        model_path: the device's model; patched in place unless `out` is given.
+        diff_path: the received diff file.
+        out: write the patched model here instead (atomically).
+        public_key: path of an Ed25519 public key (PEM); when given, the diff
+            must carry a valid signature by its private key.
+
+    Raises:
+        DiffFormatError, ApplyError, ModelFormatError, signing.SignatureError,
+        all ValueErrors with a one-line message; the model is then unchanged.
+
+    Example (from the shell): python -m device apply model.tflite gen1.tfdiff
+    """
+    model_path = os.fspath(model_path)
+    if not os.path.isfile(model_path):
+        raise ApplyError(f"model {model_path} does not exist")
+    diff = DiffFile.load(diff_path)
+    if public_key is not None:  # without a trusted key a signature proves nothing
+        signing.verify(diff, public_key)
+
+    with _locked(model_path):
+        recover(model_path, _locked_already=True)
+        if out is None:
+            return _apply_in_place(model_path, diff)
+        return _apply_to_copy(model_path, diff, os.fspath(out))
+
+
+def recover(model_path, _locked_already=False):
+    """Finish an update interrupted by a crash; returns True if one was found."""
+    model_path = os.fspath(model_path)
+    journal = model_path + JOURNAL_SUFFIX
+    if os.path.exists(journal + ".tmp"):
+        os.unlink(journal + ".tmp")  # never committed: the model was not touched
+    if not os.path.exists(journal):
+        return False
+    if not _locked_already:
+        with _locked(model_path):
+            return recover(model_path, _locked_already=True)
+    target = _replay(model_path, journal)
+    with open(model_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        model = TFLiteFile(mm)
+        digest, _ = _digests(model, model.weight_map(), {})
+        del model
+    if digest != target:
+        raise ApplyError(f"journal replay left {model_path} with unexpected weights "
+                         f"({digest.hex()[:12]}, expected {target.hex()[:12]})")
+    os.unlink(journal)
+    fsync_dir(os.path.dirname(os.path.abspath(model_path)))
+    return True
+
+
+# -- the two modes -----------------------------------------------------------
+def _apply_in_place(model_path, diff):
+    with open(model_path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
+        plan = _plan(mm, diff)
+        if plan is None:
+            return Result("already", model_path, diff)
+        journal = model_path + JOURNAL_SUFFIX
+        _write_journal(journal, diff, plan, os.path.getsize(model_path))
+        _crash_point("journal-committed")
+        _write(mm, plan)
+        os.fsync(f.fileno())
+    _crash_point("model-written")
+    os.unlink(journal)
+    fsync_dir(os.path.dirname(os.path.abspath(model_path)))
+    return Result("applied", model_path, diff, sum(e.size for e, _ in plan))
+
+
+def _apply_to_copy(model_path, diff, out):
+    directory = os.path.dirname(os.path.abspath(out))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".tflite", dir=directory)
+    os.close(fd)
+    try:
+        shutil.copyfile(model_path, tmp)
+        with open(tmp, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
+            plan = _plan(mm, diff)
+            if plan is not None:
+                _write(mm, plan)
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_dir(directory)
+    if plan is None:
+        return Result("already", out, diff)
+    return Result("applied", out, diff, sum(e.size for e, _ in plan))
+
+
+# -- planning: every check happens here, before any write ---------------------
+def _plan(mm, diff):
+    """[(file element indices, new float32 values)] per diffed weight, or None if done."""
+    model = TFLiteFile(mm)
+    weight_map = model.weight_map()
+    for entry in diff.entries:
+        if entry.name not in weight_map.weights:
+            raise ApplyError(f"diff patches weight {entry.name}, which this model does not have")
+        if tuple(weight_map.shape(entry.name)) != tuple(entry.shape):
+            raise ApplyError(f"weight {entry.name} has shape {weight_map.shape(entry.name)}, "
+                             f"the diff expects {entry.shape}")
+    plan, patched = [], {}
+    for entry in diff.entries:
+        positions, elements, values = _patch_one(model, weight_map, entry)
+        plan.append((elements, values))
+        patched[entry.name] = (positions, values)
+    current, patched_digest = _digests(model, weight_map, patched)
+    if current != diff.base_digest:
+        if current == diff.target_digest:
+            return None
+        raise ApplyError(f"diff (generation {diff.generation}) is for base model "
+                         f"{diff.base_digest.hex()[:12]}, but this model is {current.hex()[:12]}")
+    if patched_digest != diff.target_digest:
+        raise ApplyError("patched weights do not match the diff's target digest; refusing to write")
+    return plan
+
+
+def _patch_one(model, weight_map, entry):
+    """(Keras positions, file element indices, new values) of one diffed weight."""
+    elements = _elements(model, weight_map, entry.name)
+    positions = entry.indices if entry.method == "sparse" else np.arange(elements.size)
+    elements = elements[positions]
+    base = _floats(model.data)[elements]
+    return positions, elements, patched_values(entry, base, positions).astype("<f4")
+
+
+def _elements(model, weight_map, name):
+    """Index in the file, counted in float32s, of every element of a weight, in Keras order."""
+    shape = weight_map.shape(name)
+    elements = np.empty(int(np.prod(shape, dtype=np.int64)), dtype=np.int64)
+    for segment in weight_map.segments(name):
+        start, length = model.buffer_ranges[segment.buffer]
+        if 4 * (segment.offset + segment.count) > length or start % 4:
+            raise ModelFormatError(f"weight map of {name} does not fit buffer {segment.buffer}")
+        first = start // 4 + segment.offset
+        elements[segment.keras_indices()] = np.arange(first, first + segment.count)
+    return elements
+
+
+def _floats(data):
+    return np.frombuffer(data, dtype="<f4", count=len(data) // 4)
+
+
+def _digests(model, weight_map, patched):
+    """Digests of the model's weights as they are, and with `patched` applied."""
+    before, after = WeightsHasher(), WeightsHasher()
+    floats = _floats(model.data)
+    for name in weight_map.names():
+        elements = _elements(model, weight_map, name)
+        values = floats[elements].astype(np.float32).reshape(weight_map.shape(name))
+        before.update(name, values)
+        if name in patched:
+            positions, new = patched[name]
+            values.reshape(-1)[positions] = new
+        after.update(name, values)
+        _release(model.data, elements)
+    return before.digest(), after.digest()
+
+
+def _write(mm, plan):
+    floats = _floats(mm)
+    for i, (elements, values) in enumerate(plan):
+        floats[elements] = values
+        if i == len(plan) // 2:
+            _crash_point("half-written")
+        _release(mm, elements, flush=True)
+    del floats
+    mm.flush()
+
+
+def _release(data, elements, flush=False):
+    """Drop the pages of a weight from our resident memory once it is done."""
+    if not isinstance(data, mmap.mmap) or elements.size == 0:
+        return
+    start = 4 * int(elements.min()) // _PAGE * _PAGE
+    end = min(len(data), 4 * int(elements.max()) + 4)
+    if flush:
+        data.flush(start, end - start)
+    if hasattr(mmap, "MADV_DONTNEED"):
+        data.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+
+# -- the journal ----------------------------------------------------------------
+def _write_journal(journal, diff, plan, model_size):
+    tmp = journal + ".tmp"
+    h = hashlib.sha256()
+    with open(tmp, "wb") as f:
+        def put(chunk):
+            h.update(chunk)
+            f.write(chunk)
+        put(_JOURNAL_HEADER.pack(_JOURNAL_MAGIC, diff.base_digest, diff.target_digest,
+                                 model_size, len(plan)))
+        for elements, values in plan:
+            put(struct.pack("<Q", elements.size))
+            put(elements.astype("<i8").tobytes())
+            put(values.astype("<f4").tobytes())
+        f.write(h.digest())
+        f.flush()
+        os.fsync(f.fileno())
+    _crash_point("journal-written")
+    os.replace(tmp, journal)
+    fsync_dir(os.path.dirname(os.path.abspath(journal)))
+
+
+def _replay(model_path, journal):
+    """Redo a committed journal's writes; returns its target digest."""
+    size = os.path.getsize(journal)
+    h = hashlib.sha256()
+    with open(journal, "rb") as f:
+        remaining = size - 32
+        while remaining > 0:
+            block = f.read(min(remaining, 1 << 20))
+            h.update(block)
+            remaining -= len(block)
+        if remaining < 0 or f.read(32) != h.digest():
+            raise ApplyError(f"journal {journal} is damaged; restore the model from a backup")
+        f.seek(0)
+        magic, _, target, model_size, chunks = _JOURNAL_HEADER.unpack(f.read(_JOURNAL_HEADER.size))
+        if magic != _JOURNAL_MAGIC or model_size != os.path.getsize(model_path):
+            raise ApplyError(f"journal {journal} does not belong to {model_path}")
+        with open(model_path, "r+b") as m, mmap.mmap(m.fileno(), 0) as mm:
+            floats = _floats(mm)
+            for _ in range(chunks):
+                (count,) = struct.unpack("<Q", f.read(8))
+                elements = np.frombuffer(f.read(8 * count), dtype="<i8")
+                floats[elements] = np.frombuffer(f.read(4 * count), dtype="<f4")
+            del floats
+            mm.flush()
+            os.fsync(m.fileno())
+    return target
+
+
+class _locked:
+    """An exclusive lock beside the model, so two appliers never interleave."""
+
+    def __init__(self, model_path):
+        self.path = model_path + ".tfdiff-lock"
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def _crash_point(stage):
+    """Tests set TFDIFF_CRASH_AT to a stage name to die there like a power cut."""
+    if os.environ.get("TFDIFF_CRASH_AT") == stage:
+        os.kill(os.getpid(), 9)
+
+
+__all__ = ["apply", "recover", "ApplyError", "DiffFormatError", "Result"]

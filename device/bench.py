@@ -1,0 +1,72 @@
+"""Latency of a .tflite model under LiteRT, and the applier's own cost."""
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def latency(model_path, runs=50, warmup=5, threads=1, seed=0):
+    """Median and p90 milliseconds of one invoke on random inputs, per signature."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=os.fspath(model_path), num_threads=threads)
+    interpreter.allocate_tensors()
+    rng = np.random.default_rng(seed)
+    for detail in interpreter.get_input_details():
+        shape = [max(1, int(d)) for d in detail["shape"]]
+        if np.issubdtype(detail["dtype"], np.integer):
+            value = rng.integers(0, 2, size=shape).astype(detail["dtype"])
+        else:
+            value = rng.normal(size=shape).astype(detail["dtype"])
+        interpreter.set_tensor(detail["index"], value)
+    times = []
+    for i in range(warmup + runs):
+        start = time.perf_counter()
+        interpreter.invoke()
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000)
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
+            "runs": runs, "threads": threads}
+
+
+def apply_cost(model_path, diff_path, in_place=True, repeats=3):
+    """Seconds and peak RSS of `python -m device apply` in a fresh process, median of repeats.
+
+    Each repeat patches a fresh copy of the model, so the original is untouched.
+    """
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(repeats):
+            copy = os.path.join(tmp, "model.tflite")
+            shutil.copyfile(model_path, copy)
+            out = [] if in_place else ["--out", os.path.join(tmp, "patched.tflite")]
+            script = ("import resource, sys, time; from device.__main__ import main; "
+                      "t = time.perf_counter(); code = main(sys.argv[1:]); "
+                      "print('BENCH', time.perf_counter() - t, "
+                      "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
+            proc = subprocess.run([sys.executable, "-c", script, "apply", copy, os.fspath(diff_path)] + out,
+                                  capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(
+                                      os.path.abspath(__file__))))
+            line = [l for l in proc.stdout.splitlines() if l.startswith("BENCH")]
+            if proc.returncode or not line:
+                raise RuntimeError(f"apply failed: {proc.stderr.strip() or proc.stdout.strip()}")
+            _, seconds, maxrss_kb = line[0].split()
+            results.append((float(seconds), int(maxrss_kb) / 1024))
+    seconds, rss = np.median([r[0] for r in results]), np.median([r[1] for r in results])
+    return {"mode": "inplace" if in_place else "copy", "seconds": float(seconds),
+            "peak_rss_mb": float(rss), "model_bytes": os.path.getsize(model_path)}
+
+
+def main(model_path, diff_path=None, runs=50, threads=1):
+    report = {"model": os.fspath(model_path), "latency": latency(model_path, runs=runs, threads=threads)}
+    if diff_path:
+        report["apply"] = [apply_cost(model_path, diff_path, in_place=True),
+                           apply_cost(model_path, diff_path, in_place=False)]
+    print(json.dumps(report, indent=2))
+    return report

@@ -1,0 +1,76 @@
+"""Ed25519 signatures over diff files (the `cryptography` package).
+
+The signature covers every byte of the unsigned file, checksum included,
+and is appended as "SIG1" + 64 bytes (docs/FORMAT.md). Keys are PEM files:
+PKCS#8 for the private key, SubjectPublicKeyInfo for the public one.
+"""
+import os
+
+from .format import DiffFile, DiffFormatError, write_atomic
+
+
+class SignatureError(ValueError):
+    """A diff that is unsigned, or not signed by the trusted key."""
+
+
+def _serialization():
+    from cryptography.hazmat.primitives import serialization
+    return serialization
+
+
+def keygen(private_path, public_path):
+    """Write a new Ed25519 key pair; the private key file is readable by its owner only."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    s = _serialization()
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption())
+    public = key.public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo)
+    for path in (private_path, public_path):
+        if os.path.exists(path):
+            raise FileExistsError(f"{path} exists; refusing to overwrite a key")
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private)
+    write_atomic(public_path, public)
+
+
+def _load_key(path, private):
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    s = _serialization()
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        key = (s.load_pem_private_key(data, password=None) if private
+               else s.load_pem_public_key(data))
+    except OSError as e:
+        raise SignatureError(f"cannot read key {path}: {e.strerror}") from None
+    except (ValueError, TypeError):
+        raise SignatureError(f"{path} is not a PEM {'private' if private else 'public'} key") from None
+    wanted = ed25519.Ed25519PrivateKey if private else ed25519.Ed25519PublicKey
+    if not isinstance(key, wanted):
+        raise SignatureError(f"{path} is not an Ed25519 key")
+    return key
+
+
+def sign(diff_path, private_key_path, out=None):
+    """Sign a diff file in place (or into `out`), replacing any old signature."""
+    diff = DiffFile.load(diff_path)
+    key = _load_key(private_key_path, private=True)
+    diff.signature = key.sign(diff.unsigned_bytes())
+    diff.save(out or diff_path)
+    return diff
+
+
+def verify(diff, public_key_path):
+    """Raise SignatureError unless `diff` is signed by the key at `public_key_path`."""
+    from cryptography.exceptions import InvalidSignature
+    key = _load_key(public_key_path, private=False)
+    if diff.signature is None:
+        raise SignatureError("diff is not signed, and a public key was given")
+    try:
+        key.verify(diff.signature, diff.unsigned_bytes())
+    except InvalidSignature:
+        raise SignatureError("diff signature does not match the trusted public key") from None
+
+
+__all__ = ["keygen", "sign", "verify", "SignatureError", "DiffFormatError"]

@@ -1,0 +1,311 @@
+"""The device applier against the converter, LiteRT and crashes."""
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import tfdiff
+from device import applier
+from device import signing
+from device.converter import ConversionError, convert
+from device.format import DiffFormatError
+from device.tflite import TFLiteFile
+from tfdiff import keras
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def every_layer_model(seed=0):
+    """One model holding every layer type the core supports."""
+    keras.utils.set_random_seed(seed)
+    feats = keras.Input((6, 5), name="feats")
+    tokens = keras.Input((6,), dtype="int32", name="tokens")
+    x = keras.layers.LSTM(16, return_sequences=True, name="lstm")(feats)
+    x = keras.layers.Bidirectional(keras.layers.LSTM(8, return_sequences=True), name="bilstm")(x)
+    x = keras.layers.GRU(12, return_sequences=True, name="gru")(x)
+    x = keras.layers.Conv1D(8, 3, padding="same", name="conv1d")(x)
+    e = keras.layers.Embedding(40, 8, name="embedding")(tokens)
+    x = keras.layers.Concatenate()([x, e])
+    x = keras.layers.Reshape((6, 16, 1))(x)
+    x = keras.layers.Conv2D(4, 3, name="conv2d")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(5, name="dense")(x)
+    return keras.Model([feats, tokens], out)
+
+
+def batch(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(n, 6, 5)).astype("float32"), rng.integers(0, 40, size=(n, 6)).astype("int32")]
+
+
+def train_diff(base, method, seed=0, generation=1):
+    keras.utils.set_random_seed(seed)
+    diff_model = tfdiff.wrap(base, method)
+    diff_model.compile(keras.optimizers.Adam(0.01), "mse")
+    x = batch(seed=seed)
+    y = np.random.default_rng(seed + 7).normal(size=(32, 5)).astype("float32")
+    diff_model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=tfdiff.callbacks(diff_model))
+    return tfdiff.extract(diff_model, generation=generation)
+
+
+def run_litert(path, inputs):
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    details = sorted(interpreter.get_input_details(), key=lambda d: d["name"])
+    outputs = []
+    for i in range(inputs[0].shape[0]):
+        for detail, value in zip(details, inputs):  # "feats" < "tokens"
+            interpreter.set_tensor(detail["index"], value[i:i + 1])
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy())
+    return np.concatenate(outputs)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("device")
+    base = every_layer_model()
+    convert(base, tmp / "base.tflite")
+    diffs = {}
+    for name, method in [("sparse", tfdiff.SparseDiff(compression=8.0, end_step=6, frequency=2)),
+                         ("hash", tfdiff.HashDiff(compression=8.0, num_hashes=3, seed=1))]:
+        diff = train_diff(base, method)
+        diff.save(tmp / f"{name}.tfdiff")
+        folded = tfdiff.fold(base, diff)
+        convert(folded, tmp / f"{name}-folded.tflite")
+        diffs[name] = (diff, folded)
+    return tmp, base, diffs
+
+
+def weight_bytes(path):
+    data = open(path, "rb").read()
+    model = TFLiteFile(data)
+    wmap = model.weight_map()
+    out = {}
+    for name in wmap.names():
+        out[name] = b"".join(bytes(model.buffer_bytes(s.buffer)[4 * s.offset:4 * (s.offset + s.count)])
+                             for s in wmap.segments(name))
+    return out
+
+
+@pytest.mark.parametrize("method", ["sparse", "hash"])
+def test_patched_tflite_equals_converted_fold_bit_for_bit(world, method, tmp_path):
+    tmp, base, diffs = world
+    diff, folded = diffs[method]
+    model = tmp_path / "device.tflite"
+    model.write_bytes((tmp / "base.tflite").read_bytes())
+    result = applier.apply(model, tmp / f"{method}.tfdiff")
+    assert result.status == "applied" and result.patched_elements > 0
+    expected = tmp / f"{method}-folded.tflite"
+    assert weight_bytes(model) == weight_bytes(expected)
+    assert len(weight_bytes(model)) == len(tfdiff.named_weights(base))
+    x = batch(4, seed=3)
+    np.testing.assert_array_equal(run_litert(model, x), run_litert(expected, x))
+    assert not np.array_equal(run_litert(model, x), run_litert(tmp / "base.tflite", x))
+    np.testing.assert_allclose(run_litert(model, x), folded(x).numpy(), atol=2e-2)
+    assert not os.path.exists(str(model) + applier.JOURNAL_SUFFIX)
+    assert applier.apply(model, tmp / f"{method}.tfdiff").status == "already"
+
+
+def test_copy_mode_leaves_the_original_alone(world, tmp_path):
+    tmp, _, _ = world
+    model = tmp_path / "device.tflite"
+    original = (tmp / "base.tflite").read_bytes()
+    model.write_bytes(original)
+    applier.apply(model, tmp / "sparse.tfdiff", out=tmp_path / "new.tflite")
+    assert model.read_bytes() == original
+    assert weight_bytes(tmp_path / "new.tflite") == weight_bytes(tmp / "sparse-folded.tflite")
+
+
+def test_equal_weights_land_in_their_own_buffers():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    a = keras.layers.Dense(4, name="a")(inputs)
+    b = keras.layers.Dense(4, name="b")(inputs)
+    model = keras.Model(inputs, keras.layers.Add()([a, b]))
+    model.get_layer("b").set_weights(model.get_layer("a").get_weights())  # tied values, zero biases
+    wmap = TFLiteFile(convert(model)).weight_map()
+    buffers = [s.buffer for name in wmap.names() for s in wmap.segments(name)]
+    assert len(buffers) == len(set(buffers)) == 4
+
+
+def test_a_weight_folded_by_the_converter_is_reported_by_name():
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(4, name="dense")(inputs)
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="norm")(x))
+    with pytest.raises(ConversionError, match="not stored as-is.*norm/0/gamma"):
+        convert(model)
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "device", *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT, env=env)
+
+
+def test_bad_diffs_are_rejected_and_the_model_is_unchanged(world, tmp_path):
+    tmp, _, _ = world
+    model = tmp_path / "device.tflite"
+    original = (tmp / "base.tflite").read_bytes()
+    model.write_bytes(original)
+    good = (tmp / "hash.tfdiff").read_bytes()
+    other_base = train_diff(every_layer_model(seed=5), tfdiff.HashDiff(compression=8.0))
+    other_base.save(tmp_path / "other.tfdiff")
+    tampered = bytearray(good)
+    tampered[len(good) // 2] ^= 1
+    cases = {
+        "other.tfdiff": (None, "is for base model"),
+        "truncated.tfdiff": (good[:len(good) // 3], "truncated|checksum"),
+        "tampered.tfdiff": (bytes(tampered), "checksum"),
+        "version.tfdiff": (good[:6] + b"\x09\x00" + good[8:], "version 9"),
+        "notadiff.tfdiff": (b"hello", "bad magic"),
+    }
+    for name, (data, message) in cases.items():
+        if data is not None:
+            (tmp_path / name).write_bytes(data)
+        proc = run_cli("apply", model, tmp_path / name)
+        assert proc.returncode != 0, name
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("device: error:"), proc.stderr
+        assert __import__("re").search(message, lines[0]), (name, lines[0])
+        assert model.read_bytes() == original, name
+    assert sorted(os.listdir(tmp_path)) == sorted(["device.tflite", "device.tflite.tfdiff-lock", *cases])
+
+
+def test_signed_diffs(world, tmp_path):
+    tmp, _, _ = world
+    model = tmp_path / "device.tflite"
+    original = (tmp / "base.tflite").read_bytes()
+    model.write_bytes(original)
+    proc = subprocess.run([sys.executable, "-m", "tfdiff", "keygen", "--private", tmp_path / "k.pem",
+                           "--public", tmp_path / "k.pub"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    signing.keygen(tmp_path / "other.pem", tmp_path / "other.pub")
+    diff = tmp_path / "d.tfdiff"
+    diff.write_bytes((tmp / "sparse.tfdiff").read_bytes())
+    for key, message in [(tmp_path / "k.pub", "not signed")]:
+        with pytest.raises(signing.SignatureError, match=message):
+            applier.apply(model, diff, public_key=key)
+    proc = subprocess.run([sys.executable, "-m", "tfdiff", "sign", diff, "--key", tmp_path / "k.pem"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert diff.stat().st_size == (tmp / "sparse.tfdiff").stat().st_size + 68
+    with pytest.raises(signing.SignatureError, match="does not match"):
+        applier.apply(model, diff, public_key=tmp_path / "other.pub")
+    forged = bytearray(diff.read_bytes())
+    forged[-1] ^= 1
+    (tmp_path / "forged.tfdiff").write_bytes(bytes(forged))
+    with pytest.raises(signing.SignatureError, match="does not match"):
+        applier.apply(model, tmp_path / "forged.tfdiff", public_key=tmp_path / "k.pub")
+    assert model.read_bytes() == original
+    proc = run_cli("apply", model, diff, "--public-key", tmp_path / "k.pub")
+    assert proc.returncode == 0, proc.stderr
+    assert weight_bytes(model) == weight_bytes(tmp / "sparse-folded.tflite")
+
+
+def test_successive_generations_and_out_of_order(world, tmp_path):
+    tmp, base, diffs = world
+    gen1_model = diffs["hash"][1]
+    gen2 = train_diff(gen1_model, tfdiff.HashDiff(compression=8.0, seed=2), seed=1, generation=2)
+    gen2.save(tmp_path / "gen2.tfdiff")
+    model = tmp_path / "device.tflite"
+    model.write_bytes((tmp / "base.tflite").read_bytes())
+    with pytest.raises(applier.ApplyError, match=r"generation 2\) is for base model"):
+        applier.apply(model, tmp_path / "gen2.tfdiff")
+    applier.apply(model, tmp / "hash.tfdiff")
+    applier.apply(model, tmp_path / "gen2.tfdiff")
+    want = {k: v.astype("<f4").tobytes() for k, v in tfdiff.named_weights(tfdiff.fold(gen1_model, gen2)).items()}
+    got = weight_bytes(model)
+    wmap = TFLiteFile(model.read_bytes()).weight_map()
+    for name, value in want.items():
+        flat = np.frombuffer(value, "<f4")
+        order = np.concatenate([s.keras_indices() for s in wmap.segments(name)])
+        assert got[name] == flat[order].tobytes(), name
+    with pytest.raises(applier.ApplyError, match="is for base model"):
+        applier.apply(model, tmp / "sparse.tfdiff")
+
+
+def digest(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+@pytest.mark.parametrize("stage", ["journal-written", "journal-committed", "half-written", "model-written"])
+def test_killed_at_each_stage_leaves_old_or_finishes_new(world, tmp_path, stage):
+    tmp, _, _ = world
+    model = tmp_path / "device.tflite"
+    model.write_bytes((tmp / "base.tflite").read_bytes())
+    old, new = digest(model), digest(tmp / "hash-folded.tflite")
+    env = dict(os.environ, TFDIFF_CRASH_AT=stage)
+    proc = run_cli("apply", model, tmp / "hash.tfdiff", env=env)
+    assert proc.returncode == -signal.SIGKILL
+    committed = stage != "journal-written"
+    assert os.path.exists(str(model) + applier.JOURNAL_SUFFIX) == committed
+    if stage in ("journal-written", "journal-committed"):
+        assert digest(model) == old
+    proc = run_cli("recover", model)
+    assert proc.returncode == 0, proc.stderr
+    assert digest(model) == (new if committed else old)
+    assert not any(p.name.endswith((".tmp", "-journal")) for p in tmp_path.iterdir())
+    assert run_cli("apply", model, tmp / "hash.tfdiff").returncode == 0
+    assert digest(model) == new
+
+
+def test_sigkill_at_random_instants(world, tmp_path):
+    tmp, _, _ = world
+    model = tmp_path / "device.tflite"
+    rng = np.random.default_rng(0)
+    old, new = digest(tmp / "base.tflite"), digest(tmp / "hash-folded.tflite")
+    command = [sys.executable, "-m", "device", "apply", str(model), str(tmp / "hash.tfdiff")]
+    model.write_bytes((tmp / "base.tflite").read_bytes())
+    start = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    full_run = time.perf_counter() - start
+    outcomes = set()
+    for _ in range(8):
+        model.write_bytes((tmp / "base.tflite").read_bytes())
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.6, 1.0) * full_run)  # aim at the end, where the writes are
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert run_cli("recover", model).returncode == 0
+        outcomes.add(digest(model))
+        assert digest(model) in (old, new)
+    assert outcomes <= {old, new}
+
+
+def test_device_runs_in_a_venv_without_tensorflow(world, tmp_path):
+    tmp, _, _ = world
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+    python = venv / "bin" / "python"
+    pip = subprocess.run([python, "-m", "pip", "install", "-q", "-c", os.path.join(ROOT, "requirements.lock"),
+                          "numpy", "flatbuffers", "cryptography"], capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stderr
+    model = tmp_path / "device.tflite"
+    model.write_bytes((tmp / "base.tflite").read_bytes())
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    check = subprocess.run([python, "-c", "import importlib.util as u; print(u.find_spec('tensorflow'))"],
+                           capture_output=True, text=True, env=env)
+    assert check.stdout.strip() == "None"
+    proc = subprocess.run([python, "-m", "device", "apply", model, tmp / "sparse.tfdiff"], capture_output=True,
+                          text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert weight_bytes(model) == weight_bytes(tmp / "sparse-folded.tflite")
+    imported = subprocess.run([python, "-c", "import sys, device.applier, device.signing; "
+                               "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+                               "('tensorflow', 'tf_keras', 'tfdiff')))"], capture_output=True, text=True, env=env)
+    assert imported.stdout.strip() == "[]", imported.stderr
+
+
+def test_bench_reports_latency_and_apply_cost(world):
+    tmp, _, _ = world
+    from device import bench
+    report = bench.latency(tmp / "base.tflite", runs=5, warmup=1)
+    assert 0 < report["median_ms"] <= report["p90_ms"]
+    cost = bench.apply_cost(tmp / "base.tflite", tmp / "sparse.tfdiff", in_place=True, repeats=1)
+    assert cost["seconds"] > 0 and cost["peak_rss_mb"] > 0
