@@ -50,10 +50,10 @@ def convert(model, path=None, signatures=None):
 
     >>> import tfdiff, device.converter
     >>> from tfdiff import keras
-    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="out")])
     >>> data = device.converter.convert(model)
     >>> sorted(TFLiteFile(data).weight_map().names())
-    ['dense/0/kernel', 'dense/1/bias']
+    ['out/0/kernel', 'out/1/bias']
     """
     from tfdiff.model import _weight_slots
 
