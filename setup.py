@@ -39,6 +39,7 @@ setup(
         "soundfile>=0.12",  # FLAC/WAV reading for the real corpora
         "matplotlib>=3.7",  # recipe and benchmark plots
         "tqdm>=4.60",  # progress bars of long recipe steps
+        "scipy>=1.10",  # resampling espeak-ng audio to 16 kHz
     ],
     extras_require={
         "device": DEVICE + ["ai-edge-litert>=1.0"],

@@ -28,6 +28,7 @@ def latency(model_path, runs=50, warmup=5, threads=1, seed=0):
     times = []
     for i in range(warmup + runs):
         start = time.perf_counter()
+        interpreter.reset_all_variables()  # each run is a fresh utterance for fused LSTMs
         interpreter.invoke()
         if i >= warmup:
             times.append((time.perf_counter() - start) * 1000)

@@ -60,6 +60,7 @@ def run_litert(path, inputs):
     details = sorted(interpreter.get_input_details(), key=lambda d: d["name"])
     outputs = []
     for i in range(inputs[0].shape[0]):
+        interpreter.reset_all_variables()  # fused LSTMs keep state across invokes
         for detail, value in zip(details, inputs):  # "feats" < "tokens"
             interpreter.set_tensor(detail["index"], value[i:i + 1])
         interpreter.invoke()

@@ -12,13 +12,15 @@ from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry imp
 def compress_baseline(model, method):
     """BLC: the same budget spent compressing the model itself, not a diff.
 
-    Returns a trainable copy of `model` (usually freshly initialised: BLC is
-    trained from scratch) whose weights are compressed as the method says:
+    Returns a trainable copy of `model` (the unconstrained model trained from
+    scratch on the same data) whose weights are compressed as the method says,
+    to be fine-tuned on that data:
     - SparseDiff: tfmot magnitude pruning of the weights themselves to
       sparsity 1 - 1/compression on the method's schedule (tfmot's registry
       decides which weights of a layer are prunable, e.g. kernels, not biases);
     - HashDiff: HashedNets, every weight W[p] = sum_k A[h_k(p)] with a table
-      of N/compression entries per weight.
+      of N/compression entries per weight, started from the average of the
+      weights that share each entry.
     Train it with `callbacks=tfdiff.callbacks(blc)`, then `tfdiff.strip` it.
 
     Example:
@@ -54,10 +56,13 @@ def compress_baseline(model, method):
     else:
         raise ValueError(f"`method` must be a SparseDiff or HashDiff. Received: {method!r}")
     compressed = keras.models.clone_model(model, clone_function=clone_layer)
-    if isinstance(method, HashDiff):
-        return compressed
     for (_, _, source), (_, _, target) in zip(_layers_with_paths(model), _layers_with_paths(compressed)):
-        target.set_weights(source.get_weights())
+        if isinstance(target, DiffWrapper):
+            target.layer.set_weights(source.get_weights())
+            for base, table in zip(target.base_weights, target.diff_weights):
+                table.assign(target.method.initial_table(base.numpy()))
+        else:
+            target.set_weights(source.get_weights())
     return compressed
 
 
@@ -99,3 +104,31 @@ def _effective_values(outer, inner):
 
 def _prunable(layer):
     return PruneRegistry.supports(layer)
+
+
+def compressed_nbytes(model, value_dtype="float16"):
+    """Bytes a compressed (BLC) model takes in tfdiff's wire encoding.
+
+    Pruned weights travel as sparse entries (nonzeros + LEB128 gaps), hashed
+    weights as their tables, everything else as dense float16/32 values; a
+    whole model, so the comparison with a diff's `nbytes` is like for like.
+    """
+    from device.format import Entry, _HEADER
+    from .diff import entry_nbytes
+    from .model import weight_name
+
+    total = _HEADER.size + 32
+    for path, outer, inner in _layers_with_paths(model):
+        masks = {id(w): m.numpy() for w, m, _ in outer.pruning_vars} if isinstance(
+            outer, _PruneLowMagnitude) else {}
+        if isinstance(inner, DiffWrapper) and isinstance(inner.method, HashedWeights):
+            for i, (base, table) in enumerate(zip(inner.base_weights, inner.diff_weights)):
+                total += entry_nbytes(Entry(weight_name(path, i, base), tuple(base.shape), "hash",
+                                            table.numpy().astype(value_dtype)))
+            continue
+        for i, weight in enumerate(inner.weights):
+            values = (weight.numpy() * masks.get(id(weight), 1.0)).reshape(-1).astype(value_dtype)
+            kept = np.flatnonzero(values)
+            total += entry_nbytes(Entry(weight_name(path, i, weight), tuple(weight.shape), "sparse",
+                                        values[kept], kept))
+    return total

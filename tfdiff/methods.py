@@ -232,21 +232,30 @@ def _registry():
 class HashedWeights(HashDiff):
     """HashedNets for the BLC baseline: W[p] = sum_k A[h_k(p)], no base at all.
 
-    The table starts as a random sample of the layer's initial weights,
-    scaled by 1/sqrt(K), so the hashed layer starts at the usual init scale.
+    `initial_table` starts A from a trained layer's weights: the mean of the
+    weights that hash to each entry, over the K functions, divided by K, so a
+    trained model is compressed from where it is rather than from scratch.
     """
 
     name = "hashed"
 
     def create_diff(self, wrapper, base):
         size = int(np.prod(base.shape))
-        table_size = self.table_size(size)
-        rng = np.random.default_rng(self.seed)
-        sample = base.numpy().reshape(-1)[rng.integers(0, size, table_size)]
-        sample = sample / np.sqrt(self.num_hashes)
-        return wrapper.add_weight(name=_diff_name(base) + "_hashed", shape=(table_size,),
-                                  dtype=base.dtype, trainable=True,
-                                  initializer=lambda shape, dtype=None: tf.constant(sample, dtype))
+        return wrapper.add_weight(name=_diff_name(base) + "_hashed", shape=(self.table_size(size),),
+                                  dtype=base.dtype, initializer="zeros", trainable=True)
+
+    def initial_table(self, weight):
+        """The table that starts the hashed layer near `weight`."""
+        values = np.asarray(weight, dtype=np.float64).reshape(-1)
+        table_size = self.table_size(values.size)
+        positions = np.arange(values.size, dtype=np.uint32)
+        table = np.zeros(table_size)
+        for k in range(self.num_hashes):
+            slots = hash_positions(positions, self.seed, k, table_size)
+            sums = np.bincount(slots, weights=values, minlength=table_size)
+            counts = np.bincount(slots, minlength=table_size)
+            table += sums / np.maximum(counts, 1)
+        return (table / self.num_hashes ** 2).astype(np.float32)
 
     def effective(self, base, table, slots):
         return tf.reduce_sum(tf.gather(table, slots), axis=0)

@@ -1,0 +1,157 @@
+"""The contrastive spoken-command model of paper section 4.2.
+
+A speech encoder (LSTMs + projection) and a text encoder (WordPiece
+embeddings + LSTMs + projection) embed audio and phrases in one space;
+training pulls each utterance toward its phrase with a batch-hard triplet
+loss, and at run time an utterance is the phrase whose embedding is nearest.
+
+Both encoders live in one functional model, `slu`, with inputs
+(features [T, 192], tokens [L]) and outputs (audio embedding, text
+embedding). The branches never mix, so one call can embed a batch of
+utterances and the (differently sized) set of phrases; that single model is
+what is diffed, converted and patched on the device.
+"""
+import numpy as np
+
+from tfdiff import keras
+import tensorflow as tf
+
+from recipes.speech.features import FEATURE_DIM
+
+PAD, UNK = "[PAD]", "[UNK]"
+
+
+class SluConfig:
+    """Sizes of the model, its tokenizer and its training; `get_config` round-trips.
+
+    The defaults are the paper's (about 1.1M parameters with a 4500-piece
+    vocabulary); `demo()` is a small model that trains in seconds on a CPU.
+    """
+
+    def __init__(self, speech_layers=4, speech_units=128, text_layers=2, text_units=128, embed_dim=64,
+                 proj_dim=128, vocab_size=4500, frames=134, max_tokens=12, dropout=0.2, margin=0.3,
+                 learning_rate=1e-3, batch_size=64, speech_pool=1):
+        for name, value in list(locals().items()):
+            if name not in ("self", "dropout", "margin", "learning_rate") and (
+                    not isinstance(value, int) or value < 1):
+                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        self.speech_layers, self.speech_units = speech_layers, speech_units
+        self.text_layers, self.text_units = text_layers, text_units
+        self.embed_dim, self.proj_dim, self.vocab_size = embed_dim, proj_dim, vocab_size
+        self.frames, self.max_tokens = frames, max_tokens
+        self.dropout, self.margin = float(dropout), float(margin)
+        self.learning_rate, self.batch_size = float(learning_rate), batch_size
+        self.speech_pool = speech_pool
+
+    @classmethod
+    def demo(cls, **overrides):
+        config = dict(speech_layers=2, speech_units=96, text_layers=1, text_units=64, embed_dim=32,
+                      proj_dim=64, vocab_size=300, frames=80, max_tokens=10, dropout=0.0,
+                      learning_rate=3e-3, batch_size=32, speech_pool=2)
+        config.update(overrides)
+        return cls(**config)
+
+    def get_config(self):
+        return dict(vars(self))
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def build_tokenizer(texts, config):
+    """A WordPiece vocabulary (keras-nlp) of the training transcriptions."""
+    import keras_nlp
+    vocab = keras_nlp.tokenizers.compute_word_piece_vocabulary(
+        tf.data.Dataset.from_tensor_slices(sorted(set(texts))), vocabulary_size=config.vocab_size,
+        reserved_tokens=[PAD, UNK])
+    return list(vocab)
+
+
+def tokenize(texts, vocabulary, max_tokens):
+    """[len(texts), max_tokens] int32 ids, left-padded with 0 like the audio."""
+    import keras_nlp
+    tokenizer = keras_nlp.tokenizers.WordPieceTokenizer(vocabulary=vocabulary, oov_token=UNK)
+    out = np.zeros((len(texts), max_tokens), dtype=np.int32)
+    for i, ids in enumerate(tokenizer(tf.constant(list(texts)))):
+        ids = np.asarray(ids)[-max_tokens:]
+        out[i, max_tokens - ids.size:] = ids
+    return out
+
+
+def build_slu(config, name="slu"):
+    """The functional model: (features, tokens) -> (audio embedding, text embedding)."""
+    feats = keras.Input((config.frames, FEATURE_DIM), name="features")
+    tokens = keras.Input((config.max_tokens,), dtype="int32", name="tokens")
+    x = feats
+    if config.speech_pool > 1:  # fewer recurrent steps: the demo's CPU budget
+        x = keras.layers.AveragePooling1D(config.speech_pool, name="speech_pool")(x)
+    for i in range(config.speech_layers):
+        x = keras.layers.LSTM(config.speech_units, return_sequences=i < config.speech_layers - 1,
+                              dropout=config.dropout, name=f"speech_lstm{i}")(x)
+    audio = keras.layers.Dense(config.proj_dim, name="speech_proj")(x)
+    y = keras.layers.Embedding(config.vocab_size, config.embed_dim, name="text_embed")(tokens)
+    for i in range(config.text_layers):
+        y = keras.layers.LSTM(config.text_units, return_sequences=i < config.text_layers - 1,
+                              dropout=config.dropout, name=f"text_lstm{i}")(y)
+    text = keras.layers.Dense(config.proj_dim, name="text_proj")(y)
+    audio = keras.layers.UnitNormalization(name="speech_norm")(audio)
+    text = keras.layers.UnitNormalization(name="text_norm")(text)
+    return keras.Model([feats, tokens], [audio, text], name=name)
+
+
+def triplet_loss(audio, text, labels, margin):
+    """Triplet loss with online "batch all" mining (Hermans et al., 2017).
+
+    Every utterance is an anchor, its phrase the positive, and every other
+    supported phrase (all are in each batch) a negative; the loss averages
+    the triplets that still violate the margin, so easy ones do not dilute it.
+    """
+    distance = tf.sqrt(tf.reduce_sum(tf.square(audio[:, None, :] - text[None, :, :]), -1) + 1e-12)
+    positive = tf.gather(distance, labels, batch_dims=1)
+    negatives = 1.0 - tf.one_hot(labels, tf.shape(text)[0])
+    violations = tf.nn.relu(positive[:, None] - distance + margin) * negatives
+    active = tf.reduce_sum(tf.cast(violations > 1e-6, tf.float32))
+    return tf.reduce_sum(violations) / tf.maximum(active, 1.0)
+
+
+class TripletTrainer(keras.Model):
+    """Trains `slu` with `fit` on (features, phrase label) batches.
+
+    Every step embeds all supported phrases, so new domains' phrases join
+    the mining as soon as they are supported.
+    """
+
+    def __init__(self, slu, phrase_tokens, config, **kwargs):
+        super().__init__(**kwargs)
+        self.slu = slu
+        self.phrase_tokens = tf.constant(phrase_tokens)
+        self.config = config
+
+    def call(self, inputs, training=None):
+        return self.slu(inputs, training=training)
+
+    def train_step(self, data):
+        features, labels = data
+        with tf.GradientTape() as tape:
+            audio, text = self.slu([features, self.phrase_tokens], training=True)
+            loss = triplet_loss(audio, text, labels, self.config.margin)
+        variables = self.slu.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return {"loss": loss}
+
+
+def embed(slu, features, phrase_tokens):
+    """(audio embeddings, phrase embeddings) from the Keras model."""
+    audio, text = [], None
+    for start in range(0, len(features), 256):
+        a, t = slu([features[start:start + 256], phrase_tokens], training=False)
+        audio.append(a.numpy())
+        text = t.numpy()
+    return np.concatenate(audio), text
+
+
+def nearest(audio, text):
+    """Index of the nearest (L2) phrase embedding for each audio embedding."""
+    distance = ((audio[:, None, :] - text[None, :, :]) ** 2).sum(-1)
+    return distance.argmin(axis=1)

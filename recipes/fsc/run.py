@@ -1,0 +1,216 @@
+"""python -m recipes.fsc.run [--data DIR | --synthetic] --out RUN_DIR [--scale demo|paper]
+
+The spoken-command flywheel of paper section 4.2: a contrastive speech/text
+model gains a domain per generation (Lighting, Heat, Volume; then Bring,
+Language, Music), and each release reaches the device as a budgeted diff
+patched into its .tflite. Writes RUN_DIR/results.json, results.md (the
+Table-1-style table) and results.png. Rerun the same command to resume.
+
+Stages, each a function: data -> features -> (model, train, export,
+evaluate: recipes.speech.flywheel) -> report.
+"""
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from recipes.speech import features as speech_features
+from recipes.speech.flywheel import Flywheel, FlywheelConfig
+from recipes.speech.report import write_report
+from recipes.speech.training import HoldDecay, ProgressBar
+from tfdiff import keras
+import tensorflow as tf
+
+from . import data, model as slu_model
+from .phrases import DOMAINS
+
+SCALES = {
+    # A laptop-class CPU in minutes: small encoders, a few hundred steps.
+    "demo": dict(slu=dict(batch_size=64), flywheel=dict(generations=4, bl_steps=1000, blc_steps=400,
+                                                         diff_steps=400), speakers=40),
+    # The paper: ~1.1M parameters, sparse diffs pruned over steps 2k-12k.
+    "paper": dict(slu=None, flywheel=dict(generations=4, bl_steps=20000, blc_steps=14000, diff_steps=14000,
+                                          diff_prune=(2000 / 14000, 12000 / 14000),
+                                          blc_prune=(2000 / 14000, 12000 / 14000), prune_frequency=100),
+                  speakers=None),
+    # The test suite's: the whole pipeline in seconds.
+    "tiny": dict(slu=dict(speech_layers=1, speech_units=32, text_units=32, embed_dim=16, proj_dim=32,
+                          vocab_size=120, frames=60, batch_size=16),
+                 flywheel=dict(generations=2, ratios=(4, 8), bl_steps=12, blc_steps=8, diff_steps=8,
+                               prune_frequency=2), speakers=6),
+}
+
+
+# -- data ----------------------------------------------------------------------
+def prepare_data(out, data_dir=None, synthetic=False, scale="demo"):
+    """The corpus root: --data as given, or a synthetic corpus made (once) in RUN_DIR/corpus."""
+    if data_dir:
+        return data_dir
+    if not synthetic:
+        raise ValueError("give --data DIR (a Fluent Speech Commands directory) or --synthetic")
+    root = os.path.join(out, "corpus")
+    if not os.path.exists(os.path.join(root, "data", "test_data.csv")):
+        from .synth import generate
+        per_domain = 4 if scale == "tiny" else None
+        generate(root, speakers=SCALES[scale]["speakers"], phrases_per_domain=per_domain)
+    return root
+
+
+# -- features --------------------------------------------------------------------
+def compute_features(root, out, frames):
+    """{split: (utterances, [N, frames, 192] float16 features)}, cached in RUN_DIR/features."""
+    corpus = {}
+    os.makedirs(os.path.join(out, "features"), exist_ok=True)
+    for split in ("train", "valid", "test"):
+        utterances = data.load_split(root, split)
+        cache = os.path.join(out, "features", f"{split}-{frames}.npy")
+        if os.path.exists(cache):
+            feats = np.load(cache)
+        else:
+            feats = np.stack([speech_features.fit_length(
+                speech_features.utterance_features(data.read_audio(u.path)), frames)
+                for u in tqdm(utterances, desc=f"features {split}", unit="utt")]).astype(np.float16)
+            np.save(cache + ".tmp.npy", feats)
+            os.replace(cache + ".tmp.npy", cache)
+        corpus[split] = (utterances, feats)
+    return corpus
+
+
+# -- model, train, evaluate: the task the flywheel drives -----------------------
+class FscTask:
+    """Generation t supports the first 3 + t domains."""
+
+    name, metric = "fsc", "accuracy"
+
+    def __init__(self, corpus, config, vocabulary, seed=0):
+        self.corpus, self.config, self.vocabulary, self.seed = corpus, config, vocabulary, seed
+
+    def domains(self, gen):
+        return DOMAINS[:3 + gen]
+
+    def describe(self, gen):
+        return {"domains": self.domains(gen)}
+
+    def phrases(self, gen):
+        return data.phrases_of(self.corpus["train"][0], self.domains(gen))
+
+    def tokens(self, phrases):
+        return slu_model.tokenize(phrases, self.vocabulary, self.config.max_tokens)
+
+    def new_model(self, gen):
+        keras.utils.set_random_seed(self.seed + gen)
+        return slu_model.build_slu(self.config)
+
+    def train(self, model, gen, steps, callbacks, label):
+        utterances, feats = self.corpus["train"]
+        keep = np.array([u.domain in self.domains(gen) for u in utterances])
+        phrases = self.phrases(gen)
+        labels = data.labels([u for u, k in zip(utterances, keep) if k], phrases)
+        dataset = (tf.data.Dataset.from_tensor_slices((feats[keep], labels))
+                   .shuffle(len(labels), seed=self.seed + gen, reshuffle_each_iteration=True).repeat()
+                   .map(lambda x, y: (speech_features.spec_augment(tf.cast(x, tf.float32)), y),
+                        num_parallel_calls=2)
+                   .batch(self.config.batch_size, drop_remainder=True).prefetch(2))
+        trainer = slu_model.TripletTrainer(model, self.tokens(phrases), self.config)
+        schedule = HoldDecay(self.config.learning_rate, hold_steps=steps // 2, total_steps=max(steps, 1) + 1)
+        trainer.compile(optimizer=keras.optimizers.Adam(schedule))
+        trainer.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0,
+                    callbacks=list(callbacks) + [ProgressBar(steps, label)])
+
+    def test_set(self, gen):
+        utterances, feats = self.corpus["test"]
+        keep = np.array([u.domain in self.domains(gen) for u in utterances])
+        phrases = self.phrases(gen)
+        chosen = [u for u, k in zip(utterances, keep) if k]
+        return feats[keep].astype(np.float32), data.labels(chosen, phrases), phrases
+
+    def evaluate(self, model, gen):
+        feats, labels, phrases = self.test_set(gen)
+        audio, text = slu_model.embed(model, feats, self.tokens(phrases))
+        return float(np.mean(slu_model.nearest(audio, text) == labels))
+
+    def evaluate_tflite(self, path, gen):
+        """Accuracy and median latency (ms per utterance) of a .tflite under LiteRT."""
+        feats, labels, phrases = self.test_set(gen)
+        run = TfliteSlu(path)
+        text = np.stack([run(np.zeros(feats.shape[1:], np.float32), t)[1] for t in self.tokens(phrases)])
+        blank = np.zeros(self.config.max_tokens, np.int32)
+        audio, times = [], []
+        for x in tqdm(feats, desc="LiteRT eval", unit="utt", leave=False):
+            start = time.perf_counter()
+            audio.append(run(x, blank)[0])
+            times.append((time.perf_counter() - start) * 1000)
+        accuracy = float(np.mean(slu_model.nearest(np.stack(audio), text) == labels))
+        return accuracy, float(np.median(times))
+
+
+class TfliteSlu:
+    """The converted SLU model under the LiteRT interpreter, one utterance at a time."""
+
+    def __init__(self, path):
+        from ai_edge_litert.interpreter import Interpreter
+        self.interpreter = Interpreter(model_path=os.fspath(path), num_threads=1)
+        self.interpreter.allocate_tensors()
+        inputs = self.interpreter.get_input_details()
+        self.features = next(d["index"] for d in inputs if d["dtype"] == np.float32)
+        self.tokens = next(d["index"] for d in inputs if d["dtype"] == np.int32)
+        # Outputs keep the Keras model's order: (audio, text).
+        self.outputs = [d["index"] for d in sorted(self.interpreter.get_output_details(),
+                                                    key=lambda d: d["name"])]
+
+    def __call__(self, features, tokens):
+        # LiteRT keeps fused-LSTM states in variable tensors across invokes.
+        self.interpreter.reset_all_variables()
+        self.interpreter.set_tensor(self.features, features[None].astype(np.float32))
+        self.interpreter.set_tensor(self.tokens, tokens[None].astype(np.int32))
+        self.interpreter.invoke()
+        return [self.interpreter.get_tensor(i)[0].copy() for i in self.outputs]
+
+
+# -- the whole run -------------------------------------------------------------------
+def run(out, data_dir=None, synthetic=False, scale="demo", seed=0):
+    if scale not in SCALES:
+        raise ValueError(f"--scale must be one of {sorted(SCALES)}. Received: {scale!r}")
+    os.makedirs(out, exist_ok=True)
+    settings = SCALES[scale]
+    config = (slu_model.SluConfig.demo(**settings["slu"]) if settings["slu"] is not None
+              else slu_model.SluConfig())
+    root = prepare_data(out, data_dir, synthetic, scale)
+    corpus = compute_features(root, out, config.frames)
+    vocab_path = os.path.join(out, "vocab.txt")
+    if not os.path.exists(vocab_path):
+        vocabulary = slu_model.build_tokenizer([u.transcription for u in corpus["train"][0]], config)
+        with open(vocab_path, "w") as f:
+            f.write("\n".join(vocabulary) + "\n")
+    with open(vocab_path) as f:
+        vocabulary = f.read().split("\n")[:-1]
+    config.vocab_size = len(vocabulary)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump({"slu": config.get_config(), "scale": scale, "data": root, "seed": seed}, f, indent=2)
+    task = FscTask(corpus, config, vocabulary, seed)
+    flywheel = Flywheel(task, FlywheelConfig(**settings["flywheel"]), out, scale)
+    results = flywheel.run()
+    return results, write_report(results, out)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m recipes.fsc.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="a Fluent Speech Commands directory (data/*.csv, wavs/)")
+    source.add_argument("--synthetic", action="store_true", help="generate a corpus with espeak-ng")
+    parser.add_argument("--out", required=True, help="run directory (rerun to resume)")
+    parser.add_argument("--scale", default="demo", choices=sorted(SCALES))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    start = time.time()
+    _, table = run(args.out, args.data, args.synthetic, args.scale, args.seed)
+    print(table)
+    print(f"done in {time.time() - start:.0f} s; results in {args.out}/results.json, results.md, results.png")
+
+
+if __name__ == "__main__":
+    main()

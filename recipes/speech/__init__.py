@@ -1,0 +1,1 @@
+"""Speech code shared by the recipes: synthesis, features, training, the flywheel, reports."""

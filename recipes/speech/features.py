@@ -1,0 +1,67 @@
+"""Audio features of the paper: 64 log-mel filterbanks every 10 ms, stacked
+and downsampled by 3 to 30 ms frames, and SpecAugment for training.
+
+Computed with core TensorFlow ops (tf.signal); SpecAugment uses
+tensorflow-io's pure-TF `freq_mask` / `time_mask`.
+"""
+import numpy as np
+
+from tfdiff import _keras  # noqa: F401  (selects tf_keras before TensorFlow loads)
+import tensorflow as tf
+
+SAMPLE_RATE = 16000
+NUM_MELS = 64
+WINDOW = 400  # 25 ms
+HOP = 160  # 10 ms
+STACK = 3  # 3 x 10 ms -> one 30 ms frame
+FEATURE_DIM = NUM_MELS * STACK
+
+_MEL = tf.signal.linear_to_mel_weight_matrix(NUM_MELS, 257, SAMPLE_RATE, 125.0, 7600.0)
+
+
+@tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+def log_mel(audio):
+    """[frames, 64] log-mel energies of 16 kHz audio."""
+    spectrum = tf.abs(tf.signal.stft(audio, WINDOW, HOP, fft_length=512, pad_end=True)) ** 2
+    return tf.math.log(tf.matmul(spectrum, _MEL) + 1e-6)
+
+
+def stack_frames(features, stack=STACK):
+    """[frames, d] -> [frames // stack, d * stack]: stacked and downsampled."""
+    frames = features.shape[0] // stack * stack
+    return features[:frames].reshape(frames // stack, -1)
+
+
+def utterance_features(audio):
+    """Normalized 30 ms features [frames, 192] of one utterance, as float32 numpy."""
+    mel = log_mel(tf.constant(audio, tf.float32)).numpy()
+    mel = (mel - mel.mean(axis=0)) / (mel.std(axis=0) + 1e-5)  # per-utterance CMVN
+    return stack_frames(mel).astype(np.float32)
+
+
+def fit_length(features, frames):
+    """Crop or left-pad with zeros to exactly `frames` frames.
+
+    Left padding keeps the speech next to the last frame, whose state the
+    encoders use; training and inference pad the same way.
+    """
+    if features.shape[0] >= frames:
+        return features[-frames:]
+    pad = np.zeros((frames - features.shape[0], features.shape[1]), features.dtype)
+    return np.concatenate([pad, features])
+
+
+def spec_augment(features, freq_param=12, time_param=6, masks=2):
+    """SpecAugment on one stacked [frames, 192] tensor (tensorflow-io's masks).
+
+    Masks act on the 10 ms, 64-band view, so a frequency mask hides the same
+    bands in all three stacked frames.
+    """
+    import tensorflow_io as tfio
+
+    shape = tf.shape(features)
+    mel = tf.reshape(features, [-1, NUM_MELS])
+    for _ in range(masks):
+        mel = tfio.audio.freq_mask(mel, param=freq_param)
+        mel = tfio.audio.time_mask(mel, param=time_param * STACK)
+    return tf.reshape(mel, shape)

@@ -1,0 +1,208 @@
+"""The model flywheel of the paper, shared by both recipes.
+
+Generation 0 trains the unconstrained model and converts it once: that
+.tflite is what every device holds. Each later generation trains, on the
+grown data set:
+
+- BL: a fresh model, unconstrained;
+- BLC-{method}-{r}x: that BL model, trained from scratch, compressed to
+  the same byte budget and fine-tuned (tfdiff.compress_baseline);
+- Diff-{method}-{r}x: a diff learned on top of the model the device holds
+  after the previous diffs of this chain, applied to the chain's .tflite
+  with device.apply and evaluated there, with LiteRT;
+- BLinf: the generation-0 model, never updated.
+
+Every finished row is written to results.json at once, with the models and
+diffs it needs, so an interrupted run resumes where it stopped.
+"""
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+
+import device
+import tfdiff
+from device.tflite import TFLiteFile
+from tfdiff import keras
+from tfdiff.baseline import compressed_nbytes
+
+
+class FlywheelConfig:
+    """What the flywheel trains: ratios, methods and step counts; `get_config` round-trips."""
+
+    def __init__(self, generations=4, ratios=(20, 40), methods=("sparse", "hash"), bl_steps=1000,
+                 blc_steps=400, diff_steps=400, diff_prune=(0.05, 0.55), blc_prune=(0.05, 0.6),
+                 num_hashes=3, prune_frequency=10):
+        if generations < 2:
+            raise ValueError(f"`generations` must be at least 2. Received: generations={generations}")
+        self.generations, self.ratios, self.methods = generations, tuple(ratios), tuple(methods)
+        self.bl_steps, self.blc_steps, self.diff_steps = bl_steps, blc_steps, diff_steps
+        self.diff_prune, self.blc_prune = tuple(diff_prune), tuple(blc_prune)
+        self.num_hashes, self.prune_frequency = num_hashes, prune_frequency
+
+    def get_config(self):
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def method(self, name, ratio, steps, prune, seed):
+        if name == "sparse":
+            begin, end = int(prune[0] * steps), max(int(prune[1] * steps), int(prune[0] * steps) + 1)
+            return tfdiff.SparseDiff(compression=float(ratio), begin_step=begin, end_step=end,
+                                     frequency=max(1, min(self.prune_frequency, (end - begin) // 4)))
+        return tfdiff.HashDiff(compression=float(ratio), num_hashes=self.num_hashes, seed=seed)
+
+
+class Flywheel:
+    """Runs a task through the generations; see the module docstring.
+
+    The task provides: `name`, `metric` ("accuracy" or "wer"), `describe(gen)`
+    (JSON-able, e.g. the domains), `new_model(gen)`, `train(model, gen, steps,
+    callbacks, label)`, `evaluate(model, gen)` and `evaluate_tflite(path, gen)`
+    returning (metric, latency in ms).
+    """
+
+    def __init__(self, task, config, run_dir, scale):
+        self.task, self.config, self.run_dir, self.scale = task, config, run_dir, scale
+        for sub in ("models", "diffs", "devices"):
+            os.makedirs(os.path.join(run_dir, sub), exist_ok=True)
+        self.results_path = os.path.join(run_dir, "results.json")
+        self.results = self._load()
+
+    # -- state ---------------------------------------------------------------
+    def _load(self):
+        if os.path.exists(self.results_path):
+            with open(self.results_path) as f:
+                results = json.load(f)
+            if results.get("flywheel") != self.config.get_config() or results.get("scale") != self.scale:
+                raise ValueError(f"{self.results_path} was made with other settings; use a new --out")
+            return results
+        return {"task": self.task.name, "scale": self.scale, "flywheel": self.config.get_config(),
+                "generations": []}
+
+    def _save(self):
+        tmp = self.results_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.results, f, indent=2)
+        os.replace(tmp, self.results_path)
+
+    def _row(self, gen):
+        while len(self.results["generations"]) <= gen:
+            g = len(self.results["generations"])
+            self.results["generations"].append({"gen": g, **self.task.describe(g), "rows": {}})
+        return self.results["generations"][gen]["rows"]
+
+    def _record(self, gen, key, row):
+        self._row(gen)[key] = row
+        self._save()
+        print(f"gen {gen} {key}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                for k, v in row.items()), flush=True)
+
+    def _model_path(self, key, gen):
+        return os.path.join(self.run_dir, "models", f"{key}-g{gen}.keras")
+
+    def _load_model(self, key, gen):
+        return keras.models.load_model(self._model_path(key, gen), compile=False)
+
+    # -- the run ---------------------------------------------------------------
+    def run(self):
+        metric = self.task.metric
+        c = self.config
+        base_tflite = os.path.join(self.run_dir, "devices", "gen0.tflite")
+        if "BL" not in self._row(0):
+            start = time.time()
+            model = self.task.new_model(0)
+            self.task.train(model, 0, c.bl_steps, [], "gen 0 BL")
+            model.save(self._model_path("BL", 0))
+            self._record(0, "BL", {metric: self.task.evaluate(model, 0), "train_seconds": time.time() - start})
+        if not os.path.exists(base_tflite):
+            device.convert(self._load_model("BL", 0), base_tflite)
+        if "BLinf" not in self._row(0):
+            value, latency = self.task.evaluate_tflite(base_tflite, 0)
+            self._record(0, "BLinf", {metric: value, "latency_ms": latency,
+                                      "tflite_bytes": os.path.getsize(base_tflite)})
+        for gen in range(1, c.generations):
+            self._generation(gen, base_tflite)
+        return self.results
+
+    def _generation(self, gen, base_tflite):
+        metric, c, rows = self.task.metric, self.config, self._row(gen)
+        if "BL" not in rows:
+            start = time.time()
+            model = self.task.new_model(gen)
+            self.task.train(model, gen, c.bl_steps, [], f"gen {gen} BL")
+            model.save(self._model_path("BL", gen))
+            self._record(gen, "BL", {metric: self.task.evaluate(model, gen),
+                                     "train_seconds": time.time() - start})
+        if "BLinf" not in rows:
+            self._record(gen, "BLinf", {metric: self.task.evaluate(self._load_model("BL", 0), gen)})
+        for name in c.methods:
+            for ratio in c.ratios:
+                key = f"BLC-{name}-{ratio}x"
+                if key not in rows:
+                    self._record(gen, key, self._blc(gen, name, ratio))
+                key = f"Diff-{name}-{ratio}x"
+                if key not in rows:
+                    self._record(gen, key, self._diff(gen, name, ratio, base_tflite))
+
+    def _blc(self, gen, name, ratio):
+        c = self.config
+        start = time.time()
+        method = c.method(name, ratio, c.blc_steps, c.blc_prune, seed=gen)
+        blc = tfdiff.compress_baseline(self._load_model("BL", gen), method)
+        self.task.train(blc, gen, c.blc_steps, tfdiff.callbacks(blc), f"gen {gen} BLC-{name}-{ratio}x")
+        nbytes = compressed_nbytes(blc)
+        plain = tfdiff.strip(blc)
+        return {self.task.metric: self.task.evaluate(plain, gen), "bytes": nbytes,
+                "train_seconds": time.time() - start}
+
+    def _diff(self, gen, name, ratio, base_tflite):
+        c, key = self.config, f"Diff-{name}-{ratio}x"
+        start = time.time()
+        previous = self._load_model("BL" if gen == 1 else key, 0 if gen == 1 else gen - 1)
+        method = c.method(name, ratio, c.diff_steps, c.diff_prune, seed=gen)
+        diff_model = tfdiff.wrap(previous, method)
+        self.task.train(diff_model, gen, c.diff_steps, tfdiff.callbacks(diff_model), f"gen {gen} {key}")
+        diff = tfdiff.extract(diff_model, generation=gen)
+        diff_path = os.path.join(self.run_dir, "diffs", f"{key}-g{gen}.tfdiff")
+        diff.save(diff_path)
+        folded = tfdiff.fold(previous, diff)
+        folded.save(self._model_path(key, gen))
+        train_seconds = time.time() - start
+
+        device_model = os.path.join(self.run_dir, "devices", f"{key}.tflite")
+        if gen == 1 and not os.path.exists(device_model):
+            shutil.copyfile(base_tflite, device_model)
+        start = time.time()
+        device.apply(device_model, diff_path)
+        apply_seconds = time.time() - start
+        value, latency = self.task.evaluate_tflite(device_model, gen)
+        params = sum(v.size for v in tfdiff.named_weights(previous).values())
+        return {self.task.metric: value, "bytes": diff.nbytes, "budget_bytes": int(4 * params // ratio),
+                "nominal_compression": round(diff.nominal_compression, 2),
+                "wire_compression": round(diff.wire_compression, 2), "latency_ms": latency,
+                "device_matches_fold": device_weights_equal(device_model, folded),
+                "keras_" + self.task.metric: self.task.evaluate(folded, gen),
+                "train_seconds": train_seconds, "apply_seconds": apply_seconds}
+
+
+def device_weights_equal(tflite_path, keras_model):
+    """True if every weight in the .tflite is bit for bit the Keras model's."""
+    data = open(tflite_path, "rb").read()
+    model = TFLiteFile(data)
+    weight_map = model.weight_map()
+    weights = tfdiff.named_weights(keras_model)
+    if sorted(weights) != weight_map.names():
+        return False
+    for name, value in weights.items():
+        flat = np.asarray(value, dtype="<f4").reshape(-1)
+        for segment in weight_map.segments(name):
+            start, _ = model.buffer_ranges[segment.buffer]
+            stored = np.frombuffer(data, dtype="<f4", count=segment.count, offset=start + 4 * segment.offset)
+            if stored.tobytes() != flat[segment.keras_indices()].tobytes():
+                return False
+    return True

@@ -1,0 +1,83 @@
+"""Table-1-style markdown and plots of a flywheel's results.json."""
+import os
+
+METHOD_TITLES = {"sparse": "Sparse", "hash": "Hash"}
+
+
+def _fmt(row, metric):
+    if not row or metric not in row:
+        return "-"
+    return f"{100 * row[metric]:.1f}"
+
+
+def markdown_table(results):
+    """The paper's Table 1 layout: one row per generation, BLC and Diff per method and ratio."""
+    metric = "accuracy" if results["task"] == "fsc" else "wer"
+    flywheel = results["flywheel"]
+    columns = [(f"{METHOD_TITLES[m]} {r}x {kind}", f"{kind}-{m}-{r}x")
+               for m in flywheel["methods"] for r in flywheel["ratios"] for kind in ("BLC", "Diff")]
+    label = "# dom." if results["task"] == "fsc" else "hours"
+    head = ["Gen", label, "BL"] + [title for title, _ in columns] + (
+        ["BL∞"] if results["task"] == "fsc" else [])
+    lines = [f"{'Accuracy' if metric == 'accuracy' else 'WER'} (%), {results['task']}, scale {results['scale']}",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g in results["generations"]:
+        rows = g["rows"]
+        size = len(g.get("domains", [])) if results["task"] == "fsc" else g.get("hours", "-")
+        cells = [str(g["gen"]), str(size), _fmt(rows.get("BL"), metric)]
+        cells += [_fmt(rows.get(key), metric) for _, key in columns]
+        if results["task"] == "fsc":
+            cells.append(_fmt(rows.get("BLinf"), metric))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Bytes on the wire per update (Diff) and for the whole compressed model (BLC):", "",
+              "| Gen | " + " | ".join(title for title, _ in columns) + " |",
+              "|---|" + "---|" * len(columns)]
+    for g in results["generations"][1:]:
+        cells = [str(g["rows"].get(key, {}).get("bytes", "-")) for _, key in columns]
+        lines.append(f"| {g['gen']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results, path):
+    """Metric per generation per method, and bytes per update, as one PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = "accuracy" if results["task"] == "fsc" else "wer"
+    gens = [g["gen"] for g in results["generations"]]
+    keys = sorted({k for g in results["generations"] for k in g["rows"]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for key in keys:
+        points = [(g["gen"], 100 * g["rows"][key][metric]) for g in results["generations"]
+                  if key in g["rows"] and metric in g["rows"][key]]
+        if points:
+            style = "-" if key.startswith("Diff") else (":" if key.startswith("BLC") else "--")
+            left.plot(*zip(*points), style, marker="o", label=key)
+    left.set_xlabel("generation")
+    left.set_ylabel(f"{metric} (%)")
+    left.set_xticks(gens)
+    left.legend(fontsize=7)
+    left.set_title(f"{results['task']}: {metric} per generation")
+    diff_keys = [k for k in keys if k.startswith("Diff")]
+    width = 0.8 / max(1, len(diff_keys))
+    for i, key in enumerate(diff_keys):
+        points = [(g["gen"] + i * width, g["rows"][key]["bytes"]) for g in results["generations"]
+                  if key in g["rows"]]
+        if points:
+            right.bar(*zip(*points), width=width, label=key)
+    right.set_xlabel("generation")
+    right.set_ylabel("bytes per update")
+    right.legend(fontsize=7)
+    right.set_title("diff bytes on the wire")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(results, run_dir):
+    table = markdown_table(results)
+    with open(os.path.join(run_dir, "results.md"), "w") as f:
+        f.write(table)
+    plot(results, os.path.join(run_dir, "results.png"))
+    return table

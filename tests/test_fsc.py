@@ -1,0 +1,126 @@
+"""The FSC recipe: generator, loader, features, loss, and a tiny whole run."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from recipes.fsc import data, model as slu_model
+from recipes.fsc.phrases import DOMAINS, PHRASES
+from recipes.fsc.synth import FIELDS, generate, split_speakers
+from recipes.speech import features
+from recipes.speech.synth import make_speakers
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fsc") / "corpus"
+    counts = generate(str(root), speakers=7, phrases_per_domain=2, seed=3)
+    return root, counts
+
+
+def test_phrasings_domains_and_speakers():
+    texts = [p[0] for d in DOMAINS for p in PHRASES[d]]
+    assert len(texts) == len(set(texts)) >= 120
+    assert all(len(PHRASES[d]) >= 20 for d in DOMAINS)
+    speakers = make_speakers(40)
+    assert len({(s.voice, s.variant, s.pitch, s.rate) for s in speakers}) == 40
+    splits = split_speakers(speakers)
+    ids = [set(s.id for s in members) for members in splits.values()]
+    assert sum(map(len, ids)) == 40 and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+
+
+def test_generator_writes_the_fsc_layout_speaker_disjoint(corpus):
+    root, counts = corpus
+    assert counts == {"train": 5 * 12, "valid": 12, "test": 12}
+    speakers = {}
+    for split in ("train", "valid", "test"):
+        with open(root / "data" / f"{split}_data.csv") as f:
+            rows = list(csv.reader(f))
+        assert rows[0] == FIELDS
+        speakers[split] = {r[2] for r in rows[1:]}
+        for row in rows[1:4]:
+            assert os.path.exists(root / row[1])
+    assert not speakers["train"] & speakers["test"] and not speakers["valid"] & speakers["test"]
+
+
+def test_loader_reads_audio_and_domains(corpus):
+    root, _ = corpus
+    test = data.load_split(str(root), "test")
+    assert {u.domain for u in test} == set(DOMAINS)
+    audio = data.read_audio(test[0].path)
+    assert audio.dtype == np.float32 and 0.3 * 16000 < audio.size < 5 * 16000
+    assert data.phrases_of(test, ["Heat"]) == sorted({u.transcription for u in test if u.domain == "Heat"})
+    with pytest.raises(FileNotFoundError, match="--data must point"):
+        data.load_split(str(root / "nowhere"), "train")
+
+
+def test_features_shapes_padding_and_specaugment():
+    audio = np.random.default_rng(0).normal(size=16000).astype(np.float32) * 0.1
+    feats = features.utterance_features(audio)
+    assert feats.shape == (100 // 3, 192)  # 10 ms hop, stacked by 3
+    padded = features.fit_length(feats, 40)
+    assert padded.shape == (40, 192) and not padded[:7].any() and np.array_equal(padded[7:], feats)
+    assert features.fit_length(feats, 20).shape == (20, 192)
+    masked = features.spec_augment(padded, freq_param=10, time_param=3).numpy()
+    assert masked.shape == padded.shape and (masked == 0).sum() > (padded == 0).sum()
+
+
+def test_triplet_loss_mines_violating_negatives():
+    import tensorflow as tf
+    text = tf.constant([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    audio = tf.constant([[0.8, 0.6], [0.0, 1.0]])
+    labels = tf.constant([0, 1])
+    loss = slu_model.triplet_loss(audio, text, labels, margin=0.5).numpy()
+    d = np.linalg.norm(audio.numpy()[:, None] - text.numpy()[None], axis=-1)
+    violations = [max(0, d[0, 0] - d[0, j] + 0.5) for j in (1, 2)] + [max(0, d[1, 1] - d[1, j] + 0.5) for j in (0, 2)]
+    active = [v for v in violations if v > 0]
+    assert loss == pytest.approx(sum(active) / len(active), rel=1e-5)
+    far = slu_model.triplet_loss(tf.constant([[1.0, 0.0]]), text, tf.constant([0]), margin=0.5)
+    assert float(far) == 0.0
+
+
+def test_tiny_run_end_to_end(tmp_path):
+    from recipes.fsc import run as fsc_run
+    from recipes.speech.flywheel import device_weights_equal
+    import tfdiff
+    from tfdiff import keras
+
+    out = tmp_path / "run"
+    results, table = fsc_run.run(str(out), synthetic=True, scale="tiny")
+    for name in ("results.json", "results.md", "results.png", "devices/gen0.tflite"):
+        assert (out / name).exists(), name
+    saved = json.load(open(out / "results.json"))
+    assert saved["task"] == "fsc" and saved["scale"] == "tiny"
+    gen0, gen1 = saved["generations"]
+    assert gen0["domains"] == DOMAINS[:3] and gen1["domains"] == DOMAINS[:4]
+    expected = {"BL", "BLinf"} | {f"{kind}-{m}-{r}x" for kind in ("BLC", "Diff") for m in ("sparse", "hash")
+                                  for r in (4, 8)}
+    assert set(gen1["rows"]) == expected and set(gen0["rows"]) == {"BL", "BLinf"}
+    for key, row in gen1["rows"].items():
+        assert 0.0 <= row["accuracy"] <= 1.0, key
+        if key.startswith("Diff"):
+            assert row["bytes"] <= row["budget_bytes"] and row["device_matches_fold"], key
+            assert row["latency_ms"] > 0
+            size = os.path.getsize(out / "diffs" / f"{key}-g1.tfdiff")
+            assert size == row["bytes"]
+    assert "| 1 | 4 |" in table
+
+    # The patched .tflite and the folded Keras model are the same model.
+    folded = keras.models.load_model(out / "models" / "Diff-sparse-8x-g1.keras", compile=False)
+    device_model = out / "devices" / "Diff-sparse-8x.tflite"
+    assert device_weights_equal(device_model, folded)
+    config = slu_model.SluConfig.from_config(json.load(open(out / "config.json"))["slu"])
+    runner = fsc_run.TfliteSlu(device_model)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(config.frames, 192)).astype(np.float32)
+    tokens = rng.integers(0, config.vocab_size, size=config.max_tokens).astype(np.int32)
+    audio, text = folded([x[None], tokens[None]], training=False)
+    lite = runner(x, tokens)
+    np.testing.assert_allclose(lite[0], audio.numpy()[0], atol=1e-5)
+    np.testing.assert_allclose(lite[1], text.numpy()[0], atol=1e-5)
+
+    # Resuming retrains nothing: the same results come back at once.
+    again, _ = fsc_run.run(str(out), synthetic=True, scale="tiny")
+    assert again == saved
