@@ -43,7 +43,9 @@ setup(
     ],
     extras_require={
         "device": DEVICE + ["ai-edge-litert>=1.0"],
-        "test": ["pytest>=7"],
+        # Baselines of the wire benchmark (zipnn, which needs PyTorch, comes from scripts/bench).
+        "bench": ["bsdiff4>=1.2", "zstandard>=0.20"],
+        "test": ["pytest>=7", "bsdiff4>=1.2", "zstandard>=0.20"],
     },
     entry_points={"console_scripts": ["tfdiff=tfdiff.__main__:main"]},
 )

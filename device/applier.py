@@ -28,12 +28,11 @@ import mmap
 import os
 import shutil
 import struct
-import tempfile
 
 import numpy as np
 
 from . import signing
-from .format import DiffFile, DiffFormatError, WeightsHasher, fsync_dir
+from .format import DiffFile, DiffFormatError, WeightsHasher, fsync_dir, replacing
 from .patch import patched_values
 from .tflite import ModelFormatError, TFLiteFile
 
@@ -130,22 +129,12 @@ def _apply_in_place(model_path, diff):
 
 
 def _apply_to_copy(model_path, diff, out):
-    directory = os.path.dirname(os.path.abspath(out))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".tflite", dir=directory)
-    os.close(fd)
-    try:
+    with replacing(out) as tmp:
         shutil.copyfile(model_path, tmp)
         with open(tmp, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
             plan = _plan(mm, diff)
             if plan is not None:
                 _write(mm, plan)
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(directory)
     if plan is None:
         return Result("already", out, diff)
     return Result("applied", out, diff, sum(e.size for e, _ in plan))

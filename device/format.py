@@ -17,6 +17,7 @@ Read in three layers, like bsdiff4's format.py: `read_diff` takes a stream,
 with a one-line reason; nothing here writes to disk except `save`, which
 writes a temporary file and renames it into place.
 """
+import contextlib
 import hashlib
 import io
 import os
@@ -114,13 +115,20 @@ class DiffFile:
         return decode(data, cls)
 
 
-def write_atomic(path, data):
+@contextlib.contextmanager
+def replacing(path):
+    """Yield a temporary path beside `path`; on success it atomically becomes `path`.
+
+    The caller writes the temporary file; it is fsynced, renamed over
+    `path` and the directory fsynced. On any error it is removed and `path`
+    is untouched.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -128,6 +136,11 @@ def write_atomic(path, data):
             os.unlink(tmp)
         raise
     fsync_dir(directory)
+
+
+def write_atomic(path, data):
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def fsync_dir(directory):

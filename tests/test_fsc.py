@@ -81,14 +81,12 @@ def test_triplet_loss_mines_violating_negatives():
     assert float(far) == 0.0
 
 
-def test_tiny_run_end_to_end(tmp_path):
+def test_tiny_run_end_to_end(tiny_fsc_run):
     from recipes.fsc import run as fsc_run
     from recipes.speech.flywheel import device_weights_equal
-    import tfdiff
     from tfdiff import keras
 
-    out = tmp_path / "run"
-    results, table = fsc_run.run(str(out), synthetic=True, scale="tiny")
+    out, results, table = tiny_fsc_run
     for name in ("results.json", "results.md", "results.png", "devices/gen0.tflite"):
         assert (out / name).exists(), name
     saved = json.load(open(out / "results.json"))

@@ -25,22 +25,27 @@ class Diff(wire.DiffFile):
     def fit_budget(self, compression, sizes):
         """Cut the smallest sparse values until the file, signed, fits 4N/compression bytes."""
         budget = int(4 * sum(sizes[e.name] for e in self.entries) // compression)
-        while self.nbytes + wire.SIGNATURE_BYTES > budget:
+        self.trim_to(budget - wire.SIGNATURE_BYTES)
+        self.budget = budget
+        return budget
+
+    def trim_to(self, max_bytes):
+        """Drop the smallest-magnitude sparse values until `nbytes <= max_bytes`."""
+        while self.nbytes > max_bytes:
             if self.method != "sparse":
-                raise ValueError(f"hash diff needs {self.nbytes + wire.SIGNATURE_BYTES} bytes, "
-                                 f"over its budget of {budget}; raise the model size or lower compression")
+                raise ValueError(f"hash diff needs {self.nbytes} bytes, over the {max_bytes} allowed; "
+                                 "raise the model size or lower compression")
             magnitudes = np.concatenate([np.abs(e.values.astype(np.float32)) for e in self.entries])
             if magnitudes.size == 0:
-                raise ValueError(f"even an empty diff ({self.nbytes} bytes) exceeds the budget of "
-                                 f"{budget} bytes: the model is too small for compression {compression}")
-            excess = self.nbytes + wire.SIGNATURE_BYTES - budget
+                raise ValueError(f"even an empty diff ({self.nbytes} bytes) exceeds {max_bytes} bytes: "
+                                 "the model is too small for this budget")
+            excess = self.nbytes - max_bytes
             drop = min(magnitudes.size, max(1, excess // 3 + 1))
             threshold = np.partition(magnitudes, drop - 1)[drop - 1]
             for e in self.entries:
                 keep = np.abs(e.values.astype(np.float32)) > threshold
                 e.values, e.indices = e.values[keep], e.indices[keep]
-        self.budget = budget
-        return budget
+        return self
 
     def summary(self):
         """A table, one row per weight: shape, kept values, bytes, compression."""

@@ -103,10 +103,16 @@ def extract(diff_model, generation=0):
             name = weight_name(path, index, base)
             entries.append(method.entry(name, base.numpy(), diff_value))
     base_weights = named_weights(diff_model)
-    diff = Diff(method=method.name, entries=entries, base_digest=weights_digest(base_weights),
-                target_digest=b"\0" * 32, generation=generation,
-                seed=getattr(method, "seed", 0), num_hashes=getattr(method, "num_hashes", 0))
+    diff = Diff(method=method.name, entries=entries, base_digest=b"", target_digest=b"",
+                generation=generation, seed=getattr(method, "seed", 0),
+                num_hashes=getattr(method, "num_hashes", 0))
     diff.fit_budget(method.compression, {e.name: base_weights[e.name].size for e in entries})
+    return seal(diff, base_weights)
+
+
+def seal(diff, base_weights):
+    """Set the diff's base and target digests from the weights it applies to."""
+    diff.base_digest = weights_digest(base_weights)
     diff.target_digest = weights_digest(_folded_weights(base_weights, diff))
     return diff
 

@@ -29,8 +29,8 @@ from .phrases import DOMAINS
 
 SCALES = {
     # A laptop-class CPU in minutes: small encoders, a few hundred steps.
-    "demo": dict(slu=dict(batch_size=64), flywheel=dict(generations=4, bl_steps=1000, blc_steps=400,
-                                                         diff_steps=400), speakers=40),
+    "demo": dict(slu=dict(batch_size=64), flywheel=dict(generations=4, bl_steps=1000, blc_steps=300,
+                                                         diff_steps=300), speakers=40),
     # The paper: ~1.1M parameters, sparse diffs pruned over steps 2k-12k.
     "paper": dict(slu=None, flywheel=dict(generations=4, bl_steps=20000, blc_steps=14000, diff_steps=14000,
                                           diff_prune=(2000 / 14000, 12000 / 14000),
@@ -171,7 +171,8 @@ class TfliteSlu:
 
 
 # -- the whole run -------------------------------------------------------------------
-def run(out, data_dir=None, synthetic=False, scale="demo", seed=0):
+def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0):
+    """Data, features and tokenizer of a run: the FscTask the flywheel drives."""
     if scale not in SCALES:
         raise ValueError(f"--scale must be one of {sorted(SCALES)}. Received: {scale!r}")
     os.makedirs(out, exist_ok=True)
@@ -190,8 +191,19 @@ def run(out, data_dir=None, synthetic=False, scale="demo", seed=0):
     config.vocab_size = len(vocabulary)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump({"slu": config.get_config(), "scale": scale, "data": root, "seed": seed}, f, indent=2)
-    task = FscTask(corpus, config, vocabulary, seed)
-    flywheel = Flywheel(task, FlywheelConfig(**settings["flywheel"]), out, scale)
+    return FscTask(corpus, config, vocabulary, seed)
+
+
+def load_task(run_dir):
+    """The FscTask of an existing run directory, to evaluate its models again."""
+    with open(os.path.join(run_dir, "config.json")) as f:
+        saved = json.load(f)
+    return prepare(run_dir, data_dir=saved["data"], scale=saved["scale"], seed=saved["seed"])
+
+
+def run(out, data_dir=None, synthetic=False, scale="demo", seed=0):
+    task = prepare(out, data_dir, synthetic, scale, seed)
+    flywheel = Flywheel(task, FlywheelConfig(**SCALES[scale]["flywheel"]), out, scale)
     results = flywheel.run()
     return results, write_report(results, out)
 

@@ -1,0 +1,72 @@
+"""python -m benchmarks {all,wire,apply,train,latency} --out DIR [--run FSC_RUN] [--tiny]
+
+Writes DIR/benchmarks.json (every figure, with the machine), DIR/BENCHMARKS.md
+and DIR/*.png. `wire` and `latency` need a finished FSC run (--run); without
+one, `all` first runs the FSC demo into DIR/fsc-run. --tiny shrinks every
+part for the test suite.
+"""
+import argparse
+import json
+import os
+import sys
+
+from benchmarks import machine
+
+PARTS = ("wire", "apply", "train", "latency")
+
+
+def run(parts, out, run_dir=None, tiny=False):
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "benchmarks.json")
+    report = json.load(open(path)) if os.path.exists(path) else {}
+    report["machine"] = machine.describe()
+    if ("wire" in parts or "latency" in parts) and run_dir is None:
+        from recipes.fsc.run import run as fsc_run
+        run_dir = os.path.join(out, "fsc-run")
+        fsc_run(run_dir, synthetic=True, scale="tiny" if tiny else "demo")
+    if "wire" in parts:
+        from benchmarks import wire
+        report["wire"] = wire.run(run_dir, out)
+        report["fsc_run"] = os.path.abspath(run_dir)
+    if "apply" in parts:
+        from benchmarks import applying
+        report["apply"] = applying.run(out, tiny=tiny, repeats=1 if tiny else 3)
+    if "train" in parts:
+        from benchmarks import training
+        result = training.run(steps=5, warmup=2, rounds=1, tiny=True) if tiny else training.run()
+        report["train_step_ratio"] = result["ratio"]
+        report["train_step_seconds"] = result["step_seconds"]
+    if "latency" in parts:
+        from benchmarks import latency
+        with open(os.path.join(run_dir, "results.json")) as f:
+            ratio = json.load(f)["flywheel"]["ratios"][-1]
+        result = latency.run(os.path.join(run_dir, "devices", "gen0.tflite"),
+                             os.path.join(run_dir, "models", "BL-g0.keras"),
+                             os.path.join(run_dir, "diffs", f"Diff-sparse-{ratio}x-g1.tfdiff"), out,
+                             runs=20 if tiny else 200, rounds=1 if tiny else 3)
+        report["latency_ratio"] = result["ratio"]
+        report["latency"] = result
+    with open(path + ".tmp", "w") as f:
+        json.dump(report, f, indent=2)
+    os.replace(path + ".tmp", path)
+    from benchmarks.report import write
+    write(report, out)
+    return report
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=("all",) + PARTS)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--run", help="a finished FSC run directory (for wire and latency)")
+    parser.add_argument("--tiny", action="store_true", help="tiny inputs, for tests")
+    args = parser.parse_args(argv)
+    parts = PARTS if args.part == "all" else (args.part,)
+    run(parts, args.out, args.run, args.tiny)
+    print(open(os.path.join(args.out, "BENCHMARKS.md")).read())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

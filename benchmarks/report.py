@@ -1,0 +1,75 @@
+"""BENCHMARKS.md and plots from benchmarks.json."""
+import os
+
+
+def _kb(n):
+    return "-" if n is None else f"{n / 1024:.1f}"
+
+
+def markdown(report):
+    m = report["machine"]
+    lines = ["# Benchmarks", "",
+             f"Machine: {m['cpu']} ({m['cores']} cores, {m['memory_gb']} GB), {m['platform']}; "
+             f"Python {m['python']}, TensorFlow {m['tensorflow']}, numpy {m['numpy']}; "
+             f"commit {m['commit']}, {m['date']}.", ""]
+    if "wire" in report:
+        lines += ["## Bytes on the wire per update (FSC flywheel)", "",
+                  f"From the run in `{report.get('fsc_run', '?')}`. Accuracy is what the device ends up with.", "",
+                  "| gen | method | KiB | accuracy (%) |", "|---|---|---|---|"]
+        for row in report["wire"]:
+            accuracy = "-" if row["accuracy"] is None else f"{100 * row['accuracy']:.1f}"
+            bytes_ = "n/a (tool not installed)" if row["bytes"] is None else _kb(row["bytes"])
+            lines.append(f"| {row['gen']} | {row['method']} | {bytes_} | {accuracy} |")
+        lines.append("")
+    if "apply" in report:
+        rows = report["apply"]
+        lines += ["## Applying a diff on the device", "",
+                  f"A {rows[0]['params'] / 1e6:.1f}M-parameter float32 model at the paper's RNN-T shapes "
+                  f"({rows[0]['model_bytes'] / 2**20:.0f} MiB .tflite); `python -m device apply` in a fresh "
+                  "process, medians of repeats; peak RSS is the whole process, interpreter included.", "",
+                  "| diff | mode | diff KiB | seconds | cp seconds | peak RSS MiB |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['method']} 10x | {r['mode']} | {_kb(r['diff_bytes'])} | {r['seconds']:.2f} | "
+                         f"{r['cp_seconds']:.2f} | {r['peak_rss_mb']:.0f} |")
+        lines.append("")
+    if "train_step_ratio" in report:
+        s = report["train_step_seconds"]
+        lines += ["## Training step time (FSC demo model, same batch)", "",
+                  "| model | ms per step | ratio to plain |", "|---|---|---|"]
+        for name in ("plain", "sparse", "hash"):
+            lines.append(f"| {name} | {1000 * s[name]:.1f} | {s[name] / s['plain']:.2f} |")
+        lines.append("")
+    if "latency" in report:
+        r = report["latency"]
+        lines += ["## Inference latency, patched against freshly converted", "",
+                  f"patched {r['patched_ms']:.3f} ms, fresh conversion of the folded model {r['fresh_ms']:.3f} ms: "
+                  f"ratio {r['ratio']:.2f}; identical files: {r['same_bytes']}.", ""]
+    return "\n".join(lines)
+
+
+def plot(report, out):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if "wire" not in report:
+        return
+    rows = [r for r in report["wire"] if r["bytes"] is not None and r["accuracy"] is not None]
+    last = max(r["gen"] for r in rows)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in (r for r in rows if r["gen"] == last):
+        ax.scatter(r["bytes"] / 1024, 100 * r["accuracy"])
+        ax.annotate(r["method"], (r["bytes"] / 1024, 100 * r["accuracy"]), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("KiB on the wire for the update")
+    ax.set_ylabel("accuracy on the device (%)")
+    ax.set_title(f"FSC update to generation {last}")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "wire.png"), dpi=100)
+    plt.close(fig)
+
+
+def write(report, out):
+    with open(os.path.join(out, "BENCHMARKS.md"), "w") as f:
+        f.write(markdown(report))
+    plot(report, out)

@@ -1,0 +1,28 @@
+"""Each benchmark part once, on tiny inputs: the code keeps working."""
+import json
+
+from benchmarks.__main__ import run
+
+
+def test_every_part_on_tiny_inputs(tiny_fsc_run, tmp_path):
+    run_dir, _, _ = tiny_fsc_run
+    report = run(("wire", "apply", "train", "latency"), str(tmp_path), run_dir=str(run_dir), tiny=True)
+    saved = json.load(open(tmp_path / "benchmarks.json"))
+    assert saved == json.loads(json.dumps(report))
+    methods = {row["method"] for row in saved["wire"]}
+    assert {"tflite raw", "tflite zstd-19", "bsdiff4", "tfdiff sparse-8x", "tfdiff hash-4x",
+            "post-hoc top-k 8x"} <= methods
+    for row in saved["wire"]:
+        assert set(row) == {"gen", "method", "bytes", "accuracy"}
+        if row["method"].startswith("post-hoc"):
+            learned = next(r for r in saved["wire"] if r["method"] == "tfdiff sparse-" + row["method"][15:])
+            assert row["bytes"] <= learned["bytes"]
+    modes = {(r["method"], r["mode"]) for r in saved["apply"]}
+    assert modes == {("sparse", "inplace"), ("sparse", "copy"), ("hash", "inplace"), ("hash", "copy")}
+    for r in saved["apply"]:
+        assert r["seconds"] > 0 and r["peak_rss_mb"] > 0 and r["cp_seconds"] > 0 and r["model_bytes"] > 0
+    assert set(saved["train_step_ratio"]) == {"sparse", "hash"}
+    assert saved["latency"]["same_bytes"] and saved["latency_ratio"] > 0
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "Machine:" in text and "commit" in text
+    assert (tmp_path / "wire.png").exists()
