@@ -22,27 +22,30 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["tfdiff", "tfdiff.*", "device", "device.*",
                                     "recipes", "recipes.*", "benchmarks", "benchmarks.*"]),
-    install_requires=DEVICE + [
-        # 2.21 is the newest release with a matching tf-keras and tfmot.
-        "tensorflow==2.21.0",
-        # tfmot only speaks the Keras 2 API; tfdiff selects tf_keras itself.
-        "tf-keras==2.21.0",
-        # PolynomialDecay schedule and magnitude pruning of the diff variables.
-        "tensorflow-model-optimization==0.8.1",
-        # Only its pure-TF audio functions (spectrogram, melscale, masks): the
-        # compiled kernels of 0.37.1 do not load on TF 2.21.
-        "tensorflow-io==0.37.1",
-        # WordPiece vocabularies and tokenizers for the recipes' text side.
-        "keras-nlp==0.32.0",
-        # The LiteRT interpreter: runs converted and patched .tflite models.
-        "ai-edge-litert==2.3.0",
-        "soundfile>=0.12",  # FLAC/WAV reading for the real corpora
-        "matplotlib>=3.7",  # recipe and benchmark plots
-        "tqdm>=4.60",  # progress bars of long recipe steps
-        "scipy>=1.10",  # resampling espeak-ng audio to 16 kHz
-    ],
+    # A plain install is what a device needs; the server's training stack is
+    # the "train" extra, so `pip install .[device]` on a Pi pulls no TensorFlow.
+    install_requires=DEVICE,
     extras_require={
         "device": DEVICE + ["ai-edge-litert>=1.0"],
+        "train": [
+            # 2.21 is the newest release with a matching tf-keras and tfmot.
+            "tensorflow==2.21.0",
+            # tfmot only speaks the Keras 2 API; tfdiff selects tf_keras itself.
+            "tf-keras==2.21.0",
+            # PolynomialDecay schedule and magnitude pruning of the diff variables.
+            "tensorflow-model-optimization==0.8.1",
+            # Only its pure-TF audio functions (spectrogram, melscale, masks): the
+            # compiled kernels of 0.37.1 do not load on TF 2.21.
+            "tensorflow-io==0.37.1",
+            # WordPiece vocabularies and tokenizers for the recipes' text side.
+            "keras-nlp==0.32.0",
+            # The LiteRT interpreter: runs converted and patched .tflite models.
+            "ai-edge-litert==2.3.0",
+            "soundfile>=0.12",  # FLAC/WAV reading for the real corpora
+            "matplotlib>=3.7",  # recipe and benchmark plots
+            "tqdm>=4.60",  # progress bars of long recipe steps
+            "scipy>=1.10",  # resampling espeak-ng audio to 16 kHz
+        ],
         # Baselines of the wire benchmark (zipnn, which needs PyTorch, comes from scripts/bench).
         "bench": ["bsdiff4>=1.2", "zstandard>=0.20"],
         "test": ["pytest>=7", "bsdiff4>=1.2", "zstandard>=0.20"],

@@ -66,6 +66,8 @@ def plot(results, path):
                   if key in g["rows"]]
         if points:
             right.bar(*zip(*points), width=width, label=key)
+    updates = gens[1:]
+    right.set_xticks([g + width * (len(diff_keys) - 1) / 2 for g in updates], [str(g) for g in updates])
     right.set_xlabel("generation")
     right.set_ylabel("bytes per update")
     right.legend(fontsize=7)
