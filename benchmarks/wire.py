@@ -10,6 +10,7 @@ the learned tfdiff diffs from the run.
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -26,12 +27,16 @@ def _zstd19(data):
     return len(zstandard.ZstdCompressor(level=19).compress(data))
 
 
+_ZIPNN = ("import sys, zipnn; data = sys.stdin.buffer.read(); "
+          "print(len(zipnn.ZipNN(input_format='byte', bytearray_dtype='float32').compress(data)))")
+
+
 def _zipnn(data):
-    try:
-        import zipnn
-    except ImportError:
-        return None  # zipnn needs PyTorch; the bench setup installs it, the tests do not
-    return len(zipnn.ZipNN(input_format="byte", bytearray_dtype="float32").compress(data))
+    # zipnn imports PyTorch, which must not share a process with TensorFlow.
+    proc = subprocess.run([sys.executable, "-c", _ZIPNN], input=data, capture_output=True)
+    if proc.returncode:
+        return None  # not installed: scripts/bench installs it, the tests do not
+    return int(proc.stdout.split()[-1])
 
 
 def _bsdiff(old, new):

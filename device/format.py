@@ -127,6 +127,7 @@ def replacing(path):
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     os.close(fd)
     try:
+        os.chmod(tmp, _mode_for(path))
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -136,6 +137,16 @@ def replacing(path):
             os.unlink(tmp)
         raise
     fsync_dir(directory)
+
+
+def _mode_for(path):
+    """The replaced file's permissions, or what a plain open() would give."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def write_atomic(path, data):

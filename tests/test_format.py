@@ -93,3 +93,14 @@ def test_digest_depends_on_names_shapes_and_bits():
     assert d != wire.weights_digest({"a/0/kernel": np.ones((3, 2), np.float32)})
     assert d != wire.weights_digest({"b/0/kernel": np.ones((2, 3), np.float32)})
     assert d != wire.weights_digest({"a/0/kernel": np.nextafter(np.ones((2, 3), np.float32), 2)})
+
+
+def test_saved_files_get_normal_permissions_and_keep_existing_ones(tmp_path):
+    path = tmp_path / "d.tfdiff"
+    sample_diff().save(path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    os.chmod(path, 0o640)
+    sample_diff("hash").save(path)
+    assert path.stat().st_mode & 0o777 == 0o640
