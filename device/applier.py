@@ -4,23 +4,26 @@ The order of events, so that a kill at any instant leaves the old model or,
 after the next call, the new one:
 
 1. Recover: if a journal from an interrupted run exists, finish it first.
-2. Check, touching nothing: the diff parses (and is signed by the given
-   key), its base digest is this model's weights, and the patched weights
-   hash to its target digest.
-3. Journal: every (file offset, new float32) pair is written to
-   MODEL.tfdiff-journal.tmp, fsynced, and renamed to MODEL.tfdiff-journal.
-   The rename is the commit point: before it the model is untouched and a
-   stray .tmp is discarded; after it the update will complete.
-4. Patch the model through a writable mmap, msync, fsync.
+2. Prepare, touching nothing: the diff parses (and is signed by the given
+   key); weight by weight, the new values are computed and streamed, with
+   their file positions, into MODEL.tfdiff-journal.tmp, while the model's
+   weights digest and the patched one are accumulated. The journal is
+   fsynced, and kept only if the first digest is the diff's base and the
+   second its target.
+3. Commit: the journal is renamed to MODEL.tfdiff-journal. Before this
+   rename the model is untouched and a stray .tmp is discarded; after it
+   the update will complete.
+4. Replay the journal into the model through a writable mmap, msync, fsync.
 5. Delete the journal and fsync the directory.
 
 Recovery replays a complete journal (the writes are idempotent) and
 deletes it. With `out=...` the model is instead copied to a temporary file
-next to `out`, patched there, fsynced and renamed over `out`.
+next to `out`, the same plan is replayed there, and the copy is fsynced and
+renamed over `out`.
 
-Memory stays bounded: weights are visited one at a time through the mmap,
-and pages are released after each weight, so a sparse diff never brings the
-whole model into memory.
+Memory stays bounded: one weight at a time is read through the mmap (its
+pages released afterwards), patched and streamed to the journal, so neither
+the model nor the patch plan is ever held whole.
 """
 import fcntl
 import hashlib
@@ -101,7 +104,7 @@ def recover(model_path, _locked_already=False):
     target = _replay(model_path, journal)
     with open(model_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         model = TFLiteFile(mm)
-        digest, _ = _digests(model, model.weight_map(), {})
+        digest = _digest(model)
         del model
     if digest != target:
         raise ApplyError(f"journal replay left {model_path} with unexpected weights "
@@ -113,67 +116,100 @@ def recover(model_path, _locked_already=False):
 
 # -- the two modes -----------------------------------------------------------
 def _apply_in_place(model_path, diff):
-    with open(model_path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
-        plan = _plan(mm, diff)
-        if plan is None:
-            return Result("already", model_path, diff)
-        journal = model_path + JOURNAL_SUFFIX
-        _write_journal(journal, diff, plan, os.path.getsize(model_path))
-        _crash_point("journal-committed")
-        _write(mm, plan)
-        os.fsync(f.fileno())
+    journal = model_path + JOURNAL_SUFFIX
+    patched = _prepare(model_path, diff, journal + ".tmp")
+    if patched is None:
+        return Result("already", model_path, diff)
+    _crash_point("journal-written")
+    os.replace(journal + ".tmp", journal)  # the commit point
+    fsync_dir(os.path.dirname(os.path.abspath(journal)))
+    _crash_point("journal-committed")
+    _replay(model_path, journal)
     _crash_point("model-written")
     os.unlink(journal)
     fsync_dir(os.path.dirname(os.path.abspath(model_path)))
-    return Result("applied", model_path, diff, sum(e.size for e, _ in plan))
+    return Result("applied", model_path, diff, patched)
 
 
 def _apply_to_copy(model_path, diff, out):
     with replacing(out) as tmp:
-        shutil.copyfile(model_path, tmp)
-        with open(tmp, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
-            plan = _plan(mm, diff)
-            if plan is not None:
-                _write(mm, plan)
-    if plan is None:
+        plan = tmp + ".plan"
+        try:
+            patched = _prepare(model_path, diff, plan)
+            if patched is not None:
+                shutil.copyfile(model_path, tmp)
+                _replay(tmp, plan)
+        finally:
+            if os.path.exists(plan):
+                os.unlink(plan)
+        if patched is None:
+            shutil.copyfile(model_path, tmp)
+    if patched is None:
         return Result("already", out, diff)
-    return Result("applied", out, diff, sum(e.size for e, _ in plan))
+    return Result("applied", out, diff, patched)
 
 
-# -- planning: every check happens here, before any write ---------------------
-def _plan(mm, diff):
-    """[(file element indices, new float32 values)] per diffed weight, or None if done."""
-    model = TFLiteFile(mm)
-    weight_map = model.weight_map()
+# -- preparing: every check happens here, before any write to the model ------
+def _prepare(model_path, diff, plan_path):
+    """Stream the patch, one weight at a time, into a journal file at `plan_path`.
+
+    Returns the number of patched elements, or None (and no file) when the
+    model already is the diff's target. Raises, leaving no file, on any
+    mismatch: memory holds one weight at a time, never the model or the plan.
+    """
+    try:
+        with open(model_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            model = TFLiteFile(mm)
+            weight_map = model.weight_map()
+            entries = _check_entries(diff, weight_map)
+            floats = _floats(mm)
+            before, after = WeightsHasher(), WeightsHasher()
+            patched = 0
+            with _JournalWriter(plan_path, diff, os.path.getsize(model_path), len(entries)) as journal:
+                for name in weight_map.names():
+                    elements = _elements(model, weight_map, name)
+                    values = floats[elements].astype(np.float32)
+                    before.update(name, values.reshape(weight_map.shape(name)))
+                    entry = entries.get(name)
+                    if entry is not None:
+                        positions = entry.indices if entry.method == "sparse" else np.arange(values.size)
+                        new = patched_values(entry, values[positions], positions).astype("<f4")
+                        values[positions] = new
+                        journal.add(elements[positions], new)
+                        patched += new.size
+                    after.update(name, values.reshape(weight_map.shape(name)))
+                    _release(mm, elements)
+                    del elements, values
+            del floats, model
+    except BaseException:
+        if os.path.exists(plan_path):
+            os.unlink(plan_path)
+        raise
+    current, target = before.digest(), after.digest()
+    if current != diff.base_digest:
+        os.unlink(plan_path)
+        if current == diff.target_digest:
+            return None
+        raise ApplyError(f"diff (generation {diff.generation}) is for base model "
+                         f"{diff.base_digest.hex()[:12]}, but this model is {current.hex()[:12]}")
+    if target != diff.target_digest:
+        os.unlink(plan_path)
+        raise ApplyError("patched weights do not match the diff's target digest; refusing to write")
+    return patched
+
+
+def _check_entries(diff, weight_map):
+    entries = {}
     for entry in diff.entries:
         if entry.name not in weight_map.weights:
             raise ApplyError(f"diff patches weight {entry.name}, which this model does not have")
         if tuple(weight_map.shape(entry.name)) != tuple(entry.shape):
             raise ApplyError(f"weight {entry.name} has shape {weight_map.shape(entry.name)}, "
                              f"the diff expects {entry.shape}")
-    plan, patched = [], {}
-    for entry in diff.entries:
-        positions, elements, values = _patch_one(model, weight_map, entry)
-        plan.append((elements, values))
-        patched[entry.name] = (positions, values)
-    current, patched_digest = _digests(model, weight_map, patched)
-    if current != diff.base_digest:
-        if current == diff.target_digest:
-            return None
-        raise ApplyError(f"diff (generation {diff.generation}) is for base model "
-                         f"{diff.base_digest.hex()[:12]}, but this model is {current.hex()[:12]}")
-    if patched_digest != diff.target_digest:
-        raise ApplyError("patched weights do not match the diff's target digest; refusing to write")
-    return plan
-
-
-def _patch_one(model, weight_map, entry):
-    """(Keras positions, file element indices, new values) of one diffed weight."""
-    elements = _elements(model, weight_map, entry.name)
-    positions = entry.indices if entry.method == "sparse" else np.arange(elements.size)
-    elements = elements[positions]
-    base = _floats(model.data)[elements]
-    return positions, elements, patched_values(entry, base, positions).astype("<f4")
+        if entry.name in entries:
+            raise ApplyError(f"diff names weight {entry.name} twice")
+        entries[entry.name] = entry
+    return entries
 
 
 def _elements(model, weight_map, name):
@@ -193,31 +229,16 @@ def _floats(data):
     return np.frombuffer(data, dtype="<f4", count=len(data) // 4)
 
 
-def _digests(model, weight_map, patched):
-    """Digests of the model's weights as they are, and with `patched` applied."""
-    before, after = WeightsHasher(), WeightsHasher()
+def _digest(model):
+    """The weights digest of a .tflite model as it is on disk."""
+    hasher = WeightsHasher()
+    weight_map = model.weight_map()
     floats = _floats(model.data)
     for name in weight_map.names():
         elements = _elements(model, weight_map, name)
-        values = floats[elements].astype(np.float32).reshape(weight_map.shape(name))
-        before.update(name, values)
-        if name in patched:
-            positions, new = patched[name]
-            values.reshape(-1)[positions] = new
-        after.update(name, values)
+        hasher.update(name, floats[elements].reshape(weight_map.shape(name)))
         _release(model.data, elements)
-    return before.digest(), after.digest()
-
-
-def _write(mm, plan):
-    floats = _floats(mm)
-    for i, (elements, values) in enumerate(plan):
-        floats[elements] = values
-        if i == len(plan) // 2:
-            _crash_point("half-written")
-        _release(mm, elements, flush=True)
-    del floats
-    mm.flush()
+    return hasher.digest()
 
 
 def _release(data, elements, flush=False):
@@ -233,29 +254,39 @@ def _release(data, elements, flush=False):
 
 
 # -- the journal ----------------------------------------------------------------
-def _write_journal(journal, diff, plan, model_size):
-    tmp = journal + ".tmp"
-    h = hashlib.sha256()
-    with open(tmp, "wb") as f:
-        def put(chunk):
-            h.update(chunk)
-            f.write(chunk)
-        put(_JOURNAL_HEADER.pack(_JOURNAL_MAGIC, diff.base_digest, diff.target_digest,
-                                 model_size, len(plan)))
-        for elements, values in plan:
-            put(struct.pack("<Q", elements.size))
-            put(elements.astype("<i8").tobytes())
-            put(values.astype("<f4").tobytes())
-        f.write(h.digest())
-        f.flush()
-        os.fsync(f.fileno())
-    _crash_point("journal-written")
-    os.replace(tmp, journal)
-    fsync_dir(os.path.dirname(os.path.abspath(journal)))
+class _JournalWriter:
+    """Writes header | chunks | sha256, then fsyncs; the caller commits by renaming."""
+
+    def __init__(self, path, diff, model_size, chunks):
+        self.path, self.header = path, _JOURNAL_HEADER.pack(
+            _JOURNAL_MAGIC, diff.base_digest, diff.target_digest, model_size, chunks)
+
+    def __enter__(self):
+        self.file, self.sha = open(self.path, "wb"), hashlib.sha256()
+        self._put(self.header)
+        return self
+
+    def _put(self, data):
+        self.sha.update(data)
+        self.file.write(data)
+
+    def add(self, elements, values):
+        self._put(struct.pack("<Q", elements.size))
+        self._put(elements.astype("<i8").tobytes())
+        self._put(values.astype("<f4").tobytes())
+
+    def __exit__(self, kind, *rest):
+        try:
+            if kind is None:
+                self.file.write(self.sha.digest())
+                self.file.flush()
+                os.fsync(self.file.fileno())
+        finally:
+            self.file.close()
 
 
 def _replay(model_path, journal):
-    """Redo a committed journal's writes; returns its target digest."""
+    """Write a complete journal's values into the model, and fsync; returns its target digest."""
     size = os.path.getsize(journal)
     h = hashlib.sha256()
     with open(journal, "rb") as f:
@@ -272,10 +303,13 @@ def _replay(model_path, journal):
             raise ApplyError(f"journal {journal} does not belong to {model_path}")
         with open(model_path, "r+b") as m, mmap.mmap(m.fileno(), 0) as mm:
             floats = _floats(mm)
-            for _ in range(chunks):
+            for i in range(chunks):
                 (count,) = struct.unpack("<Q", f.read(8))
                 elements = np.frombuffer(f.read(8 * count), dtype="<i8")
                 floats[elements] = np.frombuffer(f.read(4 * count), dtype="<f4")
+                _release(mm, elements, flush=True)
+                if i == chunks // 2:
+                    _crash_point("half-written")
             del floats
             mm.flush()
             os.fsync(m.fileno())
