@@ -17,6 +17,11 @@ GLOBAL_BATCH = 16
 
 
 def main(kind, out):
+    if kind == "fsc-mirrored":  # the FSC recipe's tiny flywheel on two CPU replicas
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from recipes.fsc.run import main as fsc_main
+        return fsc_main(["--synthetic", "--scale", "tiny", "--out", out, "--strategy", "mirrored"])
     if kind == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)

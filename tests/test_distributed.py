@@ -56,3 +56,11 @@ def test_two_workers_on_localhost_extract_identical_diffs(tmp_path):
     first, second = [(tmp_path / f"worker{i}.tfdiff").read_bytes() for i in range(2)]
     assert first == second
     assert_close(tfdiff.Diff.load(tmp_path / "worker0.tfdiff"), tfdiff.Diff.load(tmp_path / "single.tfdiff"))
+
+
+def test_fsc_recipe_runs_under_mirrored_strategy(tmp_path):
+    finish(train("fsc-mirrored", tmp_path / "run"))
+    results = json.load(open(tmp_path / "run" / "results.json"))
+    rows = results["generations"][1]["rows"]
+    assert len(rows) == 10
+    assert all(row["device_matches_fold"] for key, row in rows.items() if key.startswith("Diff"))

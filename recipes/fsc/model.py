@@ -133,11 +133,14 @@ class TripletTrainer(keras.Model):
 
     def train_step(self, data):
         features, labels = data
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             audio, text = self.slu([features, self.phrase_tokens], training=True)
             loss = triplet_loss(audio, text, labels, self.config.margin)
+            # Replicas' gradients are summed: each contributes its share of the mean.
+            scaled = loss / replicas
         variables = self.slu.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
         return {"loss": loss}
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from recipes.speech import features as speech_features
+from recipes.speech.distribute import STRATEGIES, make_strategy, output_dir, shard_by_data
 from recipes.speech.flywheel import Flywheel, FlywheelConfig
 from recipes.speech.report import write_report
 from recipes.speech.training import HoldDecay, ProgressBar
@@ -109,7 +110,7 @@ class FscTask:
         keep = np.array([u.domain in self.domains(gen) for u in utterances])
         phrases = self.phrases(gen)
         labels = data.labels([u for u, k in zip(utterances, keep) if k], phrases)
-        dataset = (tf.data.Dataset.from_tensor_slices((feats[keep], labels))
+        dataset = shard_by_data(tf.data.Dataset.from_tensor_slices((feats[keep], labels))
                    .shuffle(len(labels), seed=self.seed + gen, reshuffle_each_iteration=True).repeat()
                    .map(lambda x, y: (speech_features.spec_augment(tf.cast(x, tf.float32)), y),
                         num_parallel_calls=2)
@@ -201,9 +202,11 @@ def load_task(run_dir):
     return prepare(run_dir, data_dir=saved["data"], scale=saved["scale"], seed=saved["seed"])
 
 
-def run(out, data_dir=None, synthetic=False, scale="demo", seed=0):
+def run(out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default"):
+    distribution = make_strategy(strategy)
+    out = output_dir(out, strategy)
     task = prepare(out, data_dir, synthetic, scale, seed)
-    flywheel = Flywheel(task, FlywheelConfig(**SCALES[scale]["flywheel"]), out, scale)
+    flywheel = Flywheel(task, FlywheelConfig(**SCALES[scale]["flywheel"]), out, scale, distribution)
     results = flywheel.run()
     return results, write_report(results, out)
 
@@ -217,9 +220,11 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="run directory (rerun to resume)")
     parser.add_argument("--scale", default="demo", choices=sorted(SCALES))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strategy", default="default", choices=STRATEGIES,
+                        help="tf.distribute strategy; multiworker reads TF_CONFIG")
     args = parser.parse_args(argv)
     start = time.time()
-    _, table = run(args.out, args.data, args.synthetic, args.scale, args.seed)
+    _, table = run(args.out, args.data, args.synthetic, args.scale, args.seed, args.strategy)
     print(table)
     print(f"done in {time.time() - start:.0f} s; results in {args.out}/results.json, results.md, results.png")
 

@@ -66,8 +66,12 @@ class Flywheel:
     returning (metric, latency in ms).
     """
 
-    def __init__(self, task, config, run_dir, scale):
+    def __init__(self, task, config, run_dir, scale, strategy=None):
+        import tensorflow as tf
         self.task, self.config, self.run_dir, self.scale = task, config, run_dir, scale
+        # Models are built and trained in the strategy's scope; conversion,
+        # folding and evaluation happen outside it, on plain models.
+        self.strategy = strategy or tf.distribute.get_strategy()
         for sub in ("models", "diffs", "devices"):
             os.makedirs(os.path.join(run_dir, sub), exist_ok=True)
         self.results_path = os.path.join(run_dir, "results.json")
@@ -115,8 +119,9 @@ class Flywheel:
         base_tflite = os.path.join(self.run_dir, "devices", "gen0.tflite")
         if "BL" not in self._row(0):
             start = time.time()
-            model = self.task.new_model(0)
-            self.task.train(model, 0, c.bl_steps, [], "gen 0 BL")
+            with self.strategy.scope():
+                model = self.task.new_model(0)
+                self.task.train(model, 0, c.bl_steps, [], "gen 0 BL")
             model.save(self._model_path("BL", 0))
             self._record(0, "BL", {metric: self.task.evaluate(model, 0), "train_seconds": time.time() - start})
         if not os.path.exists(base_tflite):
@@ -133,8 +138,9 @@ class Flywheel:
         metric, c, rows = self.task.metric, self.config, self._row(gen)
         if "BL" not in rows:
             start = time.time()
-            model = self.task.new_model(gen)
-            self.task.train(model, gen, c.bl_steps, [], f"gen {gen} BL")
+            with self.strategy.scope():
+                model = self.task.new_model(gen)
+                self.task.train(model, gen, c.bl_steps, [], f"gen {gen} BL")
             model.save(self._model_path("BL", gen))
             self._record(gen, "BL", {metric: self.task.evaluate(model, gen),
                                      "train_seconds": time.time() - start})
@@ -153,8 +159,9 @@ class Flywheel:
         c = self.config
         start = time.time()
         method = c.method(name, ratio, c.blc_steps, c.blc_prune, seed=gen)
-        blc = tfdiff.compress_baseline(self._load_model("BL", gen), method)
-        self.task.train(blc, gen, c.blc_steps, tfdiff.callbacks(blc), f"gen {gen} BLC-{name}-{ratio}x")
+        with self.strategy.scope():
+            blc = tfdiff.compress_baseline(self._load_model("BL", gen), method)
+            self.task.train(blc, gen, c.blc_steps, tfdiff.callbacks(blc), f"gen {gen} BLC-{name}-{ratio}x")
         nbytes = compressed_nbytes(blc)
         plain = tfdiff.strip(blc)
         return {self.task.metric: self.task.evaluate(plain, gen), "bytes": nbytes,
@@ -165,8 +172,9 @@ class Flywheel:
         start = time.time()
         previous = self._load_model("BL" if gen == 1 else key, 0 if gen == 1 else gen - 1)
         method = c.method(name, ratio, c.diff_steps, c.diff_prune, seed=gen)
-        diff_model = tfdiff.wrap(previous, method)
-        self.task.train(diff_model, gen, c.diff_steps, tfdiff.callbacks(diff_model), f"gen {gen} {key}")
+        with self.strategy.scope():
+            diff_model = tfdiff.wrap(previous, method)
+            self.task.train(diff_model, gen, c.diff_steps, tfdiff.callbacks(diff_model), f"gen {gen} {key}")
         diff = tfdiff.extract(diff_model, generation=gen)
         diff_path = os.path.join(self.run_dir, "diffs", f"{key}-g{gen}.tfdiff")
         diff.save(diff_path)
