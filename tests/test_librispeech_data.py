@@ -1,0 +1,46 @@
+"""The LibriSpeech-layout generator and loader (the rest of that recipe is still to come)."""
+import pytest
+
+from recipes.librispeech import data, text
+from recipes.librispeech.synth import generate
+
+
+def test_sentences_have_a_real_vocabulary():
+    lines = text.sentences()
+    words = {w for line in lines for w in line.split()}
+    assert len(lines) > 2000 and len(words) > 5000
+    assert all(line == line.upper() and 4 <= len(line.split()) <= 20 for line in lines)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("libri")
+    counts = generate(str(root), hours=0.01, speakers=5, seed=1)
+    return root, counts
+
+
+def test_generator_writes_the_librispeech_layout_speaker_disjoint(corpus):
+    root, counts = corpus
+    train = data.load_subset(str(root), "train-synth")
+    test = data.load_subset(str(root), "test-synth")
+    assert len(train) == counts["train-synth"][0] and data.hours(train) * 3600 >= 36
+    assert {u.speaker for u in train}.isdisjoint({u.speaker for u in test})
+    first = train[0]
+    assert first.path.endswith(f"{first.speaker}-{first.chapter}-0000.flac") and first.text.isupper()
+
+
+def test_growing_subsets_are_nested_and_sized_by_hours(corpus):
+    root, _ = corpus
+    train = data.load_subset(str(root), "train-synth")
+    subsets = data.growing_subsets(train, [0.5, 0.6, 0.7, 1.0])
+    for smaller, larger in zip(subsets, subsets[1:]):
+        assert set(smaller) < set(larger)
+    assert subsets[-1] == subsets[-1][:len(train)] and len(subsets[-1]) == len(train)
+    assert data.hours(subsets[0]) >= 0.5 * data.hours(train)
+    with pytest.raises(ValueError, match="fractions must grow"):
+        data.growing_subsets(train, [0.6, 0.5])
+
+
+def test_loader_explains_a_wrong_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--data must point"):
+        data.load_subset(str(tmp_path), "test-clean")
