@@ -20,6 +20,10 @@ def run(parts, out, run_dir=None, tiny=False):
     path = os.path.join(out, "benchmarks.json")
     report = json.load(open(path)) if os.path.exists(path) else {}
     report["machine"] = machine.describe()
+    # Parts may be rerun alone; each keeps the commit and time it was measured at.
+    measured = report.setdefault("measured", {})
+    for part in parts:
+        measured[part] = {k: report["machine"][k] for k in ("commit", "date")}
     if ("wire" in parts or "latency" in parts) and run_dir is None:
         from recipes.fsc.run import run as fsc_run
         run_dir = os.path.join(out, "fsc-run")

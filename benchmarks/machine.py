@@ -15,6 +15,9 @@ def describe():
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
+        commit += "+uncommitted changes" if dirty.strip() else ""
     except OSError:
         commit = ""
     with open("/proc/meminfo") as f:

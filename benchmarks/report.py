@@ -11,7 +11,10 @@ def markdown(report):
     lines = ["# Benchmarks", "",
              f"Machine: {m['cpu']} ({m['cores']} cores, {m['memory_gb']} GB), {m['platform']}; "
              f"Python {m['python']}, TensorFlow {m['tensorflow']}, numpy {m['numpy']}; "
-             f"commit {m['commit']}, {m['date']}.", ""]
+             f"commit {m['commit']}, {m['date']}."]
+    for part, when in sorted(report.get("measured", {}).items()):
+        lines.append(f"- `{part}` measured at commit {when['commit']}, {when['date']}")
+    lines.append("")
     if "wire" in report:
         lines += ["## Bytes on the wire per update (FSC flywheel)", "",
                   f"From the run in `{report.get('fsc_run', '?')}`. Accuracy is what the device ends up with.", "",
