@@ -13,7 +13,6 @@ import tfdiff
 from device import applier
 from device import signing
 from device.converter import ConversionError, convert
-from device.format import DiffFormatError
 from device.tflite import TFLiteFile
 from tfdiff import keras
 

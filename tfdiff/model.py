@@ -5,7 +5,6 @@ Weights are named by where they sit, not by TensorFlow variable names:
 `encoder/lstm_1/0/kernel`. The same name is computed for the base model,
 the wrapped model, the folded model and the .tflite weight map.
 """
-import numpy as np
 
 from device.format import DiffFormatError, weights_digest
 from device.patch import patch_weight
