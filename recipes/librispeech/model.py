@@ -1,0 +1,200 @@
+"""The RNN-T recognizer of paper section 4.1, as nested functional Keras models.
+
+`build_rnnt` returns one model, (features [B, T, 192], labels [B, U+1]
+starting with blank) -> joint logits [B, T, U+1, V], made of three
+sub-models named "encoder", "prediction" and "joint", which is what
+tfdiff.wrap diffs and device.convert maps. For the device the recognizer
+is exported as three TFLite signatures, all patchable by device.apply:
+`encoder` (a whole utterance), `prediction_step` (one label, LSTM states in
+and out, computed with the LSTM cells' own weights) and `joint`.
+"""
+import numpy as np
+
+from tfdiff import keras
+import tensorflow as tf
+
+from recipes.speech.features import FEATURE_DIM
+
+BLANK = 0
+
+
+class RnntConfig:
+    """Sizes; the defaults are small for a CPU, `paper()` is the 64M-parameter model."""
+
+    def __init__(self, enc_layers=2, enc_units=64, pred_layers=1, pred_units=64, proj=64, embed_dim=32,
+                 joint_dim=64, vocab_size=128, pred_dropout=0.0):
+        self.enc_layers, self.enc_units, self.pred_layers, self.pred_units = enc_layers, enc_units, pred_layers, pred_units
+        self.proj, self.embed_dim, self.joint_dim, self.vocab_size = proj, embed_dim, joint_dim, vocab_size
+        self.pred_dropout = pred_dropout
+
+    @classmethod
+    def paper(cls):
+        return cls(enc_layers=6, enc_units=1024, pred_layers=2, pred_units=1024, proj=640, embed_dim=256,
+                   joint_dim=640, vocab_size=2500, pred_dropout=0.3)
+
+    def get_config(self):
+        return dict(vars(self))
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def build_rnnt(config):
+    feats = keras.Input((None, FEATURE_DIM), name="features")
+    x = feats
+    for i in range(config.enc_layers):
+        x = keras.layers.LSTM(config.enc_units, return_sequences=True, name=f"enc_lstm{i}")(x)
+    encoder = keras.Model(feats, keras.layers.Dense(config.proj, name="enc_proj")(x), name="encoder")
+
+    labels = keras.Input((None,), dtype="int32", name="labels")
+    y = keras.layers.Embedding(config.vocab_size, config.embed_dim, name="pred_embed")(labels)
+    for i in range(config.pred_layers):
+        y = keras.layers.LSTM(config.pred_units, return_sequences=True, dropout=config.pred_dropout,
+                              name=f"pred_lstm{i}")(y)
+    prediction = keras.Model(labels, keras.layers.Dense(config.proj, name="pred_proj")(y), name="prediction")
+
+    enc_in = keras.Input((None, None, config.proj), name="enc")
+    pred_in = keras.Input((None, None, config.proj), name="pred")
+    hidden = keras.layers.Dense(config.joint_dim, activation="tanh", name="joint_hidden")(
+        keras.layers.Add()([enc_in, pred_in]))
+    joint = keras.Model([enc_in, pred_in], keras.layers.Dense(config.vocab_size, name="joint_out")(hidden),
+                        name="joint")
+
+    enc = encoder(feats)
+    pred = prediction(labels)
+    logits = joint([enc[:, :, None, :], pred[:, None, :, :]])  # broadcast to [B, T, U+1, V]
+    return keras.Model([feats, labels], logits, name="rnnt")
+
+
+class RnntTrainer(keras.Model):
+    """Trains an RNN-T model (plain, or wrapped by tfdiff) with `fit` on
+    ((features, labels, frame lengths, label lengths), None) batches."""
+
+    def __init__(self, rnnt, **kwargs):
+        super().__init__(**kwargs)
+        self.rnnt = rnnt
+
+    def call(self, inputs, training=None):
+        return self.rnnt(inputs, training=training)
+
+    def train_step(self, data):
+        from recipes.librispeech.rnnt import rnnt_loss
+        (features, labels, frames, lengths), _ = data
+        with_blank = tf.pad(labels, [[0, 0], [1, 0]], constant_values=BLANK)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            logits = self.rnnt([features, with_blank], training=True)
+            loss = tf.reduce_mean(rnnt_loss(logits, labels, frames, lengths, blank=BLANK))
+            scaled = loss / replicas
+        variables = self.rnnt.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+        return {"loss": loss}
+
+
+def signatures(model):
+    """tf.functions for device.convert: encoder, prediction_step and joint of `model`."""
+    # The functions' names become the TFLite signature keys.
+    enc_model, prediction, joint_model = (model.get_layer(n) for n in ("encoder", "prediction", "joint"))
+    config = _config_of(model)
+    embed = prediction.get_layer("pred_embed")
+    cells = [prediction.get_layer(f"pred_lstm{i}").cell for i in range(config["pred_layers"])]
+    proj = prediction.get_layer("pred_proj")
+    units, width = config["pred_units"], config["proj"]
+
+    @tf.function(input_signature=[tf.TensorSpec([1, None, FEATURE_DIM], tf.float32)])
+    def encoder(features):
+        return {"encoded": enc_model(features, training=False)}
+
+    state_specs = [tf.TensorSpec([1, units], tf.float32)] * (2 * len(cells))
+
+    @tf.function(input_signature=[tf.TensorSpec([1], tf.int32)] + state_specs)
+    def prediction_step(label, *states):
+        x = embed(label)
+        new_states = []
+        for i, cell in enumerate(cells):
+            x, (h, c) = cell(x, [states[2 * i], states[2 * i + 1]], training=False)
+            new_states += [h, c]
+        return {"prediction": proj(x), **{f"state{i}": s for i, s in enumerate(new_states)}}
+
+    @tf.function(input_signature=[tf.TensorSpec([1, width], tf.float32)] * 2)
+    def joint(encoded, predicted):
+        return {"logits": joint_model([encoded[:, None, None, :], predicted[:, None, None, :]],
+                                      training=False)[:, 0, 0]}
+
+    return {"encoder": encoder, "prediction_step": prediction_step, "joint": joint}
+
+
+def _config_of(model):
+    prediction = model.get_layer("prediction")
+    layers = [l for l in prediction.layers if l.name.startswith("pred_lstm")]
+    return {"pred_layers": len(layers), "pred_units": layers[0].units,
+            "proj": prediction.get_layer("pred_proj").units}
+
+
+class KerasRecognizer:
+    """Greedy / beam decoding with the Keras model, step by step like the device."""
+
+    def __init__(self, model):
+        self.functions = signatures(model)
+        self.config = _config_of(model)
+
+    def encode(self, features):
+        return self.functions["encoder"](features[None].astype(np.float32))["encoded"].numpy()[0]
+
+    def predict(self, label, states):
+        out = self.functions["prediction_step"](np.array([label], np.int32), *states)
+        n = 2 * self.config["pred_layers"]
+        return out["prediction"].numpy(), [out[f"state{i}"].numpy() for i in range(n)]
+
+    def joint(self, encoded, predicted):
+        return self.functions["joint"](encoded[None], predicted)["logits"].numpy()[0]
+
+
+class TfliteRecognizer:
+    """The same three steps through LiteRT signature runners: no TensorFlow needed."""
+
+    def __init__(self, path):
+        from ai_edge_litert.interpreter import Interpreter
+        self.interpreter = Interpreter(model_path=str(path))
+        self.runners = {name: self.interpreter.get_signature_runner(name)
+                        for name in ("encoder", "prediction_step", "joint")}
+        self.n_states = len([k for k in self.runners["prediction_step"].get_output_details() if k.startswith("state")])
+        # Run each signature once so that every subgraph is allocated and
+        # reset_all_variables() can clear the fused LSTMs' state tensors.
+        width = self.runners["joint"].get_input_details()["encoded"]["shape"][-1]
+        units = self.runners["prediction_step"].get_input_details()["states_0"]["shape"][-1]
+        self.encode(np.zeros((1, self.runners["encoder"].get_input_details()["features"]["shape"][-1]), np.float32),
+                    reset=False)
+        self.predict(BLANK, [np.zeros((1, units), np.float32)] * self.n_states)
+        self.joint(np.zeros(width, np.float32), np.zeros((1, width), np.float32))
+
+    def encode(self, features, reset=True):
+        if reset:  # LiteRT keeps fused-LSTM states across invokes
+            self.interpreter.reset_all_variables()
+        return self.runners["encoder"](features=features[None].astype(np.float32))["encoded"][0]
+
+    def predict(self, label, states):
+        inputs = {"label": np.array([label], np.int32)}
+        inputs.update({f"states_{i}": s for i, s in enumerate(states)})
+        out = self.runners["prediction_step"](**inputs)
+        return out["prediction"], [out[f"state{i}"] for i in range(self.n_states)]
+
+    def joint(self, encoded, predicted):
+        return self.runners["joint"](encoded=encoded[None], predicted=predicted)["logits"][0]
+
+
+def greedy(recognizer, features, units, layers, max_symbols=5):
+    """Greedy RNN-T decoding through a recognizer's three steps."""
+    encoded = recognizer.encode(features)
+    states = [np.zeros((1, units), np.float32) for _ in range(2 * layers)]
+    predicted, states = recognizer.predict(BLANK, states)
+    out = []
+    for t in range(encoded.shape[0]):
+        for _ in range(max_symbols):
+            k = int(np.argmax(recognizer.joint(encoded[t], predicted)))
+            if k == BLANK:
+                break
+            out.append(k)
+            predicted, states = recognizer.predict(k, states)
+    return out

@@ -1,0 +1,50 @@
+"""The RNN-T model: trains with tfdiff, and the patched TFLite decodes like the folded Keras model."""
+import numpy as np
+import tensorflow as tf
+
+import device
+import tfdiff
+from recipes.librispeech import model as rnnt_model
+from tfdiff import keras
+
+CONFIG = rnnt_model.RnntConfig(enc_layers=1, enc_units=16, pred_units=16, proj=16, embed_dim=8, joint_dim=16,
+                               vocab_size=12)
+
+
+def batches(seed=0):
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(8, 9, 192)).astype(np.float32)
+    labels = rng.integers(1, CONFIG.vocab_size, size=(8, 3)).astype(np.int32)
+    lengths = np.array([3, 2, 3, 1, 3, 2, 3, 3], np.int32)
+    frames = np.full(8, 9, np.int32)
+    return tf.data.Dataset.from_tensors(((features, labels, frames, lengths), 0)).repeat()
+
+
+def train(model, epochs, callbacks=()):
+    trainer = rnnt_model.RnntTrainer(model)
+    trainer.compile(optimizer=keras.optimizers.Adam(0.02))
+    history = trainer.fit(batches(), epochs=epochs, steps_per_epoch=4, verbose=0, callbacks=list(callbacks))
+    return history.history["loss"]
+
+
+def test_patched_tflite_decodes_like_the_folded_keras_model(tmp_path):
+    keras.utils.set_random_seed(0)
+    base = rnnt_model.build_rnnt(CONFIG)
+    losses = train(base, 6)
+    assert losses[-1] < losses[0]
+    device.convert(base, tmp_path / "base.tflite", signatures=rnnt_model.signatures(base))
+
+    diff_model = tfdiff.wrap(base, tfdiff.SparseDiff(compression=4.0, begin_step=0, end_step=6, frequency=2))
+    assert "encoder/enc_lstm0/0/kernel" in tfdiff.named_weights(diff_model)
+    train(diff_model, 2, tfdiff.callbacks(diff_model))
+    diff = tfdiff.extract(diff_model, generation=1)
+    diff.save(tmp_path / "g1.tfdiff")
+    folded = tfdiff.fold(base, diff)
+    device.apply(tmp_path / "base.tflite", tmp_path / "g1.tfdiff")
+
+    keras_side = rnnt_model.KerasRecognizer(folded)
+    device_side = rnnt_model.TfliteRecognizer(tmp_path / "base.tflite")
+    features = np.random.default_rng(5).normal(size=(3, 9, 192)).astype(np.float32)
+    for x in features:
+        np.testing.assert_allclose(device_side.encode(x), keras_side.encode(x), atol=1e-5)
+        assert rnnt_model.greedy(device_side, x, 16, 1) == rnnt_model.greedy(keras_side, x, 16, 1)
