@@ -134,7 +134,7 @@ class FscTask:
         return float(np.mean(slu_model.nearest(audio, text) == labels))
 
     def evaluate_tflite(self, path, gen):
-        """Accuracy and median latency (ms per utterance) of a .tflite under LiteRT."""
+        """Accuracy and {"latency_ms": median ms per utterance} of a .tflite under LiteRT."""
         feats, labels, phrases = self.test_set(gen)
         run = TfliteSlu(path)
         text = np.stack([run(np.zeros(feats.shape[1:], np.float32), t)[1] for t in self.tokens(phrases)])
@@ -145,7 +145,7 @@ class FscTask:
             audio.append(run(x, blank)[0])
             times.append((time.perf_counter() - start) * 1000)
         accuracy = float(np.mean(slu_model.nearest(np.stack(audio), text) == labels))
-        return accuracy, float(np.median(times))
+        return accuracy, {"latency_ms": float(np.median(times))}
 
 
 class TfliteSlu:

@@ -62,8 +62,10 @@ class Flywheel:
 
     The task provides: `name`, `metric` ("accuracy" or "wer"), `describe(gen)`
     (JSON-able, e.g. the domains), `new_model(gen)`, `train(model, gen, steps,
-    callbacks, label)`, `evaluate(model, gen)` and `evaluate_tflite(path, gen)`
-    returning (metric, latency in ms).
+    callbacks, label)`, `evaluate(model, gen)`, and `evaluate_tflite(path, gen)`
+    returning (metric, {more fields for the row, e.g. latency_ms or rtf}); and
+    optionally `convert(model, path)` when its .tflite needs more than
+    `device.convert(model, path)` (signatures, for example).
     """
 
     def __init__(self, task, config, run_dir, scale, strategy=None):
@@ -125,11 +127,10 @@ class Flywheel:
             model.save(self._model_path("BL", 0))
             self._record(0, "BL", {metric: self.task.evaluate(model, 0), "train_seconds": time.time() - start})
         if not os.path.exists(base_tflite):
-            device.convert(self._load_model("BL", 0), base_tflite)
+            getattr(self.task, "convert", device.convert)(self._load_model("BL", 0), base_tflite)
         if "BLinf" not in self._row(0):
-            value, latency = self.task.evaluate_tflite(base_tflite, 0)
-            self._record(0, "BLinf", {metric: value, "latency_ms": latency,
-                                      "tflite_bytes": os.path.getsize(base_tflite)})
+            value, extras = self.task.evaluate_tflite(base_tflite, 0)
+            self._record(0, "BLinf", {metric: value, **extras, "tflite_bytes": os.path.getsize(base_tflite)})
         for gen in range(1, c.generations):
             self._generation(gen, base_tflite)
         return self.results
@@ -188,11 +189,11 @@ class Flywheel:
         start = time.time()
         device.apply(device_model, diff_path)
         apply_seconds = time.time() - start
-        value, latency = self.task.evaluate_tflite(device_model, gen)
+        value, extras = self.task.evaluate_tflite(device_model, gen)
         params = sum(v.size for v in tfdiff.named_weights(previous).values())
         return {self.task.metric: value, "bytes": diff.nbytes, "budget_bytes": int(4 * params // ratio),
                 "nominal_compression": round(diff.nominal_compression, 2),
-                "wire_compression": round(diff.wire_compression, 2), "latency_ms": latency,
+                "wire_compression": round(diff.wire_compression, 2), **extras,
                 "device_matches_fold": device_weights_equal(device_model, folded),
                 "keras_" + self.task.metric: self.task.evaluate(folded, gen),
                 "train_seconds": train_seconds, "apply_seconds": apply_seconds}
