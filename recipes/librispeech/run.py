@@ -1,0 +1,219 @@
+"""python -m recipes.librispeech.run [--data DIR | --synthetic] --out RUN_DIR [--scale demo|paper]
+
+The RNN-T ASR flywheel of paper section 4.1 (Setting 1): generation 0
+trains on half the training hours, each later generation on 10% more
+(nested sets), and each release reaches the device as a 10x diff patched
+into its .tflite (encoder, prediction_step and joint signatures). Writes
+RUN_DIR/results.json, results.md and results.png; rerun to resume.
+
+Stages, each a function: data -> features -> tokenizer -> (model, train,
+export, evaluate: recipes.speech.flywheel) -> report.
+"""
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+import device
+from recipes.fsc.data import read_audio
+from recipes.speech import features as speech_features
+from recipes.speech.distribute import STRATEGIES, make_strategy, output_dir, shard_by_data
+from recipes.speech.flywheel import Flywheel, FlywheelConfig
+from recipes.speech.report import write_report
+from recipes.speech.training import HoldDecay, ProgressBar
+from tfdiff import keras
+import tensorflow as tf
+
+from . import data, model as rnnt_model
+from .rnnt import word_error_rate
+
+SCALES = {
+    "demo": dict(rnnt=dict(enc_layers=2, enc_units=96, pred_units=96, proj=96, embed_dim=32, joint_dim=96,
+                           vocab_size=256), hours=0.5, speakers=30, batch=16,
+                 flywheel=dict(generations=6, ratios=(10,), bl_steps=600, blc_steps=200, diff_steps=200)),
+    "paper": dict(rnnt=None, hours=None, speakers=None, batch=64,
+                  flywheel=dict(generations=6, ratios=(10,), bl_steps=35000, blc_steps=15000, diff_steps=12000,
+                                diff_prune=(1000 / 12000, 11000 / 12000), blc_prune=(0.0, 1.0),
+                                prune_frequency=100)),
+    "tiny": dict(rnnt=dict(enc_layers=1, enc_units=16, pred_units=16, proj=16, embed_dim=8, joint_dim=16,
+                           vocab_size=80), hours=0.01, speakers=4, batch=4,
+                 flywheel=dict(generations=2, ratios=(4,), bl_steps=6, blc_steps=4, diff_steps=4,
+                               prune_frequency=1)),
+}
+TRAIN_SUBSETS = ("train-synth", "train-clean-100", "train-clean-360", "train-other-500")
+
+
+# -- data ----------------------------------------------------------------------
+def prepare_data(out, data_dir=None, synthetic=False, scale="demo"):
+    """(train utterances, test utterances): --data as given, or a corpus synthesized in RUN_DIR/corpus."""
+    if not data_dir:
+        if not synthetic:
+            raise ValueError("give --data DIR (a LibriSpeech directory) or --synthetic")
+        data_dir = os.path.join(out, "corpus")
+        if not os.path.exists(os.path.join(data_dir, "test-synth")):
+            from .synth import generate
+            generate(data_dir, SCALES[scale]["hours"], speakers=SCALES[scale]["speakers"])
+    subsets = [s for s in TRAIN_SUBSETS if os.path.isdir(os.path.join(data_dir, s))]
+    if not subsets:
+        raise FileNotFoundError(f"no training subset ({', '.join(TRAIN_SUBSETS)}) under {data_dir}")
+    train = [u for s in subsets for u in data.load_subset(data_dir, s)]
+    test = data.load_subset(data_dir, "test-synth" if "train-synth" in subsets else "test-clean")
+    return data_dir, train, test
+
+
+# -- features --------------------------------------------------------------------
+def compute_features(utterances, cache):
+    """30 ms features of every utterance, cached as one array plus offsets."""
+    if os.path.exists(cache):
+        saved = np.load(cache)
+        return np.split(saved["frames"], saved["offsets"][1:-1])
+    feats = [speech_features.utterance_features(read_audio(u.path)).astype(np.float16)
+             for u in tqdm(utterances, desc=os.path.basename(cache), unit="utt")]
+    offsets = np.cumsum([0] + [f.shape[0] for f in feats])
+    np.savez(cache + ".tmp.npz", frames=np.concatenate(feats), offsets=offsets)
+    os.replace(cache + ".tmp.npz", cache)
+    return feats
+
+
+# -- tokenizer ---------------------------------------------------------------------
+def build_vocabulary(texts, size):
+    """WordPiece pieces (keras-nlp) of the transcripts; id 0, [PAD], is the RNN-T blank."""
+    import keras_nlp
+    return list(keras_nlp.tokenizers.compute_word_piece_vocabulary(
+        tf.data.Dataset.from_tensor_slices([t.lower() for t in texts]), vocabulary_size=size,
+        reserved_tokens=["[PAD]", "[UNK]"]))
+
+
+class Pieces:
+    def __init__(self, vocabulary):
+        import keras_nlp
+        self.tokenizer = keras_nlp.tokenizers.WordPieceTokenizer(vocabulary=vocabulary, oov_token="[UNK]")
+
+    def encode(self, texts):
+        return [np.asarray(ids, np.int32) for ids in self.tokenizer(tf.constant([t.lower() for t in texts]))]
+
+    def decode(self, ids):
+        if not ids:
+            return ""
+        text = np.asarray(self.tokenizer.detokenize(tf.constant([ids], tf.int32)))[0]
+        return text.decode("utf-8") if isinstance(text, bytes) else str(text)
+
+
+# -- the task the flywheel drives -------------------------------------------------
+class LibriTask:
+    name, metric = "librispeech", "wer"
+
+    def __init__(self, train, test, train_feats, test_feats, pieces, config, batch, fractions, seed=0):
+        self.train_set, self.test_set = train, test
+        self.train_feats, self.test_feats = train_feats, test_feats
+        self.pieces, self.config, self.batch, self.seed = pieces, config, batch, seed
+        index = {u.path: i for i, u in enumerate(train)}
+        self.subsets = [[index[u.path] for u in subset] for subset in data.growing_subsets(train, fractions, seed)]
+        self.labels = pieces.encode([u.text for u in train])
+
+    def describe(self, gen):
+        return {"hours": round(sum(self.train_set[i].seconds for i in self.subsets[gen]) / 3600, 3)}
+
+    def new_model(self, gen):
+        keras.utils.set_random_seed(self.seed + gen)
+        return rnnt_model.build_rnnt(self.config)
+
+    def convert(self, model, path):
+        return device.convert(model, path, signatures=rnnt_model.signatures(model))
+
+    def train(self, model, gen, steps, callbacks, label):
+        chosen = self.subsets[gen]
+
+        def examples():
+            rng = np.random.default_rng(self.seed + gen)
+            while True:
+                for i in rng.permutation(chosen):
+                    x = speech_features.spec_augment(tf.constant(self.train_feats[i], tf.float32))
+                    y = self.labels[i]
+                    yield (x, y, np.int32(x.shape[0]), np.int32(y.size)), np.int32(0)
+
+        spec = ((tf.TensorSpec([None, speech_features.FEATURE_DIM], tf.float32), tf.TensorSpec([None], tf.int32),
+                 tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)), tf.TensorSpec([], tf.int32))
+        dataset = shard_by_data(tf.data.Dataset.from_generator(examples, output_signature=spec)
+                                .padded_batch(self.batch).prefetch(2))
+        trainer = rnnt_model.RnntTrainer(model)
+        trainer.compile(optimizer=keras.optimizers.Adam(HoldDecay(1e-3, steps // 2, max(steps, 1) + 1)))
+        trainer.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0,
+                    callbacks=list(callbacks) + [ProgressBar(steps, label)])
+
+    def _decode_all(self, recognizer):
+        hypotheses, seconds = [], 0.0
+        layers, units = self.config.pred_layers, self.config.pred_units
+        for feats in tqdm(self.test_feats, desc="decode", unit="utt", leave=False):
+            start = time.perf_counter()
+            ids = rnnt_model.greedy(recognizer, feats.astype(np.float32), units, layers)
+            seconds += time.perf_counter() - start
+            hypotheses.append(self.pieces.decode(ids))
+        return hypotheses, seconds
+
+    def evaluate(self, model, gen):
+        hypotheses, _ = self._decode_all(rnnt_model.KerasRecognizer(model))
+        return word_error_rate([u.text for u in self.test_set], hypotheses)
+
+    def evaluate_tflite(self, path, gen):
+        hypotheses, seconds = self._decode_all(rnnt_model.TfliteRecognizer(path))
+        audio = sum(u.seconds for u in self.test_set)
+        return word_error_rate([u.text for u in self.test_set], hypotheses), {"rtf": seconds / audio}
+
+
+def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0):
+    if scale not in SCALES:
+        raise ValueError(f"--scale must be one of {sorted(SCALES)}. Received: {scale!r}")
+    os.makedirs(os.path.join(out, "features"), exist_ok=True)
+    settings = SCALES[scale]
+    config = (rnnt_model.RnntConfig(**settings["rnnt"]) if settings["rnnt"] is not None
+              else rnnt_model.RnntConfig.paper())
+    root, train, test = prepare_data(out, data_dir, synthetic, scale)
+    train_feats = compute_features(train, os.path.join(out, "features", "train.npz"))
+    test_feats = compute_features(test, os.path.join(out, "features", "test.npz"))
+    vocab_path = os.path.join(out, "vocab.txt")
+    if not os.path.exists(vocab_path):
+        with open(vocab_path, "w") as f:
+            f.write("\n".join(build_vocabulary([u.text for u in train], config.vocab_size)) + "\n")
+    with open(vocab_path) as f:
+        vocabulary = f.read().split("\n")[:-1]
+    config.vocab_size = len(vocabulary)
+    generations = settings["flywheel"]["generations"]
+    fractions = [min(1.0, 0.5 + 0.1 * g) for g in range(generations)]
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump({"rnnt": config.get_config(), "scale": scale, "data": root, "seed": seed}, f, indent=2)
+    return LibriTask(train, test, train_feats, test_feats, Pieces(vocabulary), config, settings["batch"],
+                     fractions, seed)
+
+
+def run(out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default"):
+    distribution = make_strategy(strategy)
+    out = output_dir(out, strategy)
+    task = prepare(out, data_dir, synthetic, scale, seed)
+    flywheel = Flywheel(task, FlywheelConfig(**SCALES[scale]["flywheel"]), out, scale, distribution)
+    results = flywheel.run()
+    return results, write_report(results, out)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m recipes.librispeech.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="a LibriSpeech directory (train-clean-100/, test-clean/, ...)")
+    source.add_argument("--synthetic", action="store_true", help="generate a corpus with espeak-ng")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--scale", default="demo", choices=sorted(SCALES))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strategy", default="default", choices=STRATEGIES)
+    args = parser.parse_args(argv)
+    start = time.time()
+    _, table = run(args.out, args.data, args.synthetic, args.scale, args.seed, args.strategy)
+    print(table)
+    print(f"done in {time.time() - start:.0f} s; results in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

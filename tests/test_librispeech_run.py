@@ -1,0 +1,24 @@
+"""A tiny LibriSpeech flywheel: two generations, a few steps, the device path checked."""
+import json
+import os
+
+
+def test_tiny_run_end_to_end(tmp_path):
+    from recipes.librispeech import run as libri_run
+
+    out = tmp_path / "run"
+    results, table = libri_run.run(str(out), synthetic=True, scale="tiny")
+    saved = json.load(open(out / "results.json"))
+    assert saved["task"] == "librispeech" and len(saved["generations"]) == 2
+    gen0, gen1 = saved["generations"]
+    assert gen0["hours"] <= gen1["hours"]
+    assert {"BL", "BLC-sparse-4x", "BLC-hash-4x", "Diff-sparse-4x", "Diff-hash-4x"} <= set(gen1["rows"])
+    for key, row in gen1["rows"].items():
+        assert row["wer"] >= 0, key
+        if key.startswith("Diff"):
+            assert row["bytes"] <= row["budget_bytes"] and row["rtf"] > 0
+            # The patched .tflite holds the folded model's bits and decodes the test set identically.
+            assert row["device_matches_fold"] and row["wer"] == row["keras_wer"], key
+    for name in ("results.md", "results.png", "devices/gen0.tflite", "devices/Diff-sparse-4x.tflite"):
+        assert os.path.exists(out / name), name
+    assert "| 1 |" in table
