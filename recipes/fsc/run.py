@@ -9,7 +9,6 @@ Table-1-style table) and results.png. Rerun the same command to resume.
 Stages, each a function: data -> features -> (model, train, export,
 evaluate: recipes.speech.flywheel) -> report.
 """
-import argparse
 import json
 import os
 import time
@@ -18,9 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from recipes.speech import features as speech_features
-from recipes.speech.distribute import STRATEGIES, make_strategy, output_dir, shard_by_data
-from recipes.speech.flywheel import Flywheel, FlywheelConfig
-from recipes.speech.report import write_report
+from recipes.speech import recipe
+from recipes.speech.distribute import shard_by_data
 from recipes.speech.training import HoldDecay, ProgressBar
 from tfdiff import keras
 import tensorflow as tf
@@ -203,30 +201,11 @@ def load_task(run_dir):
 
 
 def run(out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default"):
-    distribution = make_strategy(strategy)
-    out = output_dir(out, strategy)
-    task = prepare(out, data_dir, synthetic, scale, seed)
-    flywheel = Flywheel(task, FlywheelConfig(**SCALES[scale]["flywheel"]), out, scale, distribution)
-    results = flywheel.run()
-    return results, write_report(results, out)
+    return recipe.run(prepare, SCALES, out, data_dir, synthetic, scale, seed, strategy)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m recipes.fsc.run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help="a Fluent Speech Commands directory (data/*.csv, wavs/)")
-    source.add_argument("--synthetic", action="store_true", help="generate a corpus with espeak-ng")
-    parser.add_argument("--out", required=True, help="run directory (rerun to resume)")
-    parser.add_argument("--scale", default="demo", choices=sorted(SCALES))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--strategy", default="default", choices=STRATEGIES,
-                        help="tf.distribute strategy; multiworker reads TF_CONFIG")
-    args = parser.parse_args(argv)
-    start = time.time()
-    _, table = run(args.out, args.data, args.synthetic, args.scale, args.seed, args.strategy)
-    print(table)
-    print(f"done in {time.time() - start:.0f} s; results in {args.out}/results.json, results.md, results.png")
+    recipe.main(run, "python -m recipes.fsc.run", __doc__, "a Fluent Speech Commands directory (data/*.csv, wavs/)", SCALES, argv)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ RUN_DIR/results.json, results.md and results.png; rerun to resume.
 Stages, each a function: data -> features -> tokenizer -> (model, train,
 export, evaluate: recipes.speech.flywheel) -> report.
 """
-import argparse
 import json
 import os
 import time
@@ -20,9 +19,8 @@ from tqdm import tqdm
 import device
 from recipes.fsc.data import read_audio
 from recipes.speech import features as speech_features
-from recipes.speech.distribute import STRATEGIES, make_strategy, output_dir, shard_by_data
-from recipes.speech.flywheel import Flywheel, FlywheelConfig
-from recipes.speech.report import write_report
+from recipes.speech import recipe
+from recipes.speech.distribute import shard_by_data
 from recipes.speech.training import HoldDecay, ProgressBar
 from tfdiff import keras
 import tensorflow as tf
@@ -190,29 +188,11 @@ def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0):
 
 
 def run(out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default"):
-    distribution = make_strategy(strategy)
-    out = output_dir(out, strategy)
-    task = prepare(out, data_dir, synthetic, scale, seed)
-    flywheel = Flywheel(task, FlywheelConfig(**SCALES[scale]["flywheel"]), out, scale, distribution)
-    results = flywheel.run()
-    return results, write_report(results, out)
+    return recipe.run(prepare, SCALES, out, data_dir, synthetic, scale, seed, strategy)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m recipes.librispeech.run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help="a LibriSpeech directory (train-clean-100/, test-clean/, ...)")
-    source.add_argument("--synthetic", action="store_true", help="generate a corpus with espeak-ng")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--scale", default="demo", choices=sorted(SCALES))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--strategy", default="default", choices=STRATEGIES)
-    args = parser.parse_args(argv)
-    start = time.time()
-    _, table = run(args.out, args.data, args.synthetic, args.scale, args.seed, args.strategy)
-    print(table)
-    print(f"done in {time.time() - start:.0f} s; results in {args.out}")
+    recipe.main(run, "python -m recipes.librispeech.run", __doc__, "a LibriSpeech directory (train-clean-100/, test-clean/, ...)", SCALES, argv)
 
 
 if __name__ == "__main__":
