@@ -2,6 +2,7 @@
 tf.distribute strategy and saves the extracted diff.
 
     python tests/distributed_worker.py {default,mirrored,multiworker} OUT.tfdiff
+    python tests/distributed_worker.py {fsc,librispeech}-mirrored RUN_DIR
 
 TF_CONFIG (multiworker) is read by TensorFlow itself. The global batch is
 the same for every strategy, so all runs take the same optimizer steps.
@@ -14,14 +15,16 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 GLOBAL_BATCH = 16
+RECIPES = {"fsc-mirrored": "recipes.fsc.run", "librispeech-mirrored": "recipes.librispeech.run"}
 
 
 def main(kind, out):
-    if kind == "fsc-mirrored":  # the FSC recipe's tiny flywheel on two CPU replicas
+    if kind in RECIPES:  # a recipe's tiny flywheel on two CPU replicas
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from recipes.fsc.run import main as fsc_main
-        return fsc_main(["--synthetic", "--scale", "tiny", "--out", out, "--strategy", "mirrored"])
+        import importlib
+        recipe = importlib.import_module(RECIPES[kind])
+        return recipe.main(["--synthetic", "--scale", "tiny", "--out", out, "--strategy", "mirrored"])
     if kind == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)

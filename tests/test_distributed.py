@@ -64,3 +64,13 @@ def test_fsc_recipe_runs_under_mirrored_strategy(tmp_path):
     rows = results["generations"][1]["rows"]
     assert len(rows) == 10
     assert all(row["device_matches_fold"] for key, row in rows.items() if key.startswith("Diff"))
+
+
+def test_librispeech_recipe_runs_under_mirrored_strategy(tmp_path):
+    finish(train("librispeech-mirrored", tmp_path / "run"))
+    results = json.load(open(tmp_path / "run" / "results.json"))
+    rows = results["generations"][1]["rows"]
+    assert set(rows) == {"BL", "BLinf", "BLC-sparse-4x", "BLC-hash-4x", "Diff-sparse-4x", "Diff-hash-4x"}
+    for key in ("Diff-sparse-4x", "Diff-hash-4x"):
+        assert rows[key]["device_matches_fold"]
+        assert rows[key]["wer"] == rows[key]["keras_wer"]

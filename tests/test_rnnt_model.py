@@ -1,5 +1,6 @@
 """The RNN-T model: trains with tfdiff, and the patched TFLite decodes like the folded Keras model."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import device
@@ -7,8 +8,8 @@ import tfdiff
 from recipes.librispeech import model as rnnt_model
 from tfdiff import keras
 
-CONFIG = rnnt_model.RnntConfig(enc_layers=1, enc_units=16, pred_units=16, proj=16, embed_dim=8, joint_dim=16,
-                               vocab_size=12)
+CONFIG = rnnt_model.RnntConfig(enc_layers=2, enc_units=16, pred_units=16, proj=16, embed_dim=8, joint_dim=16,
+                               vocab_size=12, time_reduction=2)
 
 
 def batches(seed=0):
@@ -46,5 +47,19 @@ def test_patched_tflite_decodes_like_the_folded_keras_model(tmp_path):
     device_side = rnnt_model.TfliteRecognizer(tmp_path / "base.tflite")
     features = np.random.default_rng(5).normal(size=(3, 9, 192)).astype(np.float32)
     for x in features:
+        assert device_side.encode(x).shape == (5, 16)  # 9 frames, reduced by 2 with a zero frame padded
         np.testing.assert_allclose(device_side.encode(x), keras_side.encode(x), atol=1e-5)
         assert rnnt_model.greedy(device_side, x, 16, 1) == rnnt_model.greedy(keras_side, x, 16, 1)
+
+
+def test_time_reduction_concatenates_adjacent_frames_and_pads_the_end():
+    frames = np.arange(2 * 5 * 3, dtype=np.float32).reshape(2, 5, 3)
+    reduced = rnnt_model.TimeReduction(2)(frames).numpy()
+    assert reduced.shape == (2, 3, 6)
+    np.testing.assert_array_equal(reduced[0, 0], np.concatenate([frames[0, 0], frames[0, 1]]))
+    np.testing.assert_array_equal(reduced[1, 2], np.concatenate([frames[1, 4], np.zeros(3, np.float32)]))
+    assert [rnnt_model.reduced_length(n, 2) for n in (1, 2, 5)] == [1, 1, 3]
+    config = rnnt_model.RnntConfig.from_config(CONFIG.get_config())
+    assert config.get_config() == CONFIG.get_config()
+    with pytest.raises(ValueError, match="time_reduction=2"):
+        rnnt_model.RnntConfig(enc_layers=1, time_reduction=2)

@@ -30,14 +30,14 @@ from .rnnt import word_error_rate
 
 SCALES = {
     "demo": dict(rnnt=dict(enc_layers=2, enc_units=96, pred_units=96, proj=96, embed_dim=32, joint_dim=96,
-                           vocab_size=256), hours=0.5, speakers=30, batch=16,
-                 flywheel=dict(generations=6, ratios=(10,), bl_steps=600, blc_steps=200, diff_steps=200)),
-    "paper": dict(rnnt=None, hours=None, speakers=None, batch=64,
+                           vocab_size=256, time_reduction=2), hours=2.0, speakers=30, batch=32, learning_rate=3e-3,
+                 flywheel=dict(generations=6, ratios=(10,), bl_steps=800, blc_steps=100, diff_steps=150)),
+    "paper": dict(rnnt=None, hours=None, speakers=None, batch=64, learning_rate=1e-3,
                   flywheel=dict(generations=6, ratios=(10,), bl_steps=35000, blc_steps=15000, diff_steps=12000,
                                 diff_prune=(1000 / 12000, 11000 / 12000), blc_prune=(0.0, 1.0),
                                 prune_frequency=100)),
     "tiny": dict(rnnt=dict(enc_layers=1, enc_units=16, pred_units=16, proj=16, embed_dim=8, joint_dim=16,
-                           vocab_size=80), hours=0.01, speakers=4, batch=4,
+                           vocab_size=80), hours=0.01, speakers=4, batch=4, learning_rate=1e-3,
                  flywheel=dict(generations=2, ratios=(4,), bl_steps=6, blc_steps=4, diff_steps=4,
                                prune_frequency=1)),
 }
@@ -104,10 +104,12 @@ class Pieces:
 class LibriTask:
     name, metric = "librispeech", "wer"
 
-    def __init__(self, train, test, train_feats, test_feats, pieces, config, batch, fractions, seed=0):
+    def __init__(self, train, test, train_feats, test_feats, pieces, config, batch, fractions, seed=0,
+                 learning_rate=1e-3):
         self.train_set, self.test_set = train, test
         self.train_feats, self.test_feats = train_feats, test_feats
         self.pieces, self.config, self.batch, self.seed = pieces, config, batch, seed
+        self.learning_rate = learning_rate
         index = {u.path: i for i, u in enumerate(train)}
         self.subsets = [[index[u.path] for u in subset] for subset in data.growing_subsets(train, fractions, seed)]
         self.labels = pieces.encode([u.text for u in train])
@@ -125,10 +127,12 @@ class LibriTask:
     def train(self, model, gen, steps, callbacks, label):
         chosen = self.subsets[gen]
 
+        lengths = np.array([self.train_feats[i].shape[0] for i in chosen])
+
         def examples():
             rng = np.random.default_rng(self.seed + gen)
             while True:
-                for i in rng.permutation(chosen):
+                for i in np.asarray(chosen)[length_bucketed(lengths, self.batch, rng)]:
                     x = speech_features.spec_augment(tf.constant(self.train_feats[i], tf.float32))
                     y = self.labels[i]
                     yield (x, y, np.int32(x.shape[0]), np.int32(y.size)), np.int32(0)
@@ -138,7 +142,8 @@ class LibriTask:
         dataset = shard_by_data(tf.data.Dataset.from_generator(examples, output_signature=spec)
                                 .padded_batch(self.batch).prefetch(2))
         trainer = rnnt_model.RnntTrainer(model)
-        trainer.compile(optimizer=keras.optimizers.Adam(HoldDecay(1e-3, steps // 2, max(steps, 1) + 1)))
+        schedule = HoldDecay(self.learning_rate, steps // 2, max(steps, 1) + 1)
+        trainer.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=5.0))
         trainer.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0,
                     callbacks=list(callbacks) + [ProgressBar(steps, label)])
 
@@ -160,6 +165,25 @@ class LibriTask:
         hypotheses, seconds = self._decode_all(rnnt_model.TfliteRecognizer(path))
         audio = sum(u.seconds for u in self.test_set)
         return word_error_rate([u.text for u in self.test_set], hypotheses), {"rtf": seconds / audio}
+
+
+def length_bucketed(lengths, batch, rng, pool=32):
+    """A random order in which each run of `batch` items has similar lengths.
+
+    Pools of `pool` batches are sorted by length, cut into batches, and the
+    batches shuffled: padding (and the RNN-T joint's cost) shrinks. Only whole
+    batches are kept (so `padded_batch` stays aligned across epochs); the
+    items left out differ from epoch to epoch.
+    """
+    order = rng.permutation(len(lengths))
+    batches = []
+    for start in range(0, len(order), batch * pool):
+        chunk = order[start:start + batch * pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch] for i in range(0, len(chunk) - batch + 1, batch)]
+    if not batches:  # fewer items than one batch
+        return order
+    return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
 
 
 def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0):
@@ -184,7 +208,7 @@ def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0):
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump({"rnnt": config.get_config(), "scale": scale, "data": root, "seed": seed}, f, indent=2)
     return LibriTask(train, test, train_feats, test_feats, Pieces(vocabulary), config, settings["batch"],
-                     fractions, seed)
+                     fractions, seed, settings["learning_rate"])
 
 
 def run(out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default"):
