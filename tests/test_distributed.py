@@ -19,8 +19,8 @@ def train(kind, out, env=None):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def finish(proc):
-    output, _ = proc.communicate(timeout=300)
+def finish(proc, timeout=300):
+    output, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, output[-3000:]
 
 
@@ -67,7 +67,7 @@ def test_fsc_recipe_runs_under_mirrored_strategy(tmp_path):
 
 
 def test_librispeech_recipe_runs_under_mirrored_strategy(tmp_path):
-    finish(train("librispeech-mirrored", tmp_path / "run"))
+    finish(train("librispeech-mirrored", tmp_path / "run"), timeout=900)
     results = json.load(open(tmp_path / "run" / "results.json"))
     rows = results["generations"][1]["rows"]
     assert set(rows) == {"BL", "BLinf", "BLC-sparse-4x", "BLC-hash-4x", "Diff-sparse-4x", "Diff-hash-4x"}

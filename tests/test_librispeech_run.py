@@ -22,3 +22,11 @@ def test_tiny_run_end_to_end(tmp_path):
     for name in ("results.md", "results.png", "devices/gen0.tflite", "devices/Diff-sparse-4x.tflite"):
         assert os.path.exists(out / name), name
     assert "| 1 |" in table
+
+    # Beam search on the device's models, with LiteRT alone.
+    from recipes.librispeech import decode
+    decoded = decode.decode_run(str(out), width=2, limit=2)
+    assert set(decoded["models"]) == {"BLinf", "Diff-sparse-4x", "Diff-hash-4x"}
+    assert all(row["wer"] >= 0 and row["rtf"] > 0 for row in decoded["models"].values())
+    assert decoded["models"]["Diff-sparse-4x"]["gen"] == 1
+    assert os.path.exists(out / "decode-beam2.json") and "| BLinf | 0 |" in decode.table(decoded)

@@ -50,6 +50,7 @@ def test_patched_tflite_decodes_like_the_folded_keras_model(tmp_path):
         assert device_side.encode(x).shape == (5, 16)  # 9 frames, reduced by 2 with a zero frame padded
         np.testing.assert_allclose(device_side.encode(x), keras_side.encode(x), atol=1e-5)
         assert rnnt_model.greedy(device_side, x, 16, 1) == rnnt_model.greedy(keras_side, x, 16, 1)
+        assert rnnt_model.beam(device_side, x, 16, 1, width=3) == rnnt_model.beam(keras_side, x, 16, 1, width=3)
 
 
 def test_time_reduction_concatenates_adjacent_frames_and_pads_the_end():

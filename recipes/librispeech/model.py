@@ -245,3 +245,27 @@ def greedy(recognizer, features, units, layers, max_symbols=5):
             out.append(k)
             predicted, states = recognizer.predict(k, states)
     return out
+
+
+def beam(recognizer, features, units, layers, width=16, max_symbols=5):
+    """RNN-T beam search (recipes.librispeech.rnnt.beam_search) through a recognizer's three steps.
+
+    The prediction network runs once per distinct label history: each
+    history extends a cached shorter one by one label.
+    """
+    from .rnnt import beam_search
+
+    encoded = recognizer.encode(features)
+    cache = {(): recognizer.predict(BLANK, [np.zeros((1, units), np.float32) for _ in range(2 * layers)])}
+
+    def predicted(history):
+        if history not in cache:
+            _, states = predicted(history[:-1])
+            cache[history] = recognizer.predict(history[-1], states)
+        return cache[history]
+
+    def joint(t, history):
+        logits = recognizer.joint(encoded[t], predicted(history)[0]).astype(np.float64)
+        return logits - np.logaddexp.reduce(logits)
+
+    return beam_search(joint, encoded.shape[0], beam=width, max_symbols=max_symbols, blank=BLANK)

@@ -1,5 +1,10 @@
-"""Table-1-style markdown and plots of a flywheel's results.json."""
+"""Table-1-style markdown and plots of a flywheel's results.json.
+
+    python -m recipes.speech.report RUN_DIR    # (re)writes RUN_DIR/results.md and results.png
+"""
+import json
 import os
+import sys
 
 METHOD_TITLES = {"sparse": "Sparse", "hash": "Hash"}
 
@@ -17,8 +22,7 @@ def markdown_table(results):
     columns = [(f"{METHOD_TITLES[m]} {r}x {kind}", f"{kind}-{m}-{r}x")
                for m in flywheel["methods"] for r in flywheel["ratios"] for kind in ("BLC", "Diff")]
     label = "# dom." if results["task"] == "fsc" else "hours"
-    head = ["Gen", label, "BL"] + [title for title, _ in columns] + (
-        ["BL∞"] if results["task"] == "fsc" else [])
+    head = ["Gen", label, "BL"] + [title for title, _ in columns] + ["BL∞"]
     lines = [f"{'Accuracy' if metric == 'accuracy' else 'WER'} (%), {results['task']}, scale {results['scale']}",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in results["generations"]:
@@ -26,8 +30,7 @@ def markdown_table(results):
         size = len(g.get("domains", [])) if results["task"] == "fsc" else g.get("hours", "-")
         cells = [str(g["gen"]), str(size), _fmt(rows.get("BL"), metric)]
         cells += [_fmt(rows.get(key), metric) for _, key in columns]
-        if results["task"] == "fsc":
-            cells.append(_fmt(rows.get("BLinf"), metric))
+        cells.append(_fmt(rows.get("BLinf"), metric))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Bytes on the wire per update (Diff) and for the whole compressed model (BLC):", "",
               "| Gen | " + " | ".join(title for title, _ in columns) + " |",
@@ -35,7 +38,19 @@ def markdown_table(results):
     for g in results["generations"][1:]:
         cells = [str(g["rows"].get(key, {}).get("bytes", "-")) for _, key in columns]
         lines.append(f"| {g['gen']} | " + " | ".join(cells) + " |")
+    for field, title in (("rtf", "Real-time factor"), ("latency_ms", "LiteRT latency (ms per utterance)")):
+        keyed = ["BLinf"] + [key for _, key in columns if key.startswith("Diff")]
+        if any(field in g["rows"].get(key, {}) for g in results["generations"] for key in keyed):
+            lines += ["", f"{title} of the device's model (BL∞: generation 0's .tflite; Diff: patched):", "",
+                      "| Gen | " + " | ".join(keyed) + " |", "|---|" + "---|" * len(keyed)]
+            for g in results["generations"]:
+                cells = [_fmt_plain(g["rows"].get(key, {}).get(field)) for key in keyed]
+                lines.append(f"| {g['gen']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _fmt_plain(value):
+    return "-" if value is None else f"{value:.3g}"
 
 
 def plot(results, path):
@@ -83,3 +98,10 @@ def write_report(results, run_dir):
         f.write(table)
     plot(results, os.path.join(run_dir, "results.png"))
     return table
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or not os.path.isfile(os.path.join(sys.argv[1], "results.json")):
+        sys.exit("usage: python -m recipes.speech.report RUN_DIR (a directory holding results.json)")
+    with open(os.path.join(sys.argv[1], "results.json")) as f:
+        print(write_report(json.load(f), sys.argv[1]))
