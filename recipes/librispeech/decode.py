@@ -34,15 +34,18 @@ def load_test_set(run_dir, limit=None):
 
 
 def decode_model(path, test, feats, pieces, layers, units, width):
-    """WER and real-time factor of one .tflite with beam search of `width`."""
+    """WER with greedy decoding and with beam search of `width`, and beam search's real-time factor."""
     recognizer = rnnt_model.TfliteRecognizer(path)
-    hypotheses, seconds = [], 0.0
+    greedy, beamed, seconds = [], [], 0.0
     for x in tqdm(feats, desc=os.path.basename(path), unit="utt", leave=False):
+        x = x.astype(np.float32)
+        greedy.append(pieces.decode(rnnt_model.greedy(recognizer, x, units, layers)))
         start = time.perf_counter()
-        ids = rnnt_model.beam(recognizer, x.astype(np.float32), units, layers, width=width)
+        ids = rnnt_model.beam(recognizer, x, units, layers, width=width)
         seconds += time.perf_counter() - start
-        hypotheses.append(pieces.decode(ids))
-    return {"wer": word_error_rate([u.text for u in test], hypotheses),
+        beamed.append(pieces.decode(ids))
+    references = [u.text for u in test]
+    return {"wer": word_error_rate(references, beamed), "greedy_wer": word_error_rate(references, greedy),
             "rtf": seconds / sum(u.seconds for u in test)}
 
 
@@ -59,9 +62,8 @@ def decode_run(run_dir, width=16, limit=None):
         key = "BLinf" if name == "gen0.tflite" else name[:-len(".tflite")]
         # The patched model's generation: the latest generation with a row for its chain.
         gen = 0 if key == "BLinf" else max(g["gen"] for g in generations if key in g["rows"])
-        row = decode_model(os.path.join(devices, name), test, feats, pieces, layers, units, width)
-        greedy = next(g["rows"][key]["wer"] for g in generations if g["gen"] == gen)
-        results["models"][key] = {"gen": gen, **row, "greedy_wer": greedy}
+        results["models"][key] = {"gen": gen, **decode_model(os.path.join(devices, name), test, feats, pieces,
+                                                              layers, units, width)}
     out = os.path.join(run_dir, f"decode-beam{width}.json")
     with open(out + ".tmp", "w") as f:
         json.dump(results, f, indent=2)
