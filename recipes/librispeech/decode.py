@@ -15,20 +15,17 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from . import data, model as rnnt_model
+from . import model as rnnt_model, run
 from .rnnt import word_error_rate
-from .run import Pieces, compute_features
 
 
 def load_test_set(run_dir, limit=None):
     """(test utterances, their features, the WordPiece vocabulary's Pieces, pred layers, pred units)."""
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
-    subset = "test-synth" if os.path.isdir(os.path.join(config["data"], "test-synth")) else "test-clean"
-    test = data.load_subset(config["data"], subset)
-    feats = compute_features(test, os.path.join(run_dir, "features", "test.npz"))
-    with open(os.path.join(run_dir, "vocab.txt")) as f:
-        pieces = Pieces(f.read().split("\n")[:-1])
+    test = run.load_test_set(config["data"])
+    feats = run.compute_features(test, os.path.join(run_dir, "features", "test.npz"))
+    pieces = run.Pieces(run.read_vocabulary(run_dir))
     rnnt = config["rnnt"]
     return test[:limit], feats[:limit], pieces, rnnt["pred_layers"], rnnt["pred_units"]
 

@@ -58,8 +58,13 @@ def prepare_data(out, data_dir=None, synthetic=False, scale="demo"):
     if not subsets:
         raise FileNotFoundError(f"no training subset ({', '.join(TRAIN_SUBSETS)}) under {data_dir}")
     train = [u for s in subsets for u in data.load_subset(data_dir, s)]
-    test = data.load_subset(data_dir, "test-synth" if "train-synth" in subsets else "test-clean")
-    return data_dir, train, test
+    return data_dir, train, load_test_set(data_dir)
+
+
+def load_test_set(data_dir):
+    """test-synth for a synthesized corpus, test-clean for LibriSpeech (the paper's WER set)."""
+    synthetic = os.path.isdir(os.path.join(data_dir, "train-synth"))
+    return data.load_subset(data_dir, "test-synth" if synthetic else "test-clean")
 
 
 # -- features --------------------------------------------------------------------
@@ -83,6 +88,11 @@ def build_vocabulary(texts, size):
     return list(keras_nlp.tokenizers.compute_word_piece_vocabulary(
         tf.data.Dataset.from_tensor_slices([t.lower() for t in texts]), vocabulary_size=size,
         reserved_tokens=["[PAD]", "[UNK]"]))
+
+
+def read_vocabulary(run_dir):
+    with open(os.path.join(run_dir, "vocab.txt")) as f:
+        return f.read().split("\n")[:-1]
 
 
 class Pieces:
@@ -200,8 +210,7 @@ def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0):
     if not os.path.exists(vocab_path):
         with open(vocab_path, "w") as f:
             f.write("\n".join(build_vocabulary([u.text for u in train], config.vocab_size)) + "\n")
-    with open(vocab_path) as f:
-        vocabulary = f.read().split("\n")[:-1]
+    vocabulary = read_vocabulary(out)
     config.vocab_size = len(vocabulary)
     generations = settings["flywheel"]["generations"]
     fractions = [min(1.0, 0.5 + 0.1 * g) for g in range(generations)]
