@@ -17,7 +17,8 @@ DEVICE = [
 
 setup(
     name="tfdiff",
-    version="0.1.0",
+    version="0.2.0",
+    license="Apache-2.0",
     description="Learned, budgeted neural diffs for on-device speech models",
     python_requires=">=3.9",
     packages=find_packages(include=["tfdiff", "tfdiff.*", "device", "device.*",

@@ -1,18 +1,26 @@
 """python -m device convert | apply | recover | bench
 
     convert MODEL.keras OUT.tflite            (server; needs TensorFlow)
-    apply MODEL.tflite DIFF [--out OUT] [--public-key KEY]
+    apply MODEL.tflite DIFF [--out OUT] [--public-key KEY | --allow-unsigned]
     recover MODEL.tflite                      (finish an interrupted apply)
     bench MODEL.tflite [--diff DIFF] [--runs N]
 
-Errors print one line and exit with status 1; the model is then unchanged.
+apply refuses a diff that is not signed by the device's trusted key
+(--public-key, $TFDIFF_PUBLIC_KEY, or MODEL.tflite.tfdiff-key.pem), and one
+whose generation is not above the model's installed one.
+
+Exit status: 0 done; 1 refused (bad, tampered, unsigned, old or foreign
+input: one line on stderr, the model unchanged); 2 an unexpected error (one
+line; --debug shows the traceback).
 """
 import argparse
 import sys
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m device", description="tfdiff on the device")
+    parser = argparse.ArgumentParser(prog="python -m device", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     commands = parser.add_subparsers(dest="command", required=True)
     convert = commands.add_parser("convert", help="Keras model -> patchable .tflite")
     convert.add_argument("model")
@@ -21,7 +29,11 @@ def main(argv=None):
     apply.add_argument("model")
     apply.add_argument("diff")
     apply.add_argument("--out", help="write the patched model here instead of in place")
-    apply.add_argument("--public-key", help="require a diff signed by this Ed25519 key (PEM)")
+    apply.add_argument("--public-key", help="the trusted Ed25519 public key (PEM) the diff must be signed by")
+    apply.add_argument("--allow-unsigned", action="store_true",
+                       help="skip the signature check (development only)")
+    apply.add_argument("--max-diff-bytes", type=int, default=None,
+                       help="refuse larger diff files (default 64 MiB)")
     recover = commands.add_parser("recover", help="finish an interrupted apply")
     recover.add_argument("model")
     bench = commands.add_parser("bench", help="inference latency, and apply cost for a diff")
@@ -29,6 +41,7 @@ def main(argv=None):
     bench.add_argument("--diff")
     bench.add_argument("--runs", type=int, default=50)
     bench.add_argument("--threads", type=int, default=1)
+    bench.add_argument("--public-key", help="check the diff's signature as part of the apply cost")
     args = parser.parse_args(argv)
     try:
         if args.command == "convert":
@@ -37,7 +50,8 @@ def main(argv=None):
             print(f"wrote {args.out} ({len(data)} bytes)")
         elif args.command == "apply":
             from .applier import apply as run_apply
-            result = run_apply(args.model, args.diff, out=args.out, public_key=args.public_key)
+            result = run_apply(args.model, args.diff, out=args.out, public_key=args.public_key,
+                               allow_unsigned=args.allow_unsigned, max_diff_bytes=args.max_diff_bytes)
             where = args.out or args.model
             if result.status == "already":
                 print(f"{where} already holds this diff's target model; nothing to do")
@@ -49,10 +63,15 @@ def main(argv=None):
             print("finished an interrupted update" if run_recover(args.model) else "nothing to recover")
         else:
             from .bench import main as run_bench
-            run_bench(args.model, args.diff, runs=args.runs, threads=args.threads)
+            run_bench(args.model, args.diff, runs=args.runs, threads=args.threads, public_key=args.public_key)
     except (ValueError, OSError) as e:
         print(f"device: error: {e}", file=sys.stderr)
         return 1
+    except Exception as e:  # noqa: BLE001 - a device prints one line, never a traceback
+        if args.debug:
+            raise
+        print(f"device: unexpected error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

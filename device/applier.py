@@ -3,9 +3,11 @@
 The order of events, so that a kill at any instant leaves the old model or,
 after the next call, the new one:
 
+0. Trust: the diff file is read (at most `max_diff_bytes`), its signature
+   checked over the raw bytes against the device's trusted key, and only
+   then parsed. Its generation must be above the installed one.
 1. Recover: if a journal from an interrupted run exists, finish it first.
-2. Prepare, touching nothing: the diff parses (and is signed by the given
-   key); weight by weight, the new values are computed and streamed, with
+2. Prepare, touching nothing: weight by weight, the new values are computed and streamed, with
    their file positions, into MODEL.tfdiff-journal.tmp, while the model's
    weights digest and the patched one are accumulated. The journal is
    fsynced, and kept only if the first digest is the diff's base and the
@@ -14,7 +16,9 @@ after the next call, the new one:
    rename the model is untouched and a stray .tmp is discarded; after it
    the update will complete.
 4. Replay the journal into the model through a writable mmap, msync, fsync.
-5. Delete the journal and fsync the directory.
+5. Record the new generation in MODEL.tfdiff-state (atomically), then
+   delete the journal and fsync the directory. A replay after a crash
+   rewrites the same state, so model and generation commit together.
 
 Recovery replays a complete journal (the writes are idempotent) and
 deletes it. With `out=...` the model is instead copied to a temporary file
@@ -35,13 +39,19 @@ import struct
 import numpy as np
 
 from . import signing
-from .format import DiffFile, DiffFormatError, WeightsHasher, fsync_dir, replacing
+from .format import DiffFormatError, WeightsHasher, decode, fsync_dir, read_bounded, replacing, write_atomic
 from .patch import patched_values
 from .tflite import ModelFormatError, TFLiteFile
 
 JOURNAL_SUFFIX = ".tfdiff-journal"
-_JOURNAL_MAGIC = b"TFDJRNL1"
-_JOURNAL_HEADER = struct.Struct("<8s32s32sQI")
+STATE_SUFFIX = ".tfdiff-state"
+LOCK_SUFFIX = ".tfdiff-lock"
+# A public key beside the model (MODEL.tfdiff-key.pem) or in this variable is
+# the device's trusted key when the caller names none.
+KEY_SUFFIX = ".tfdiff-key.pem"
+KEY_ENVIRONMENT = "TFDIFF_PUBLIC_KEY"
+_JOURNAL_MAGIC = b"TFDJRNL2"
+_JOURNAL_HEADER = struct.Struct("<8s32s32sQII")
 _PAGE = mmap.PAGESIZE
 
 
@@ -60,55 +70,108 @@ class Result:
         return f"Result({self.status!r}, {self.path!r}, patched_elements={self.patched_elements})"
 
 
-def apply(model_path, diff_path, out=None, public_key=None):
+def apply(model_path, diff_path, out=None, public_key=None, allow_unsigned=False, max_diff_bytes=None):
     """Apply the diff at `diff_path` to the .tflite at `model_path`.
 
     Args:
         model_path: the device's model; patched in place unless `out` is given.
         diff_path: the received diff file.
         out: write the patched model here instead (atomically).
-        public_key: path of an Ed25519 public key (PEM); when given, the diff
-            must carry a valid signature by its private key.
+        public_key: path of the trusted Ed25519 public key (PEM). Without
+            it, $TFDIFF_PUBLIC_KEY, then MODEL.tfdiff-key.pem beside the
+            model; with none of them the diff is refused.
+        allow_unsigned: accept a diff without checking any signature (for
+            development and for a server evaluating its own diffs).
+        max_diff_bytes: refuse larger diff files (default 64 MiB).
+
+    Returns:
+        a Result: "applied" (with the count of patched elements), or
+        "already" when the model already is the diff's target.
 
     Raises:
         DiffFormatError, ApplyError, ModelFormatError, signing.SignatureError,
         all ValueErrors with a one-line message; the model is then unchanged.
 
-    Example (from the shell): python -m device apply model.tflite gen1.tfdiff
+    Example (from the shell): python -m device apply model.tflite gen1.tfdiff --public-key k.pub
     """
     model_path = os.fspath(model_path)
     if not os.path.isfile(model_path):
         raise ApplyError(f"model {model_path} does not exist")
-    diff = DiffFile.load(diff_path)
-    if public_key is not None:  # without a trusted key a signature proves nothing
-        signing.verify(diff, public_key)
+    data = read_bounded(diff_path, max_diff_bytes)
+    if not allow_unsigned:
+        signing.verify_bytes(data, trusted_key(model_path, public_key))
+    diff = decode(data)
 
     with _locked(model_path):
         recover(model_path, _locked_already=True)
+        installed = installed_generation(model_path)
+        if diff.generation <= installed:
+            if out is None and _digest_of(model_path) == diff.target_digest:
+                return Result("already", model_path, diff)
+            raise ApplyError(f"diff is generation {diff.generation}, but this model is already at "
+                             f"generation {installed}; refusing to go back")
         if out is None:
             return _apply_in_place(model_path, diff)
         return _apply_to_copy(model_path, diff, os.fspath(out))
 
 
-def recover(model_path, _locked_already=False):
-    """Finish an update interrupted by a crash; returns True if one was found."""
-    model_path = os.fspath(model_path)
-    journal = model_path + JOURNAL_SUFFIX
-    if os.path.exists(journal + ".tmp"):
-        os.unlink(journal + ".tmp")  # never committed: the model was not touched
-    if not os.path.exists(journal):
-        return False
-    if not _locked_already:
-        with _locked(model_path):
-            return recover(model_path, _locked_already=True)
-    target = _replay(model_path, journal)
+def trusted_key(model_path, public_key=None):
+    """The path of the device's trusted public key; SignatureError if it has none."""
+    for candidate in (public_key, os.environ.get(KEY_ENVIRONMENT), os.fspath(model_path) + KEY_SUFFIX):
+        if candidate and (candidate is public_key or os.path.isfile(candidate)):
+            return candidate
+    raise signing.SignatureError(
+        f"no trusted public key: give --public-key, set {KEY_ENVIRONMENT}, or install one at "
+        f"{os.fspath(model_path) + KEY_SUFFIX} (--allow-unsigned skips the check, for development)")
+
+
+def installed_generation(model_path):
+    """The generation the model holds: 0 (as shipped) until a diff was applied to it."""
+    path = os.fspath(model_path) + STATE_SUFFIX
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(64)
+    except FileNotFoundError:
+        return 0
+    except OSError as e:
+        raise ApplyError(f"cannot read {path}: {e.strerror}") from None
+    fields = raw.decode("ascii", "replace").split()
+    if len(fields) != 2 or fields[0] != "generation" or not fields[1].isdigit():
+        raise ApplyError(f"{path} is damaged: expected 'generation N'")
+    return int(fields[1])
+
+
+def _write_state(model_path, generation):
+    write_atomic(os.fspath(model_path) + STATE_SUFFIX, f"generation {generation}\n".encode())
+
+
+def _digest_of(model_path):
     with open(model_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         model = TFLiteFile(mm)
         digest = _digest(model)
         del model
+    return digest
+
+
+def recover(model_path, _locked_already=False):
+    """Finish an update interrupted by a crash; returns True if one was found."""
+    model_path = os.fspath(model_path)
+    if not os.path.isfile(model_path):
+        raise ApplyError(f"model {model_path} does not exist")
+    if not _locked_already:
+        with _locked(model_path):
+            return recover(model_path, _locked_already=True)
+    journal = model_path + JOURNAL_SUFFIX
+    if os.path.lexists(journal + ".tmp"):
+        os.unlink(journal + ".tmp")  # never committed: the model was not touched
+    if not os.path.exists(journal):
+        return False
+    target, generation = _replay(model_path, journal)
+    digest = _digest_of(model_path)
     if digest != target:
         raise ApplyError(f"journal replay left {model_path} with unexpected weights "
                          f"({digest.hex()[:12]}, expected {target.hex()[:12]})")
+    _write_state(model_path, generation)
     os.unlink(journal)
     fsync_dir(os.path.dirname(os.path.abspath(model_path)))
     return True
@@ -118,7 +181,8 @@ def recover(model_path, _locked_already=False):
 def _apply_in_place(model_path, diff):
     journal = model_path + JOURNAL_SUFFIX
     patched = _prepare(model_path, diff, journal + ".tmp")
-    if patched is None:
+    if patched is None:  # the weights already are the target: record its generation
+        _write_state(model_path, diff.generation)
         return Result("already", model_path, diff)
     _crash_point("journal-written")
     os.replace(journal + ".tmp", journal)  # the commit point
@@ -126,6 +190,7 @@ def _apply_in_place(model_path, diff):
     _crash_point("journal-committed")
     _replay(model_path, journal)
     _crash_point("model-written")
+    _write_state(model_path, diff.generation)
     os.unlink(journal)
     fsync_dir(os.path.dirname(os.path.abspath(model_path)))
     return Result("applied", model_path, diff, patched)
@@ -146,6 +211,7 @@ def _apply_to_copy(model_path, diff, out):
             shutil.copyfile(model_path, tmp)
     if patched is None:
         return Result("already", out, diff)
+    _write_state(out, diff.generation)
     return Result("applied", out, diff, patched)
 
 
@@ -259,10 +325,12 @@ class _JournalWriter:
 
     def __init__(self, path, diff, model_size, chunks):
         self.path, self.header = path, _JOURNAL_HEADER.pack(
-            _JOURNAL_MAGIC, diff.base_digest, diff.target_digest, model_size, chunks)
+            _JOURNAL_MAGIC, diff.base_digest, diff.target_digest, model_size, chunks, diff.generation)
 
     def __enter__(self):
-        self.file, self.sha = open(self.path, "wb"), hashlib.sha256()
+        # O_EXCL | O_NOFOLLOW: never write through a planted file or symlink.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        self.file, self.sha = os.fdopen(fd, "wb"), hashlib.sha256()
         self._put(self.header)
         return self
 
@@ -286,7 +354,7 @@ class _JournalWriter:
 
 
 def _replay(model_path, journal):
-    """Write a complete journal's values into the model, and fsync; returns its target digest."""
+    """Write a complete journal's values into the model, and fsync; returns (target digest, generation)."""
     size = os.path.getsize(journal)
     h = hashlib.sha256()
     with open(journal, "rb") as f:
@@ -298,7 +366,7 @@ def _replay(model_path, journal):
         if remaining < 0 or f.read(32) != h.digest():
             raise ApplyError(f"journal {journal} is damaged; restore the model from a backup")
         f.seek(0)
-        magic, _, target, model_size, chunks = _JOURNAL_HEADER.unpack(f.read(_JOURNAL_HEADER.size))
+        magic, _, target, model_size, chunks, generation = _JOURNAL_HEADER.unpack(f.read(_JOURNAL_HEADER.size))
         if magic != _JOURNAL_MAGIC or model_size != os.path.getsize(model_path):
             raise ApplyError(f"journal {journal} does not belong to {model_path}")
         with open(model_path, "r+b") as m, mmap.mmap(m.fileno(), 0) as mm:
@@ -313,17 +381,20 @@ def _replay(model_path, journal):
             del floats
             mm.flush()
             os.fsync(m.fileno())
-    return target
+    return target, generation
 
 
 class _locked:
     """An exclusive lock beside the model, so two appliers never interleave."""
 
     def __init__(self, model_path):
-        self.path = model_path + ".tfdiff-lock"
+        self.path = model_path + LOCK_SUFFIX
 
     def __enter__(self):
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
+        except OSError as e:
+            raise ApplyError(f"cannot open the lock file {self.path}: {e.strerror}") from None
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
@@ -338,4 +409,5 @@ def _crash_point(stage):
         os.kill(os.getpid(), 9)
 
 
-__all__ = ["apply", "recover", "ApplyError", "DiffFormatError", "Result"]
+__all__ = ["apply", "recover", "trusted_key", "installed_generation", "ApplyError", "DiffFormatError",
+           "Result"]

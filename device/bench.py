@@ -35,11 +35,14 @@ def latency(model_path, runs=50, warmup=5, threads=1, seed=0):
             "runs": runs, "threads": threads}
 
 
-def apply_cost(model_path, diff_path, in_place=True, repeats=3):
+def apply_cost(model_path, diff_path, in_place=True, repeats=3, public_key=None):
     """Seconds and peak RSS of `python -m device apply` in a fresh process, median of repeats.
 
     Each repeat patches a fresh copy of the model, so the original is untouched.
+    With `public_key` the signature check is part of the cost; without it
+    the diff is applied with --allow-unsigned.
     """
+    trust = ["--public-key", os.path.abspath(public_key)] if public_key else ["--allow-unsigned"]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(repeats):
@@ -52,7 +55,9 @@ def apply_cost(model_path, diff_path, in_place=True, repeats=3):
                       "t = time.perf_counter(); code = main(sys.argv[1:]); "
                       "hwm = next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')); "
                       "print('BENCH', time.perf_counter() - t, hwm); sys.exit(code)")
-            proc = subprocess.run([sys.executable, "-c", script, "apply", copy, os.fspath(diff_path)] + out,
+            # The child runs in the repository root: every path it gets is absolute.
+            proc = subprocess.run([sys.executable, "-c", script, "apply", copy, os.path.abspath(diff_path)]
+                                  + out + trust,
                                   capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(
                                       os.path.abspath(__file__))))
             line = [l for l in proc.stdout.splitlines() if l.startswith("BENCH")]
@@ -65,10 +70,10 @@ def apply_cost(model_path, diff_path, in_place=True, repeats=3):
             "peak_rss_mb": float(rss), "model_bytes": os.path.getsize(model_path)}
 
 
-def main(model_path, diff_path=None, runs=50, threads=1):
+def main(model_path, diff_path=None, runs=50, threads=1, public_key=None):
     report = {"model": os.fspath(model_path), "latency": latency(model_path, runs=runs, threads=threads)}
     if diff_path:
-        report["apply"] = [apply_cost(model_path, diff_path, in_place=True),
-                           apply_cost(model_path, diff_path, in_place=False)]
+        report["apply"] = [apply_cost(model_path, diff_path, in_place=True, public_key=public_key),
+                           apply_cost(model_path, diff_path, in_place=False, public_key=public_key)]
     print(json.dumps(report, indent=2))
     return report

@@ -38,6 +38,8 @@ SIGNATURE_MAGIC = b"SIG1"
 SIGNATURE_BYTES = len(SIGNATURE_MAGIC) + 64
 _HEADER = struct.Struct("<6sHBBII32s32sI")
 _DIGEST = 32
+# Bytes of a diff file that are not entries: the header and the sha256 trailer.
+FILE_OVERHEAD_BYTES = _HEADER.size + _DIGEST
 
 
 class DiffFormatError(ValueError):
@@ -106,13 +108,30 @@ class DiffFile:
         write_atomic(path, self.to_bytes())
 
     @classmethod
-    def load(cls, path):
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise DiffFormatError(f"cannot read diff {path}: {e.strerror}") from None
-        return decode(data, cls)
+    def load(cls, path, max_bytes=None):
+        return decode(read_bounded(path, max_bytes), cls)
+
+
+# The largest diff a device reads unless told otherwise: a 10x sparse diff of
+# a 64M-parameter model is ~26 MB.
+MAX_DIFF_BYTES = 64 << 20
+
+
+def read_bounded(path, max_bytes=None):
+    """The bytes of the file at `path`, refusing (DiffFormatError) more than `max_bytes`.
+
+    Reads at most max_bytes + 1 bytes whatever the file claims, so a device
+    file or a pipe (/dev/zero) cannot exhaust memory.
+    """
+    limit = MAX_DIFF_BYTES if max_bytes is None else int(max_bytes)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise DiffFormatError(f"cannot read diff {path}: {e.strerror}") from None
+    if len(data) > limit:
+        raise DiffFormatError(f"diff {path} is larger than the {limit}-byte limit")
+    return data
 
 
 @contextlib.contextmanager
@@ -163,6 +182,11 @@ def fsync_dir(directory):
 
 
 # -- entries -----------------------------------------------------------------
+def entry_header_bytes(name, rank, method):
+    """Bytes an entry costs before its indices and values: name, shape, counts."""
+    return 2 + len(name.encode("utf-8")) + 1 + 4 * rank + 1 + 4 + (4 if method == "sparse" else 0)
+
+
 def _write_entry(out, entry):
     name = entry.name.encode("utf-8")
     values = np.ascontiguousarray(entry.values)
@@ -261,8 +285,13 @@ def decode(data, cls=DiffFile):
     entries = [_read_entry(r, (method, seed, num_hashes), i) for i in range(count)]
     if r.pos != len(r.data):
         raise DiffFormatError(f"diff has {len(r.data) - r.pos} unexpected bytes after its entries")
-    return cls(method=method, entries=entries, base_digest=bytes(base), target_digest=bytes(target),
+    diff = cls(method=method, entries=entries, base_digest=bytes(base), target_digest=bytes(target),
                generation=generation, seed=seed, num_hashes=num_hashes, signature=signature)
+    # One diff, one encoding: a file that re-encodes differently (padded
+    # varints, a stray byte before the signature) is refused.
+    if diff.to_bytes() != data:
+        raise DiffFormatError("diff is not canonically encoded")
+    return diff
 
 
 def _digest_ok(body):

@@ -6,7 +6,7 @@ PKCS#8 for the private key, SubjectPublicKeyInfo for the public one.
 """
 import os
 
-from .format import DiffFile, DiffFormatError, write_atomic
+from .format import SIGNATURE_BYTES, SIGNATURE_MAGIC, DiffFile, DiffFormatError, write_atomic
 
 
 class SignatureError(ValueError):
@@ -61,16 +61,26 @@ def sign(diff_path, private_key_path, out=None):
     return diff
 
 
-def verify(diff, public_key_path):
-    """Raise SignatureError unless `diff` is signed by the key at `public_key_path`."""
+def verify_bytes(data, public_key_path):
+    """Check the Ed25519 signature over the raw bytes of a diff file, before any parsing.
+
+    The signature covers every byte before "SIG1" exactly as received, so
+    two different files never verify with one signature. Raises
+    SignatureError unless `data` ends in a signature by the trusted key.
+    """
     from cryptography.exceptions import InvalidSignature
     key = _load_key(public_key_path, private=False)
-    if diff.signature is None:
-        raise SignatureError("diff is not signed, and a public key was given")
+    if len(data) <= SIGNATURE_BYTES or data[-SIGNATURE_BYTES:-64] != SIGNATURE_MAGIC:
+        raise SignatureError("diff is not signed, and this device requires signed diffs")
     try:
-        key.verify(diff.signature, diff.unsigned_bytes())
+        key.verify(bytes(data[-64:]), bytes(data[:-SIGNATURE_BYTES]))
     except InvalidSignature:
         raise SignatureError("diff signature does not match the trusted public key") from None
 
 
-__all__ = ["keygen", "sign", "verify", "SignatureError", "DiffFormatError"]
+def verify(diff, public_key_path):
+    """Raise SignatureError unless the decoded `diff` is signed by the key at `public_key_path`."""
+    verify_bytes(diff.to_bytes(), public_key_path)
+
+
+__all__ = ["keygen", "sign", "verify", "verify_bytes", "SignatureError", "DiffFormatError"]

@@ -1,8 +1,11 @@
 """Each benchmark part once, on tiny inputs: the code keeps working."""
+import pytest
 import json
 
 from benchmarks.__main__ import run
 
+
+pytestmark = pytest.mark.slow
 
 def test_every_part_on_tiny_inputs(tiny_fsc_run, tmp_path):
     run_dir, _, _ = tiny_fsc_run

@@ -69,18 +69,35 @@ def run_litert(path, inputs):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
+    """A base model, its .tflite, and signed sparse and hash diffs (`NAME.tfdiff`; unsigned:
+    `NAME-unsigned.tfdiff`). The signing key is the devices' trusted key ($TFDIFF_PUBLIC_KEY)."""
     tmp = tmp_path_factory.mktemp("device")
+    signing.keygen(tmp / "server.pem", tmp / "server.pub")
     base = every_layer_model()
     convert(base, tmp / "base.tflite")
     diffs = {}
     for name, method in [("sparse", tfdiff.SparseDiff(compression=8.0, end_step=6, frequency=2)),
                          ("hash", tfdiff.HashDiff(compression=8.0, num_hashes=3, seed=1))]:
         diff = train_diff(base, method)
-        diff.save(tmp / f"{name}.tfdiff")
+        diff.save(tmp / f"{name}-unsigned.tfdiff")
+        signing.sign(tmp / f"{name}-unsigned.tfdiff", tmp / "server.pem", out=tmp / f"{name}.tfdiff")
         folded = tfdiff.fold(base, diff)
         convert(folded, tmp / f"{name}-folded.tflite")
         diffs[name] = (diff, folded)
-    return tmp, base, diffs
+    saved = os.environ.get(applier.KEY_ENVIRONMENT)
+    os.environ[applier.KEY_ENVIRONMENT] = str(tmp / "server.pub")
+    yield tmp, base, diffs
+    if saved is None:
+        del os.environ[applier.KEY_ENVIRONMENT]
+    else:
+        os.environ[applier.KEY_ENVIRONMENT] = saved
+
+
+def signed(tmp, diff, path):
+    """Save `diff` at `path` signed by the devices' trusted key."""
+    diff.save(path)
+    signing.sign(path, tmp / "server.pem")
+    return path
 
 
 def weight_bytes(path):
@@ -154,27 +171,106 @@ def test_bad_diffs_are_rejected_and_the_model_is_unchanged(world, tmp_path):
     original = (tmp / "base.tflite").read_bytes()
     model.write_bytes(original)
     good = (tmp / "hash.tfdiff").read_bytes()
-    other_base = train_diff(every_layer_model(seed=5), tfdiff.HashDiff(compression=8.0))
-    other_base.save(tmp_path / "other.tfdiff")
+    signed(tmp, train_diff(every_layer_model(seed=5), tfdiff.HashDiff(compression=8.0)), tmp_path / "other.tfdiff")
     tampered = bytearray(good)
     tampered[len(good) // 2] ^= 1
+    unsigned = (tmp / "hash-unsigned.tfdiff").read_bytes()
+    # Cases the parser must catch: the development mode skips the signature.
+    padded = bytearray(unsigned)
     cases = {
-        "other.tfdiff": (None, "is for base model"),
-        "truncated.tfdiff": (good[:len(good) // 3], "truncated|checksum"),
-        "tampered.tfdiff": (bytes(tampered), "checksum"),
-        "version.tfdiff": (good[:6] + b"\x09\x00" + good[8:], "version 9"),
-        "notadiff.tfdiff": (b"hello", "bad magic"),
+        "other.tfdiff": (None, "is for base model", []),
+        "truncated.tfdiff": (good[:len(good) // 3], "not signed", []),
+        "tampered.tfdiff": (bytes(tampered), "signature does not match", []),
+        "version.tfdiff": (good[:6] + b"\x09\x00" + good[8:], "signature does not match", []),
+        "notadiff.tfdiff": (b"hello", "not signed", []),
+        "unsigned.tfdiff": (unsigned, "not signed", []),
+        "huge.tfdiff": (good, "larger than the 100-byte limit", ["--max-diff-bytes", "100"]),
+        "dev-truncated.tfdiff": (unsigned[:len(unsigned) // 3], "truncated|checksum", ["--allow-unsigned"]),
+        "dev-version.tfdiff": (unsigned[:6] + b"\x09\x00" + unsigned[8:], "version 9", ["--allow-unsigned"]),
+        "dev-trailing.tfdiff": (bytes(padded) + b"\0", "checksum|unexpected|canonical", ["--allow-unsigned"]),
     }
-    for name, (data, message) in cases.items():
+    for name, (data, message, flags) in cases.items():
         if data is not None:
             (tmp_path / name).write_bytes(data)
-        proc = run_cli("apply", model, tmp_path / name)
+        proc = run_cli("apply", model, tmp_path / name, *flags)
         assert proc.returncode != 0, name
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("device: error:"), proc.stderr
         assert __import__("re").search(message, lines[0]), (name, lines[0])
         assert model.read_bytes() == original, name
     assert sorted(os.listdir(tmp_path)) == sorted(["device.tflite", "device.tflite.tfdiff-lock", *cases])
+    proc = run_cli("apply", model, "/dev/zero")
+    assert proc.returncode == 1 and "larger than" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_device_without_a_trusted_key_refuses_every_diff(world, tmp_path):
+    tmp, _, _ = world
+    model = tmp_path / "device.tflite"
+    original = (tmp / "base.tflite").read_bytes()
+    model.write_bytes(original)
+    env = {k: v for k, v in os.environ.items() if k != applier.KEY_ENVIRONMENT}
+    for diff in ("hash.tfdiff", "hash-unsigned.tfdiff"):
+        proc = run_cli("apply", model, tmp / diff, env=env)
+        assert proc.returncode == 1 and "no trusted public key" in proc.stderr, proc.stderr
+        assert model.read_bytes() == original
+    # A key installed beside the model is the device's configuration.
+    (tmp_path / ("device.tflite" + applier.KEY_SUFFIX)).write_bytes((tmp / "server.pub").read_bytes())
+    assert run_cli("apply", model, tmp / "hash-unsigned.tfdiff", env=env).returncode == 1
+    proc = run_cli("apply", model, tmp / "hash.tfdiff", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert applier.installed_generation(model) == 1
+
+
+def padded_varint_copy(data):
+    """The same diff content, encoded differently: the first LEB128 gap padded with a
+    continuation byte, the length and the sha256 trailer fixed up, the signature kept."""
+    import hashlib
+    import struct
+    from device import format as wire
+    body, signature = data[:-wire.SIGNATURE_BYTES - 32], data[-wire.SIGNATURE_BYTES:]
+    entry = wire.decode(data).entries[0]
+    start = wire.FILE_OVERHEAD_BYTES - 32 + wire.entry_header_bytes(entry.name, len(entry.shape), "sparse")
+    (length,) = struct.unpack_from("<I", body, start - 4)
+    first = body[start]
+    assert first < 0x80
+    body = (body[:start - 4] + struct.pack("<I", length + 1) + bytes([first | 0x80, 0])
+            + body[start + 1:])
+    return body + hashlib.sha256(body).digest() + signature
+
+
+def test_the_signature_covers_the_bytes_received(world, tmp_path):
+    """Checked over the raw file before parsing, a signature verifies one file only."""
+    tmp, _, _ = world
+    from device.format import decode
+    data = (tmp / "sparse.tfdiff").read_bytes()
+    twin = padded_varint_copy(data)
+    assert twin != data
+    with pytest.raises(tfdiff.DiffFormatError, match="canonical"):
+        decode(twin)
+    model = tmp_path / "device.tflite"
+    original = (tmp / "base.tflite").read_bytes()
+    model.write_bytes(original)
+    (tmp_path / "twin.tfdiff").write_bytes(twin)
+    with pytest.raises(signing.SignatureError, match="does not match"):
+        applier.apply(model, tmp_path / "twin.tfdiff")
+    assert model.read_bytes() == original
+
+
+def test_no_rollback_to_an_older_generation(world, tmp_path):
+    tmp, base, diffs = world
+    gen1_model = diffs["hash"][1]
+    model = tmp_path / "device.tflite"
+    model.write_bytes((tmp / "base.tflite").read_bytes())
+    assert applier.installed_generation(model) == 0
+    applier.apply(model, tmp / "hash.tfdiff")
+    assert applier.installed_generation(model) == 1
+    # A validly signed diff whose base is this very model, but whose generation is not newer.
+    stale = signed(tmp, train_diff(gen1_model, tfdiff.HashDiff(compression=8.0, seed=3), seed=2, generation=1),
+                   tmp_path / "stale.tfdiff")
+    before = model.read_bytes()
+    proc = run_cli("apply", model, stale)
+    assert proc.returncode == 1 and "refusing to go back" in proc.stderr, proc.stderr
+    assert model.read_bytes() == before and applier.installed_generation(model) == 1
 
 
 def test_signed_diffs(world, tmp_path):
@@ -187,14 +283,14 @@ def test_signed_diffs(world, tmp_path):
     assert proc.returncode == 0, proc.stderr
     signing.keygen(tmp_path / "other.pem", tmp_path / "other.pub")
     diff = tmp_path / "d.tfdiff"
-    diff.write_bytes((tmp / "sparse.tfdiff").read_bytes())
+    diff.write_bytes((tmp / "sparse-unsigned.tfdiff").read_bytes())
     for key, message in [(tmp_path / "k.pub", "not signed")]:
         with pytest.raises(signing.SignatureError, match=message):
             applier.apply(model, diff, public_key=key)
     proc = subprocess.run([sys.executable, "-m", "tfdiff", "sign", diff, "--key", tmp_path / "k.pem"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert diff.stat().st_size == (tmp / "sparse.tfdiff").stat().st_size + 68
+    assert diff.stat().st_size == (tmp / "sparse-unsigned.tfdiff").stat().st_size + 68
     with pytest.raises(signing.SignatureError, match="does not match"):
         applier.apply(model, diff, public_key=tmp_path / "other.pub")
     forged = bytearray(diff.read_bytes())
@@ -212,7 +308,7 @@ def test_successive_generations_and_out_of_order(world, tmp_path):
     tmp, base, diffs = world
     gen1_model = diffs["hash"][1]
     gen2 = train_diff(gen1_model, tfdiff.HashDiff(compression=8.0, seed=2), seed=1, generation=2)
-    gen2.save(tmp_path / "gen2.tfdiff")
+    signed(tmp, gen2, tmp_path / "gen2.tfdiff")
     model = tmp_path / "device.tflite"
     model.write_bytes((tmp / "base.tflite").read_bytes())
     with pytest.raises(applier.ApplyError, match=r"generation 2\) is for base model"):
@@ -226,7 +322,7 @@ def test_successive_generations_and_out_of_order(world, tmp_path):
         flat = np.frombuffer(value, "<f4")
         order = np.concatenate([s.keras_indices() for s in wmap.segments(name)])
         assert got[name] == flat[order].tobytes(), name
-    with pytest.raises(applier.ApplyError, match="is for base model"):
+    with pytest.raises(applier.ApplyError, match="refusing to go back"):
         applier.apply(model, tmp / "sparse.tfdiff")
 
 
@@ -234,6 +330,7 @@ def digest(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["journal-written", "journal-committed", "half-written", "model-written"])
 def test_killed_at_each_stage_leaves_old_or_finishes_new(world, tmp_path, stage):
     tmp, _, _ = world
@@ -250,11 +347,14 @@ def test_killed_at_each_stage_leaves_old_or_finishes_new(world, tmp_path, stage)
     proc = run_cli("recover", model)
     assert proc.returncode == 0, proc.stderr
     assert digest(model) == (new if committed else old)
+    # The generation commits with the model: recovery records it too.
+    assert applier.installed_generation(model) == (1 if committed else 0)
     assert not any(p.name.endswith((".tmp", "-journal")) for p in tmp_path.iterdir())
     assert run_cli("apply", model, tmp / "hash.tfdiff").returncode == 0
     assert digest(model) == new
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_instants(world, tmp_path):
     tmp, _, _ = world
     model = tmp_path / "device.tflite"
@@ -278,6 +378,7 @@ def test_sigkill_at_random_instants(world, tmp_path):
     assert outcomes <= {old, new}
 
 
+@pytest.mark.slow
 def test_device_runs_in_a_venv_without_tensorflow(world, tmp_path):
     tmp, _, _ = world
     venv = tmp_path / "venv"
@@ -302,6 +403,7 @@ def test_device_runs_in_a_venv_without_tensorflow(world, tmp_path):
     assert imported.stdout.strip() == "[]", imported.stderr
 
 
+@pytest.mark.slow
 def test_bench_reports_latency_and_apply_cost(world):
     tmp, _, _ = world
     from device import bench
@@ -309,3 +411,25 @@ def test_bench_reports_latency_and_apply_cost(world):
     assert 0 < report["median_ms"] <= report["p90_ms"]
     cost = bench.apply_cost(tmp / "base.tflite", tmp / "sparse.tfdiff", in_place=True, repeats=1)
     assert cost["seconds"] > 0 and cost["peak_rss_mb"] > 0
+
+
+def test_planted_symlinks_are_never_followed(world, tmp_path):
+    tmp, _, _ = world
+    model = tmp_path / "device.tflite"
+    model.write_bytes((tmp / "base.tflite").read_bytes())
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    journal_tmp = tmp_path / ("device.tflite" + applier.JOURNAL_SUFFIX + ".tmp")
+    journal_tmp.symlink_to(victim)  # a stray .tmp is discarded under the lock: the link, not its target
+    assert run_cli("apply", model, tmp / "hash.tfdiff").returncode == 0
+    assert victim.read_bytes() == b"keep me" and not os.path.lexists(journal_tmp)
+    lock = tmp_path / ("device.tflite" + applier.LOCK_SUFFIX)
+    lock.unlink()
+    lock.symlink_to(tmp_path / "dangling")
+    proc = run_cli("recover", model)
+    assert proc.returncode == 1 and "lock file" in proc.stderr and not os.path.exists(tmp_path / "dangling")
+
+
+def test_recover_of_a_missing_model_is_an_error(tmp_path):
+    proc = run_cli("recover", tmp_path / "missing.tflite")
+    assert proc.returncode == 1 and "does not exist" in proc.stderr

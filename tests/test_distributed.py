@@ -1,4 +1,5 @@
 """tfdiff under tf.distribute: one process with two replicas, and two workers on localhost."""
+import pytest
 import json
 import os
 import socket
@@ -12,6 +13,8 @@ import tfdiff
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "distributed_worker.py")
 
+
+pytestmark = pytest.mark.slow
 
 def train(kind, out, env=None):
     return subprocess.Popen([sys.executable, WORKER, kind, str(out)], cwd=ROOT,

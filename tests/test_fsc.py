@@ -8,34 +8,39 @@ import pytest
 
 from recipes.fsc import data, model as slu_model
 from recipes.fsc.phrases import DOMAINS, PHRASES
-from recipes.fsc.synth import FIELDS, generate, split_speakers
+from recipes.fsc.synth import FIELDS, generate, split_sizes
 from recipes.speech import features
-from recipes.speech.synth import make_speakers
+from recipes.speech.synth import TRAINING_ENGINES, speaker_splits
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("fsc") / "corpus"
-    counts = generate(str(root), speakers=7, phrases_per_domain=2, seed=3)
+    counts = generate(str(root), speakers=7, phrases_per_domain=2, seed=3, unseen_speakers=2)
     return root, counts
 
 
-def test_phrasings_domains_and_speakers():
+def test_phrasings_domains_and_voice_disjoint_speakers():
     texts = [p[0] for d in DOMAINS for p in PHRASES[d]]
     assert len(texts) == len(set(texts)) >= 120
     assert all(len(PHRASES[d]) >= 20 for d in DOMAINS)
-    speakers = make_speakers(40)
-    assert len({(s.voice, s.variant, s.pitch, s.rate) for s in speakers}) == 40
-    splits = split_speakers(speakers)
-    ids = [set(s.id for s in members) for members in splits.values()]
-    assert sum(map(len, ids)) == 40 and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    splits = speaker_splits(split_sizes(40), seed=0)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 28, "valid": 6, "test": 6}
+    ids = [{s.id for s in members} for members in splits.values()]
+    assert len(set().union(*ids)) == 40
+    # No voice of an engine is heard in two splits, at any pitch or tempo.
+    voices = {name: {(s.engine, s.voice) for s in members} for name, members in splits.items()}
+    assert not (voices["train"] & voices["test"] or voices["train"] & voices["valid"]
+                or voices["valid"] & voices["test"])
+    for members in splits.values():
+        assert {s.engine for s in members} == set(TRAINING_ENGINES)
 
 
-def test_generator_writes_the_fsc_layout_speaker_disjoint(corpus):
+def test_generator_writes_the_fsc_layout_speaker_disjoint_with_an_unseen_engine(corpus):
     root, counts = corpus
-    assert counts == {"train": 5 * 12, "valid": 12, "test": 12}
+    assert counts == {"train": 5 * 12, "valid": 12, "test": 12, "unseen_engine": 2 * 12}
     speakers = {}
-    for split in ("train", "valid", "test"):
+    for split in ("train", "valid", "test", "unseen_engine"):
         with open(root / "data" / f"{split}_data.csv") as f:
             rows = list(csv.reader(f))
         assert rows[0] == FIELDS
@@ -43,6 +48,10 @@ def test_generator_writes_the_fsc_layout_speaker_disjoint(corpus):
         for row in rows[1:4]:
             assert os.path.exists(root / row[1])
     assert not speakers["train"] & speakers["test"] and not speakers["valid"] & speakers["test"]
+    assert not speakers["unseen_engine"] & (speakers["train"] | speakers["valid"] | speakers["test"])
+    # The held-out engine's audio is real speech-length audio, not silence.
+    audio = data.read_audio(os.path.join(root, rows[1][1]))
+    assert 0.3 * 16000 < audio.size < 5 * 16000 and np.abs(audio).max() > 0.01
 
 
 def test_loader_reads_audio_and_domains(corpus):
@@ -81,6 +90,7 @@ def test_triplet_loss_mines_violating_negatives():
     assert float(far) == 0.0
 
 
+@pytest.mark.slow
 def test_tiny_run_end_to_end(tiny_fsc_run):
     from recipes.fsc import run as fsc_run
     from recipes.speech.flywheel import device_weights_equal
@@ -96,9 +106,14 @@ def test_tiny_run_end_to_end(tiny_fsc_run):
     expected = {"BL", "BLinf"} | {f"{kind}-{m}-{r}x" for kind in ("BLC", "Diff") for m in ("sparse", "hash")
                                   for r in (4, 8)}
     assert set(gen1["rows"]) == expected and set(gen0["rows"]) == {"BL", "BLinf"}
+    assert "unseen_engine_accuracy" in gen1["rows"]["BL"]
     for key, row in gen1["rows"].items():
-        assert 0.0 <= row["accuracy"] <= 1.0, key
+        if key.startswith("BLC"):
+            assert row["trained_from"] == "scratch" and row["steps"] == saved["flywheel"]["bl_steps"], key
+            assert row["bytes"] <= row["budget_bytes"], key
         if key.startswith("Diff"):
+            # The same bits under LiteRT and Keras: at most one near-tie flips (16 test utterances).
+            assert row["cut_values"] == 0 and abs(row["keras_accuracy"] - row["accuracy"]) <= 1 / 16, key
             assert row["bytes"] <= row["budget_bytes"] and row["device_matches_fold"], key
             assert row["latency_ms"] > 0
             size = os.path.getsize(out / "diffs" / f"{key}-g1.tfdiff")
@@ -122,3 +137,22 @@ def test_tiny_run_end_to_end(tiny_fsc_run):
     # Resuming retrains nothing: the same results come back at once.
     again, _ = fsc_run.run(str(out), synthetic=True, scale="tiny")
     assert again == saved
+
+
+@pytest.mark.slow
+def test_studies_of_a_run_write_their_tables(tiny_fsc_run):
+    from recipes.fsc import run as fsc_run
+    from recipes.speech import study
+
+    out, _, _ = tiny_fsc_run
+    args = (fsc_run.prepare, fsc_run.load_task, fsc_run.SCALES, "study")
+    study.main(*args, [str(out), "curve", "--steps", "2", "6"])
+    curve = json.load(open(out / "study-curve.json"))
+    assert [row["steps"] for row in curve["rows"]] == [2, 6]
+    assert all("unseen_engine_accuracy" in row for row in curve["rows"])
+    study.main(*args, [str(out), "diff", "--steps", "6", "--lr", "0.01", "--window", "0.1,0.5", "0.2,0.9",
+                       "--ratio", "4"])
+    grid = json.load(open(out / "study-diff.json"))
+    assert [row["window"] for row in grid["rows"]] == [[0.1, 0.5], [0.2, 0.9]]
+    assert grid["BL_gen1"] == json.load(open(out / "results.json"))["generations"][1]["rows"]["BL"]["accuracy"]
+    assert "| 6 | 0.01 | 0.1-0.5 |" in open(out / "study-diff.md").read()

@@ -1,7 +1,10 @@
 """A tiny LibriSpeech flywheel: two generations, a few steps, the device path checked."""
+import pytest
 import json
 import os
 
+
+pytestmark = pytest.mark.slow
 
 def test_tiny_run_end_to_end(tmp_path):
     from recipes.librispeech import run as libri_run

@@ -15,20 +15,31 @@ Example:
 True
 >>> new_model = tfdiff.fold(base, diff)
 """
-from . import _keras
-from ._keras import keras
-from device.format import DiffFormatError
-from .baseline import compress_baseline, strip
-from .diff import Diff
-from .methods import HashDiff, SparseDiff
-from .model import DiffMismatchError, callbacks, extract, fold, named_weights, wrap
-from .wrapper import DiffWrapper
+# Names load on first use (PEP 562), so `python -m tfdiff show` and a device
+# install without TensorFlow can import tfdiff; only the names that train
+# or fold models import TensorFlow.
+_EXPORTS = {
+    "DiffWrapper": ".wrapper", "SparseDiff": ".methods", "HashDiff": ".methods", "wrap": ".model",
+    "callbacks": ".model", "extract": ".model", "fold": ".model", "named_weights": ".model",
+    "DiffMismatchError": ".model", "compress_baseline": ".baseline", "strip": ".baseline",
+    "Diff": ".diff", "BudgetError": ".budget", "keras": "._keras",
+}
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = [
-    "DiffWrapper", "SparseDiff", "HashDiff", "wrap", "callbacks", "extract", "fold",
-    "compress_baseline", "strip", "Diff", "DiffFormatError", "DiffMismatchError",
-    "named_weights", "keras",
-]
-del _keras
+__all__ = sorted(_EXPORTS) + ["DiffFormatError"]
+
+from device.format import DiffFormatError  # noqa: E402  (numpy only)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tfdiff' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -3,40 +3,57 @@ import numpy as np
 
 from ._keras import keras
 from .methods import HashDiff, HashedWeights, SparseDiff, deserialize_method
-from .model import _is_subclassed, _layers_with_paths, _PruneLowMagnitude
+from .model import _is_subclassed, _layers_with_paths, _PruneLowMagnitude, _weight_slots_with_layers
 from .wrapper import DiffWrapper
 
 from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
 
 
-def compress_baseline(model, method):
-    """BLC: the same budget spent compressing the model itself, not a diff.
+def compress_baseline(model, method, seed=0):
+    """BLC: a fresh model that is trained from scratch under the byte budget.
 
-    Returns a trainable copy of `model` (the unconstrained model trained from
-    scratch on the same data) whose weights are compressed as the method says,
-    to be fine-tuned on that data:
-    - SparseDiff: tfmot magnitude pruning of the weights themselves to
-      sparsity 1 - 1/compression on the method's schedule (tfmot's registry
-      decides which weights of a layer are prunable, e.g. kernels, not biases);
-    - HashDiff: HashedNets, every weight W[p] = sum_k A[h_k(p)] with a table
-      of N/compression entries per weight, started from the average of the
-      weights that share each entry.
+    The paper's baseline (sec. 4.1): instead of a diff, ship a whole new
+    model compressed to the same budget. `model` must be freshly
+    initialized (not trained: training it is the point); the returned copy
+    trains under the method's compression:
+
+    - SparseDiff: tfmot magnitude pruning of the weights themselves on the
+      method's cubic schedule (put the window late in training, as the
+      paper does), down to as many kept values as the budget holds; tfmot's
+      registry decides which weights are prunable (kernels, not biases),
+      the rest travel whole and count in the budget;
+    - HashDiff: HashedNets, every weight W[p] = sum_k A[h_k(p)], the tables
+      randomly initialized with the spread of `model`'s own initialization.
+
     Train it with `callbacks=tfdiff.callbacks(blc)`, then `tfdiff.strip` it.
+
+    Args:
+        model: a freshly built tf_keras Sequential or functional model.
+        method: `tfdiff.SparseDiff` or `tfdiff.HashDiff`: the compression,
+            budget and schedule (or hashing) to train under.
+        seed: seed of the hashed tables' random initialization.
+
+    Returns:
+        a trainable tf_keras model with the same inputs and outputs.
 
     Example:
 
     >>> import tfdiff
     >>> from tfdiff import keras
-    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64)])
     >>> blc = tfdiff.compress_baseline(model, tfdiff.HashDiff(compression=4.0))
-    >>> blc.layers[0].diff_weights[0].shape.as_list()
-    [8]
+    >>> compressed_nbytes(blc) <= 4 * (64 * 64 + 64) / 4
+    True
     """
     if not isinstance(model, keras.Model) or _is_subclassed(model):
         raise ValueError(f"`model` must be a tf_keras Sequential or functional model. Received: {model!r}")
     method = deserialize_method(method)
     if isinstance(method, SparseDiff):
-        schedule = method.schedule()
+        shapes, dense = {}, {}
+        for name, variable, layer in _weight_slots_with_layers(model):
+            prunable = _prunable(layer) and any(variable is w for w in _prunable_weights(layer))
+            (shapes if prunable else dense)[name] = tuple(variable.shape)
+        schedule = method.planned(shapes, dense).schedule()
 
         def clone_layer(layer):
             if isinstance(layer, keras.Model):
@@ -46,7 +63,8 @@ def compress_baseline(model, method):
                 return _PruneLowMagnitude(clone, pruning_schedule=schedule)
             return clone
     elif isinstance(method, HashDiff):
-        hashed = HashedWeights(**method.get_config())
+        shapes = {name: tuple(v.shape) for name, v, _ in _weight_slots_with_layers(model)}
+        hashed = HashedWeights(**method.get_config()).planned(shapes)
 
         def clone_layer(layer):
             if isinstance(layer, keras.Model):
@@ -56,14 +74,21 @@ def compress_baseline(model, method):
     else:
         raise ValueError(f"`method` must be a SparseDiff or HashDiff. Received: {method!r}")
     compressed = keras.models.clone_model(model, clone_function=clone_layer)
+    rng = np.random.default_rng(seed)
     for (_, _, source), (_, _, target) in zip(_layers_with_paths(model), _layers_with_paths(compressed)):
         if isinstance(target, DiffWrapper):
             target.layer.set_weights(source.get_weights())
             for base, table in zip(target.base_weights, target.diff_weights):
-                table.assign(target.method.initial_table(base.numpy()))
+                table.assign(target.method.initial_table(base.numpy(), rng))
         else:
             target.set_weights(source.get_weights())
     return compressed
+
+
+def _prunable_weights(layer):
+    """The weights tfmot prunes in `layer` (its registry's choice, kernels not biases)."""
+    # make_prunable only attaches a get_prunable_weights method to the (fresh) layer.
+    return PruneRegistry.make_prunable(layer).get_prunable_weights()
 
 
 def strip(model):

@@ -11,6 +11,7 @@ from device.format import Entry
 from device.hashing import hash_positions
 
 from ._keras import tf, tfmot
+from .budget import BUDGETS, plan
 
 
 def _check_compression(compression):
@@ -23,6 +24,20 @@ def _check_value_dtype(value_dtype):
     if value_dtype not in ("float16", "float32"):
         raise ValueError(f"`value_dtype` must be 'float16' or 'float32'. Received: value_dtype={value_dtype!r}")
     return value_dtype
+
+
+def _check_budget(budget):
+    if budget not in BUDGETS:
+        raise ValueError(f"`budget` must be one of {BUDGETS}. Received: budget={budget!r}")
+    return budget
+
+
+def _check_fraction(name, value):
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 1:
+        raise ValueError(f"`{name}` must be in (0, 1]. Received: {name}={value!r}")
+    return float(value)
 
 
 def _check_step(name, value, minimum):
@@ -43,12 +58,16 @@ class SparseDiff:
 
     Args:
         compression: the byte budget: the saved file is at most
-            4N / compression bytes, headers included. With float16 values
-            it is also the paper's nominal ratio N / kept values.
+            4N / compression bytes, headers and signature included.
         begin_step: training step at which pruning starts.
         end_step: step at which the final sparsity is reached.
         frequency: steps between mask updates.
         value_dtype: how the kept values travel, "float16" or "float32".
+        budget: "wire" keeps as many values as fit the bytes (about
+            1.33 N / compression with float16), "nominal" the paper's
+            N / compression values (tfdiff/budget.py).
+        kept_fraction: the planned share of kept values; `tfdiff.wrap`
+            sets it from the model's weights (`planned`), so leave it None.
 
     Example:
 
@@ -66,20 +85,28 @@ class SparseDiff:
     name = "sparse"
 
     def __init__(self, compression=10.0, begin_step=0, end_step=1000, frequency=100,
-                 value_dtype="float16"):
+                 value_dtype="float16", budget="wire", kept_fraction=None):
         self.compression = _check_compression(compression)
         self.begin_step = _check_step("begin_step", begin_step, 0)
         self.end_step = _check_step("end_step", end_step, begin_step + 1)
         self.frequency = _check_step("frequency", frequency, 1)
         self.value_dtype = _check_value_dtype(value_dtype)
+        self.budget = _check_budget(budget)
+        self.kept_fraction = _check_fraction("kept_fraction", kept_fraction)
 
     @property
     def final_sparsity(self):
-        # A float16 value and its LEB128 gap take about 3 bytes, under the
-        # 4 a float32 weight costs, so 1/compression kept values fit the
-        # budget; float32 values (5 bytes each) keep proportionally fewer.
+        if self.kept_fraction is not None:
+            return 1.0 - self.kept_fraction
+        # Unplanned (a DiffWrapper used by hand): N / compression values,
+        # which fit the budget with float16 values (about 3 bytes each).
         itemsize = np.dtype(self.value_dtype).itemsize
         return 1.0 - min(1.0, 3.0 / (itemsize + 1)) / self.compression
+
+    def planned(self, shapes, dense=None):
+        """A copy whose kept fraction makes a diff of `shapes` fit the budget."""
+        return type(self)(**{**self.get_config(),
+                             "kept_fraction": plan(self, shapes, dense, self.budget)})
 
     def schedule(self):
         return tfmot.sparsity.keras.PolynomialDecay(
@@ -90,7 +117,8 @@ class SparseDiff:
     def get_config(self):
         return {"compression": self.compression, "begin_step": self.begin_step,
                 "end_step": self.end_step, "frequency": self.frequency,
-                "value_dtype": self.value_dtype}
+                "value_dtype": self.value_dtype, "budget": self.budget,
+                "kept_fraction": self.kept_fraction}
 
     @classmethod
     def from_config(cls, config):
@@ -117,16 +145,21 @@ class SparseDiff:
 class HashDiff:
     """A multiplicative diff shared through K hash functions.
 
-    W'[p] = W[p] + |W[p]| * sum_k A[h_k(p)], with one table A per weight of
-    max(1, floor(N / compression)) float16 entries (half as many float32
-    ones), initialised to zero. The hash
-    (device/hashing.py) is reseeded per generation through `seed`.
+    W'[p] = W[p] + |W[p]| * sum_k A[h_k(p)], with one table A per weight,
+    initialised to zero. The tables are as large as the byte budget allows
+    (about 2N / compression float16 entries; `budget="nominal"`: the paper's
+    N / compression). The hash (device/hashing.py) is reseeded per
+    generation through `seed`.
 
     Args:
-        compression: nominal ratio N / table size.
+        compression: the byte budget: the saved file is at most
+            4N / compression bytes, headers and signature included.
         num_hashes: K, the number of hash functions.
         seed: generation seed of the hash functions, 0 <= seed < 2**32.
         value_dtype: how the table travels, "float16" or "float32".
+        budget: "wire" or "nominal", as for SparseDiff.
+        table_fraction: table entries per weight element, planned by
+            `tfdiff.wrap`; leave it None.
 
     Example:
 
@@ -141,7 +174,8 @@ class HashDiff:
 
     name = "hash"
 
-    def __init__(self, compression=10.0, num_hashes=3, seed=0, value_dtype="float16"):
+    def __init__(self, compression=10.0, num_hashes=3, seed=0, value_dtype="float16", budget="wire",
+                 table_fraction=None):
         self.compression = _check_compression(compression)
         self.num_hashes = _check_step("num_hashes", num_hashes, 1)
         if num_hashes > 255:
@@ -150,16 +184,26 @@ class HashDiff:
         if seed >= 2**32:
             raise ValueError(f"`seed` must be below 2**32. Received: seed={seed!r}")
         self.value_dtype = _check_value_dtype(value_dtype)
+        self.budget = _check_budget(budget)
+        self.table_fraction = _check_fraction("table_fraction", table_fraction)
 
     def table_size(self, num_weights):
-        # float16 tables of N/compression entries use half the byte budget,
-        # leaving the rest for headers; float32 tables get half as many.
+        if self.table_fraction is not None:
+            return max(1, int(num_weights * self.table_fraction))
+        # Unplanned: float16 tables of N/compression entries use half the
+        # byte budget, leaving the rest for headers.
         itemsize = np.dtype(self.value_dtype).itemsize
         return max(1, int(num_weights * 2 // (self.compression * itemsize)))
 
+    def planned(self, shapes, dense=None):
+        """A copy whose tables make a diff of `shapes` fit the budget."""
+        return type(self)(**{**self.get_config(),
+                             "table_fraction": plan(self, shapes, dense, self.budget)})
+
     def get_config(self):
         return {"compression": self.compression, "num_hashes": self.num_hashes,
-                "seed": self.seed, "value_dtype": self.value_dtype}
+                "seed": self.seed, "value_dtype": self.value_dtype, "budget": self.budget,
+                "table_fraction": self.table_fraction}
 
     @classmethod
     def from_config(cls, config):
@@ -232,9 +276,12 @@ def _registry():
 class HashedWeights(HashDiff):
     """HashedNets for the BLC baseline: W[p] = sum_k A[h_k(p)], no base at all.
 
-    `initial_table` starts A from a trained layer's weights: the mean of the
-    weights that hash to each entry, over the K functions, divided by K, so a
-    trained model is compressed from where it is rather than from scratch.
+    The tables are the model's weights, trained from scratch: `initial_table`
+    draws A so that each W[p] has the spread of the fresh layer's own
+    initialization (std(W) / sqrt(K) per entry, K entries summed).
+
+    Reference: Chen et al., "Compressing neural networks with the hashing
+    trick", ICML 2015.
     """
 
     name = "hashed"
@@ -244,18 +291,12 @@ class HashedWeights(HashDiff):
         return wrapper.add_weight(name=_diff_name(base) + "_hashed", shape=(self.table_size(size),),
                                   dtype=base.dtype, initializer="zeros", trainable=True)
 
-    def initial_table(self, weight):
-        """The table that starts the hashed layer near `weight`."""
+    def initial_table(self, weight, rng):
+        """A random table whose hashed weights spread like `weight`, a fresh initialization."""
         values = np.asarray(weight, dtype=np.float64).reshape(-1)
-        table_size = self.table_size(values.size)
-        positions = np.arange(values.size, dtype=np.uint32)
-        table = np.zeros(table_size)
-        for k in range(self.num_hashes):
-            slots = hash_positions(positions, self.seed, k, table_size)
-            sums = np.bincount(slots, weights=values, minlength=table_size)
-            counts = np.bincount(slots, minlength=table_size)
-            table += sums / np.maximum(counts, 1)
-        return (table / self.num_hashes ** 2).astype(np.float32)
+        scale = values.std() / np.sqrt(self.num_hashes)
+        mean = values.mean() / self.num_hashes
+        return (mean + scale * rng.standard_normal(self.table_size(values.size))).astype(np.float32)
 
     def effective(self, base, table, slots):
         return tf.reduce_sum(tf.gather(table, slots), axis=0)

@@ -52,6 +52,14 @@ def wrap(model, method, include=None, exclude=None):
                          f"layers of a subclassed model with DiffWrapper. Received: {model!r}")
     method = deserialize_method(method)
     selected = _selector(include, exclude)
+    # The budget is planned here, from the weights that will be diffed, so
+    # the diff that trains is the diff that ships: extract cuts nothing.
+    shapes = {name: tuple(v.shape) for name, v, layer in _weight_slots_with_layers(model)
+              if selected(layer)}
+    if not shapes:
+        raise ValueError("`include` / `exclude` leave no weighted layer to diff. Received: "
+                         f"include={include!r}, exclude={exclude!r}")
+    method = method.planned(shapes)
 
     def clone_layer(layer):
         if isinstance(layer, keras.Model):
@@ -205,6 +213,10 @@ def _wrappers(model):
 
 def _weight_slots(model):
     """(name, variable) of every base weight, in model order."""
+    return [(name, variable) for name, variable, _ in _weight_slots_with_layers(model)]
+
+
+def _weight_slots_with_layers(model):
     slots = []
     seen = set()
     for path, _, inner in _layers_with_paths(model):
@@ -212,7 +224,7 @@ def _weight_slots(model):
             continue
         seen.add(id(inner))
         variables = inner.base_weights if isinstance(inner, DiffWrapper) else inner.weights
-        slots += [(weight_name(path, i, v), v) for i, v in enumerate(variables)]
+        slots += [(weight_name(path, i, v), v, inner) for i, v in enumerate(variables)]
     return slots
 
 

@@ -25,6 +25,10 @@ class Utterance:
         return domain_of(self.action, self.object)
 
 
+def has_split(root, split):
+    return os.path.exists(os.path.join(root, "data", f"{split}_data.csv"))
+
+
 def load_split(root, split):
     """The utterances of `split` ("train", "valid" or "test") under corpus `root`."""
     path = os.path.join(root, "data", f"{split}_data.csv")

@@ -31,21 +31,21 @@ from .rnnt import word_error_rate
 SCALES = {
     "demo": dict(rnnt=dict(enc_layers=2, enc_units=96, pred_units=96, proj=96, embed_dim=32, joint_dim=96,
                            vocab_size=256, time_reduction=2), hours=2.0, speakers=30, batch=32, learning_rate=3e-3,
-                 flywheel=dict(generations=6, ratios=(10,), bl_steps=800, blc_steps=100, diff_steps=150)),
-    "paper": dict(rnnt=None, hours=None, speakers=None, batch=64, learning_rate=1e-3,
-                  flywheel=dict(generations=6, ratios=(10,), bl_steps=35000, blc_steps=15000, diff_steps=12000,
-                                diff_prune=(1000 / 12000, 11000 / 12000), blc_prune=(0.0, 1.0),
+                 flywheel=dict(generations=6, ratios=(10,), bl_steps=800, diff_steps=150)),
+    "paper": dict(rnnt={}, hours=None, speakers=None, batch=64, learning_rate=1e-3,
+                  flywheel=dict(generations=6, ratios=(10,), bl_steps=35000, diff_steps=12000,
+                                diff_prune=(1000 / 12000, 11000 / 12000), blc_prune=(20000 / 35000, 1.0),
                                 prune_frequency=100)),
     "tiny": dict(rnnt=dict(enc_layers=1, enc_units=16, pred_units=16, proj=16, embed_dim=8, joint_dim=16,
                            vocab_size=80), hours=0.01, speakers=4, batch=4, learning_rate=1e-3,
-                 flywheel=dict(generations=2, ratios=(4,), bl_steps=6, blc_steps=4, diff_steps=4,
+                 flywheel=dict(generations=2, ratios=(4,), bl_steps=6, diff_steps=4,
                                prune_frequency=1)),
 }
 TRAIN_SUBSETS = ("train-synth", "train-clean-100", "train-clean-360", "train-other-500")
 
 
 # -- data ----------------------------------------------------------------------
-def prepare_data(out, data_dir=None, synthetic=False, scale="demo"):
+def prepare_data(out, data_dir=None, synthetic=False, scale="demo", settings=None):
     """(train utterances, test utterances): --data as given, or a corpus synthesized in RUN_DIR/corpus."""
     if not data_dir:
         if not synthetic:
@@ -53,7 +53,8 @@ def prepare_data(out, data_dir=None, synthetic=False, scale="demo"):
         data_dir = os.path.join(out, "corpus")
         if not os.path.exists(os.path.join(data_dir, "test-synth")):
             from .synth import generate
-            generate(data_dir, SCALES[scale]["hours"], speakers=SCALES[scale]["speakers"])
+            settings = settings or SCALES[scale]
+            generate(data_dir, settings["hours"], speakers=settings["speakers"])
     subsets = [s for s in TRAIN_SUBSETS if os.path.isdir(os.path.join(data_dir, s))]
     if not subsets:
         raise FileNotFoundError(f"no training subset ({', '.join(TRAIN_SUBSETS)}) under {data_dir}")
@@ -134,7 +135,7 @@ class LibriTask:
     def convert(self, model, path):
         return device.convert(model, path, signatures=rnnt_model.signatures(model))
 
-    def train(self, model, gen, steps, callbacks, label):
+    def train(self, model, gen, steps, callbacks, label, learning_rate=None):
         chosen = self.subsets[gen]
 
         lengths = np.array([self.train_feats[i].shape[0] for i in chosen])
@@ -152,7 +153,7 @@ class LibriTask:
         dataset = shard_by_data(tf.data.Dataset.from_generator(examples, output_signature=spec)
                                 .padded_batch(self.batch).prefetch(2))
         trainer = rnnt_model.RnntTrainer(model)
-        schedule = HoldDecay(self.learning_rate, steps // 2, max(steps, 1) + 1)
+        schedule = HoldDecay(learning_rate or self.learning_rate, steps // 2, max(steps, 1) + 1)
         trainer.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=5.0))
         trainer.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0,
                     callbacks=list(callbacks) + [ProgressBar(steps, label)])
@@ -196,14 +197,15 @@ def length_bucketed(lengths, batch, rng, pool=32):
     return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
 
 
-def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0):
+def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0, settings=None):
+    """Data, features and vocabulary of a run: the LibriTask the flywheel drives (settings as for FSC)."""
     if scale not in SCALES:
         raise ValueError(f"--scale must be one of {sorted(SCALES)}. Received: {scale!r}")
     os.makedirs(os.path.join(out, "features"), exist_ok=True)
-    settings = SCALES[scale]
-    config = (rnnt_model.RnntConfig(**settings["rnnt"]) if settings["rnnt"] is not None
-              else rnnt_model.RnntConfig.paper())
-    root, train, test = prepare_data(out, data_dir, synthetic, scale)
+    settings = settings or SCALES[scale]
+    config = (rnnt_model.RnntConfig.paper(**settings["rnnt"]) if scale == "paper"
+              else rnnt_model.RnntConfig(**settings["rnnt"]))
+    root, train, test = prepare_data(out, data_dir, synthetic, scale, settings)
     train_feats = compute_features(train, os.path.join(out, "features", "train.npz"))
     test_feats = compute_features(test, os.path.join(out, "features", "test.npz"))
     vocab_path = os.path.join(out, "vocab.txt")
@@ -215,7 +217,8 @@ def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0):
     generations = settings["flywheel"]["generations"]
     fractions = [min(1.0, 0.5 + 0.1 * g) for g in range(generations)]
     with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump({"rnnt": config.get_config(), "scale": scale, "data": root, "seed": seed}, f, indent=2)
+        json.dump({"rnnt": config.get_config(), "scale": scale, "data": root, "seed": seed,
+                   "settings": settings}, f, indent=2)
     return LibriTask(train, test, train_feats, test_feats, Pieces(vocabulary), config, settings["batch"],
                      fractions, seed, settings["learning_rate"])
 

@@ -5,8 +5,8 @@
     OUT_DIR/test-synth/...   (other speakers)
 
 Sentences come from Debian's `fortunes` quotations (recipes/librispeech/
-text.py); speakers are espeak-ng voices with noise and gain, split
-speaker-disjoint (80 / 20). About H hours of training audio are written;
+text.py); speakers are espeak-ng and flite voices, perturbed
+(recipes/speech/synth.py), split voice-disjoint (80 / 20). About H hours of training audio are written;
 nothing is downloaded.
 """
 import argparse
@@ -18,7 +18,7 @@ import numpy as np
 import soundfile
 from tqdm import tqdm
 
-from recipes.speech.synth import SAMPLE_RATE, make_speakers, require_espeak, synthesize
+from recipes.speech.synth import SAMPLE_RATE, require_engines, speaker_splits, synthesize
 
 from .text import sentences
 
@@ -27,12 +27,11 @@ UTTERANCES_PER_CHAPTER = 20
 
 def generate(out_dir, hours, speakers=30, seed=0, test_fraction=0.2):
     """Write the corpus; returns {subset: (utterances, seconds)}."""
-    require_espeak()
+    require_engines(["espeak-ng", "flite"])
     if speakers < 2:
-        raise ValueError(f"need at least 2 speakers for a speaker-disjoint split, got {speakers}")
-    voices = make_speakers(speakers, seed=seed, prefix="")
+        raise ValueError(f"need at least 2 speakers for a speaker-disjoint split. Received: speakers={speakers}")
     n_test = max(1, round(test_fraction * speakers))
-    split = {"train-synth": voices[:-n_test], "test-synth": voices[-n_test:]}
+    split = speaker_splits({"train-synth": speakers - n_test, "test-synth": n_test}, seed=seed, prefix="")
     texts = sentences()
     random.Random(seed).shuffle(texts)
     budgets = {"train-synth": hours * 3600, "test-synth": max(hours * 3600 * test_fraction, 60)}

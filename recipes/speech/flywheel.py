@@ -5,8 +5,10 @@ Generation 0 trains the unconstrained model and converts it once: that
 grown data set:
 
 - BL: a fresh model, unconstrained;
-- BLC-{method}-{r}x: that BL model, trained from scratch, compressed to
-  the same byte budget and fine-tuned (tfdiff.compress_baseline);
+- BLC-{method}-{r}x: the paper's compressed baseline, a fresh model
+  trained from scratch for as many steps as BL, under the same byte budget
+  the whole time it matters (tfdiff.compress_baseline: magnitude pruning
+  late in training, or HashedNets);
 - Diff-{method}-{r}x: a diff learned on top of the model the device holds
   after the previous diffs of this chain, applied to the chain's .tflite
   with device.apply and evaluated there, with LiteRT;
@@ -27,20 +29,42 @@ import tfdiff
 from device.tflite import TFLiteFile
 from tfdiff import keras
 from tfdiff.baseline import compressed_nbytes
+from tfdiff.budget import budget_bytes
 
 
 class FlywheelConfig:
-    """What the flywheel trains: ratios, methods and step counts; `get_config` round-trips."""
+    """What the flywheel trains: ratios, methods and step counts; `get_config` round-trips.
+
+    Args:
+        generations: models in the chain, generation 0 included.
+        ratios: compressions (byte budgets 4N / ratio) of every method.
+        methods: "sparse" and / or "hash".
+        bl_steps: training steps of BL, and of BLC (trained from scratch too).
+        diff_steps: training steps of each diff.
+        diff_prune, blc_prune: the pruning window, as fractions of the
+            training's steps; the steps after it fine-tune the final mask.
+        diff_learning_rate: peak learning rate of the diffs (None: the
+            task's own); the diffs start at zero, so their scale is theirs.
+        budget: "wire" (fill the byte budget) or "nominal" (the paper's
+            N / ratio values), see tfdiff/budget.py.
+        num_hashes: K of the hash methods.
+        prune_frequency: steps between pruning-mask updates.
+    """
 
     def __init__(self, generations=4, ratios=(20, 40), methods=("sparse", "hash"), bl_steps=1000,
-                 blc_steps=400, diff_steps=400, diff_prune=(0.05, 0.55), blc_prune=(0.05, 0.6),
-                 num_hashes=3, prune_frequency=10):
+                 diff_steps=400, diff_prune=(0.05, 0.55), blc_prune=(0.3, 0.8), diff_learning_rate=None,
+                 budget="wire", num_hashes=3, prune_frequency=10):
         if generations < 2:
             raise ValueError(f"`generations` must be at least 2. Received: generations={generations}")
+        for name, window in (("diff_prune", diff_prune), ("blc_prune", blc_prune)):
+            if not 0 <= window[0] < window[1] <= 1:
+                raise ValueError(f"`{name}` must be (start, end) fractions, 0 <= start < end <= 1. "
+                                 f"Received: {name}={window!r}")
         self.generations, self.ratios, self.methods = generations, tuple(ratios), tuple(methods)
-        self.bl_steps, self.blc_steps, self.diff_steps = bl_steps, blc_steps, diff_steps
+        self.bl_steps, self.diff_steps = bl_steps, diff_steps
         self.diff_prune, self.blc_prune = tuple(diff_prune), tuple(blc_prune)
-        self.num_hashes, self.prune_frequency = num_hashes, prune_frequency
+        self.diff_learning_rate = diff_learning_rate
+        self.budget, self.num_hashes, self.prune_frequency = budget, num_hashes, prune_frequency
 
     def get_config(self):
         return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
@@ -53,8 +77,10 @@ class FlywheelConfig:
         if name == "sparse":
             begin, end = int(prune[0] * steps), max(int(prune[1] * steps), int(prune[0] * steps) + 1)
             return tfdiff.SparseDiff(compression=float(ratio), begin_step=begin, end_step=end,
-                                     frequency=max(1, min(self.prune_frequency, (end - begin) // 4)))
-        return tfdiff.HashDiff(compression=float(ratio), num_hashes=self.num_hashes, seed=seed)
+                                     frequency=max(1, min(self.prune_frequency, (end - begin) // 4)),
+                                     budget=self.budget)
+        return tfdiff.HashDiff(compression=float(ratio), num_hashes=self.num_hashes, seed=seed,
+                               budget=self.budget)
 
 
 class Flywheel:
@@ -62,10 +88,12 @@ class Flywheel:
 
     The task provides: `name`, `metric` ("accuracy" or "wer"), `describe(gen)`
     (JSON-able, e.g. the domains), `new_model(gen)`, `train(model, gen, steps,
-    callbacks, label)`, `evaluate(model, gen)`, and `evaluate_tflite(path, gen)`
-    returning (metric, {more fields for the row, e.g. latency_ms or rtf}); and
-    optionally `convert(model, path)` when its .tflite needs more than
-    `device.convert(model, path)` (signatures, for example).
+    callbacks, label, learning_rate=None)`, `evaluate(model, gen)`, and
+    `evaluate_tflite(path, gen)` returning (metric, {more fields for the row,
+    e.g. latency_ms or rtf}); and optionally `convert(model, path)` when its
+    .tflite needs more than `device.convert(model, path)` (signatures, for
+    example), and `robustness(model, gen)` returning {field: value} measured
+    on data no training saw (the FSC task: voices of an unseen synthesizer).
     """
 
     def __init__(self, task, config, run_dir, scale, strategy=None):
@@ -125,7 +153,8 @@ class Flywheel:
                 model = self.task.new_model(0)
                 self.task.train(model, 0, c.bl_steps, [], "gen 0 BL")
             model.save(self._model_path("BL", 0))
-            self._record(0, "BL", {metric: self.task.evaluate(model, 0), "train_seconds": time.time() - start})
+            self._record(0, "BL", {metric: self.task.evaluate(model, 0), **self._robustness(model, 0),
+                                   "steps": c.bl_steps, "train_seconds": time.time() - start})
         if not os.path.exists(base_tflite):
             getattr(self.task, "convert", device.convert)(self._load_model("BL", 0), base_tflite)
         if "BLinf" not in self._row(0):
@@ -143,10 +172,12 @@ class Flywheel:
                 model = self.task.new_model(gen)
                 self.task.train(model, gen, c.bl_steps, [], f"gen {gen} BL")
             model.save(self._model_path("BL", gen))
-            self._record(gen, "BL", {metric: self.task.evaluate(model, gen),
-                                     "train_seconds": time.time() - start})
+            self._record(gen, "BL", {metric: self.task.evaluate(model, gen), **self._robustness(model, gen),
+                                     "steps": c.bl_steps, "train_seconds": time.time() - start})
         if "BLinf" not in rows:
-            self._record(gen, "BLinf", {metric: self.task.evaluate(self._load_model("BL", 0), gen)})
+            static = self._load_model("BL", 0)
+            self._record(gen, "BLinf", {metric: self.task.evaluate(static, gen),
+                                        **self._robustness(static, gen)})
         for name in c.methods:
             for ratio in c.ratios:
                 key = f"BLC-{name}-{ratio}x"
@@ -156,17 +187,22 @@ class Flywheel:
                 if key not in rows:
                     self._record(gen, key, self._diff(gen, name, ratio, base_tflite))
 
+    def _robustness(self, model, gen):
+        return self.task.robustness(model, gen) if hasattr(self.task, "robustness") else {}
+
     def _blc(self, gen, name, ratio):
         c = self.config
         start = time.time()
-        method = c.method(name, ratio, c.blc_steps, c.blc_prune, seed=gen)
+        method = c.method(name, ratio, c.bl_steps, c.blc_prune, seed=gen)
         with self.strategy.scope():
-            blc = tfdiff.compress_baseline(self._load_model("BL", gen), method)
-            self.task.train(blc, gen, c.blc_steps, tfdiff.callbacks(blc), f"gen {gen} BLC-{name}-{ratio}x")
-        nbytes = compressed_nbytes(blc)
+            # A fresh model: BL's initialization, never BL's trained weights.
+            blc = tfdiff.compress_baseline(self.task.new_model(gen), method, seed=gen)
+            self.task.train(blc, gen, c.bl_steps, tfdiff.callbacks(blc), f"gen {gen} BLC-{name}-{ratio}x")
         plain = tfdiff.strip(blc)
-        return {self.task.metric: self.task.evaluate(plain, gen), "bytes": nbytes,
-                "train_seconds": time.time() - start}
+        params = sum(v.size for v in tfdiff.named_weights(plain).values())
+        return {self.task.metric: self.task.evaluate(plain, gen), **self._robustness(plain, gen),
+                "bytes": compressed_nbytes(blc), "budget_bytes": budget_bytes(params, ratio),
+                "trained_from": "scratch", "steps": c.bl_steps, "train_seconds": time.time() - start}
 
     def _diff(self, gen, name, ratio, base_tflite):
         c, key = self.config, f"Diff-{name}-{ratio}x"
@@ -175,7 +211,8 @@ class Flywheel:
         method = c.method(name, ratio, c.diff_steps, c.diff_prune, seed=gen)
         with self.strategy.scope():
             diff_model = tfdiff.wrap(previous, method)
-            self.task.train(diff_model, gen, c.diff_steps, tfdiff.callbacks(diff_model), f"gen {gen} {key}")
+            self.task.train(diff_model, gen, c.diff_steps, tfdiff.callbacks(diff_model), f"gen {gen} {key}",
+                            learning_rate=c.diff_learning_rate)
         diff = tfdiff.extract(diff_model, generation=gen)
         diff_path = os.path.join(self.run_dir, "diffs", f"{key}-g{gen}.tfdiff")
         diff.save(diff_path)
@@ -187,15 +224,17 @@ class Flywheel:
         if gen == 1 and not os.path.exists(device_model):
             shutil.copyfile(base_tflite, device_model)
         start = time.time()
-        device.apply(device_model, diff_path)
+        device.apply(device_model, diff_path, allow_unsigned=True)  # the server checks its own diff
         apply_seconds = time.time() - start
         value, extras = self.task.evaluate_tflite(device_model, gen)
         params = sum(v.size for v in tfdiff.named_weights(previous).values())
-        return {self.task.metric: value, "bytes": diff.nbytes, "budget_bytes": int(4 * params // ratio),
+        # bytes as saved (unsigned); the budget holds the 68-byte signature too.
+        return {self.task.metric: value, **self._robustness(folded, gen), "bytes": diff.nbytes,
+                "budget_bytes": budget_bytes(params, ratio),
                 "nominal_compression": round(diff.nominal_compression, 2),
-                "wire_compression": round(diff.wire_compression, 2), **extras,
-                "device_matches_fold": device_weights_equal(device_model, folded),
-                "keras_" + self.task.metric: self.task.evaluate(folded, gen),
+                "wire_compression": round(diff.wire_compression, 2), "cut_values": diff.cut_values,
+                **extras, "device_matches_fold": device_weights_equal(device_model, folded),
+                "keras_" + self.task.metric: self.task.evaluate(folded, gen), "steps": c.diff_steps,
                 "train_seconds": train_seconds, "apply_seconds": apply_seconds}
 
 

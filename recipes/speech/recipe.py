@@ -1,5 +1,6 @@
 """The part every recipe's run.py shares: the strategy, the flywheel, the report, the command line."""
 import argparse
+import json
 import time
 
 from .distribute import STRATEGIES, make_strategy, output_dir
@@ -11,7 +12,7 @@ def run(prepare, scales, out, data_dir=None, synthetic=False, scale="demo", seed
     """Prepare the recipe's task, run the flywheel, write the report; returns (results, table)."""
     distribution = make_strategy(strategy)
     out = output_dir(out, strategy)
-    task = prepare(out, data_dir, synthetic, scale, seed)
+    task = prepare(out, data_dir, synthetic, scale, seed, settings=scales[scale])
     flywheel = Flywheel(task, FlywheelConfig(**scales[scale]["flywheel"]), out, scale, distribution)
     results = flywheel.run()
     return results, write_report(results, out)
@@ -27,8 +28,42 @@ def main(run_recipe, prog, doc, data_help, scales, argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--strategy", default="default", choices=STRATEGIES,
                         help="tf.distribute strategy; multiworker reads TF_CONFIG")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override the scale's settings, e.g. flywheel.bl_steps=2000 "
+                             "flywheel.diff_learning_rate=0.01 (saved in RUN_DIR with the results)")
     args = parser.parse_args(argv)
+    try:
+        override(scales[args.scale], args.set)
+    except ValueError as e:
+        parser.error(str(e))
     start = time.time()
     _, table = run_recipe(args.out, args.data, args.synthetic, args.scale, args.seed, args.strategy)
     print(table)
     print(f"done in {time.time() - start:.0f} s; results in {args.out}/results.json, results.md, results.png")
+
+
+def override(settings, assignments):
+    """Apply "a.b=value" assignments to a nested settings dict; values are JSON or plain strings.
+
+    Example:
+
+    >>> settings = {"flywheel": {"bl_steps": 1000}}
+    >>> override(settings, ["flywheel.bl_steps=2000", "flywheel.diff_prune=[0.1, 0.5]"])
+    >>> settings
+    {'flywheel': {'bl_steps': 2000, 'diff_prune': [0.1, 0.5]}}
+    """
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE. Received: {assignment!r}")
+        *parents, leaf = key.split(".")
+        target = settings
+        for part in parents:
+            if not isinstance(target.get(part), dict):
+                raise ValueError(f"--set: no settings group {part!r} in {key!r}; groups: "
+                                 f"{sorted(k for k, v in target.items() if isinstance(v, dict))}")
+            target = target[part]
+        try:
+            target[leaf] = json.loads(raw)
+        except json.JSONDecodeError:
+            target[leaf] = raw

@@ -38,6 +38,31 @@ def markdown_table(results):
     for g in results["generations"][1:]:
         cells = [str(g["rows"].get(key, {}).get("bytes", "-")) for _, key in columns]
         lines.append(f"| {g['gen']} | " + " | ".join(cells) + " |")
+    robust = "unseen_engine_accuracy"
+    if any(robust in r for g in results["generations"] for r in g["rows"].values()):
+        lines += ["", "Robustness: accuracy (%) on the same phrases spoken by the voices of a synthesizer "
+                  "no training speaker used (festival):", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for g in results["generations"]:
+            rows = g["rows"]
+            size = len(g.get("domains", []))
+            cells = [str(g["gen"]), str(size), _fmt(rows.get("BL"), robust)]
+            cells += [_fmt(rows.get(key), robust) for _, key in columns] + [_fmt(rows.get("BLinf"), robust)]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Share of the byte budget used (file + 68-byte signature) / (4N / ratio), and the "
+              "nominal compression (N / stored values) of the Diff rows:", "",
+              "| Gen | " + " | ".join(title for title, _ in columns) + " |", "|---|" + "---|" * len(columns)]
+    for g in results["generations"][1:]:
+        cells = []
+        for _, key in columns:
+            row = g["rows"].get(key, {})
+            if "budget_bytes" not in row:
+                cells.append("-")
+                continue
+            signature = 68 if key.startswith("Diff") else 0
+            used = f"{100 * (row['bytes'] + signature) / row['budget_bytes']:.0f}%"
+            cells.append(used + (f" ({row['nominal_compression']:g}x)" if "nominal_compression" in row else ""))
+        lines.append(f"| {g['gen']} | " + " | ".join(cells) + " |")
     for field, title in (("rtf", "Real-time factor"), ("latency_ms", "LiteRT latency (ms per utterance)")):
         keyed = ["BLinf"] + [key for _, key in columns if key.startswith("Diff")]
         if any(field in g["rows"].get(key, {}) for g in results["generations"] for key in keyed):
@@ -62,7 +87,7 @@ def plot(results, path):
     metric = "accuracy" if results["task"] == "fsc" else "wer"
     gens = [g["gen"] for g in results["generations"]]
     keys = sorted({k for g in results["generations"] for k in g["rows"]})
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 6))
     for key in keys:
         points = [(g["gen"], 100 * g["rows"][key][metric]) for g in results["generations"]
                   if key in g["rows"] and metric in g["rows"][key]]
@@ -72,7 +97,8 @@ def plot(results, path):
     left.set_xlabel("generation")
     left.set_ylabel(f"{metric} (%)")
     left.set_xticks(gens)
-    left.legend(fontsize=7)
+    # Legends below the axes, so that they hide no line and no bar.
+    left.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     left.set_title(f"{results['task']}: {metric} per generation")
     diff_keys = [k for k in keys if k.startswith("Diff")]
     width = 0.8 / max(1, len(diff_keys))
@@ -85,7 +111,7 @@ def plot(results, path):
     right.set_xticks([g + width * (len(diff_keys) - 1) / 2 for g in updates], [str(g) for g in updates])
     right.set_xlabel("generation")
     right.set_ylabel("bytes per update")
-    right.legend(fontsize=7)
+    right.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     right.set_title("diff bytes on the wire")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

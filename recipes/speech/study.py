@@ -1,0 +1,149 @@
+"""Studies behind a recipe's settings: is BL converged, and which diff regime is best?
+
+    python -m recipes.fsc.study RUN_DIR curve [--steps 500 1000 2000 3000]
+    python -m recipes.fsc.study RUN_DIR diff [--steps 150 300] [--lr 0.003 0.01] [--window 0.05,0.55 ...]
+
+RUN_DIR is a run of the recipe (its corpus, features and config are reused).
+
+- `curve` trains BL from scratch at generation --gen (default 0) once per
+  step count, each with its own full learning-rate schedule, and reports
+  the test metric (and the robustness one) against steps: where more steps
+  stop helping is where BL has converged.
+- `diff` learns a generation-1 diff on top of the run's generation-0 BL
+  for every (steps, learning rate, pruning window) and reports the folded
+  model's metric (bit for bit the device's) beside BL's at generation 1.
+
+Each writes RUN_DIR/study-{curve,diff}.json and .md, and prints the table.
+"""
+import argparse
+import json
+import os
+import time
+
+import tfdiff
+from tfdiff import keras
+
+from .flywheel import FlywheelConfig
+from .recipe import override
+
+
+def bl_curve(task, run_dir, steps_list, gen=0):
+    rows = []
+    for steps in steps_list:
+        start = time.time()
+        model = task.new_model(gen)
+        task.train(model, gen, steps, [], f"curve {steps} steps")
+        row = {"steps": steps, task.metric: task.evaluate(model, gen), "train_seconds": time.time() - start}
+        if hasattr(task, "robustness"):
+            row.update(task.robustness(model, gen))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {"study": "curve", "gen": gen, "rows": rows}
+
+
+def diff_grid(task, run_dir, steps_list, learning_rates, windows, method="sparse", ratio=40, bl_steps=None):
+    base_path = os.path.join(run_dir, "models", "BL-g0.keras")
+    if os.path.exists(base_path):  # the run's own generation-0 model
+        base = keras.models.load_model(base_path, compile=False)
+    else:
+        base = task.new_model(0)
+        task.train(base, 0, bl_steps, [], "gen 0 BL")
+        os.makedirs(os.path.dirname(base_path), exist_ok=True)
+        base.save(base_path)
+    rows = []
+    for steps in steps_list:
+        for learning_rate in learning_rates:
+            for window in windows:
+                config = FlywheelConfig(diff_steps=steps, diff_prune=window)
+                start = time.time()
+                diff_model = tfdiff.wrap(base, config.method(method, ratio, steps, window, seed=1))
+                task.train(diff_model, 1, steps, tfdiff.callbacks(diff_model),
+                           f"diff {steps} steps lr {learning_rate} window {window}", learning_rate=learning_rate)
+                diff = tfdiff.extract(diff_model, generation=1)
+                folded = tfdiff.fold(base, diff)
+                row = {"steps": steps, "learning_rate": learning_rate, "window": list(window),
+                       task.metric: task.evaluate(folded, 1), "bytes": diff.nbytes,
+                       "train_seconds": time.time() - start}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return {"study": "diff", "method": method, "ratio": ratio, "rows": rows,
+            "BL_gen1": _bl_gen1(task, run_dir, bl_steps)}
+
+
+def _bl_gen1(task, run_dir, bl_steps):
+    """BL's metric at generation 1: the run's, or a BL trained here for the comparison."""
+    try:
+        with open(os.path.join(run_dir, "results.json")) as f:
+            return json.load(f)["generations"][1]["rows"]["BL"][task.metric]
+    except (OSError, KeyError, IndexError):
+        model = task.new_model(1)
+        task.train(model, 1, bl_steps, [], "gen 1 BL")
+        return task.evaluate(model, 1)
+
+
+def markdown(result, metric):
+    """The study's table; metrics in %."""
+    if result["study"] == "curve":
+        extra = [k for k in result["rows"][0] if k.endswith("_accuracy") or k.endswith("_wer")]
+        head = ["BL steps", metric] + extra + ["train s"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in result["rows"]:
+            lines.append("| " + " | ".join([str(row["steps"]), f"{100 * row[metric]:.1f}"]
+                                           + [f"{100 * row[k]:.1f}" for k in extra]
+                                           + [f"{row['train_seconds']:.0f}"]) + " |")
+        return "\n".join(lines)
+    head = ["diff steps", "learning rate", "pruning window", metric, "bytes", "train s"]
+    lines = [f"{result['method']} {result['ratio']}x at generation 1; BL at generation 1: "
+             + (f"{100 * result['BL_gen1']:.1f}" if result["BL_gen1"] is not None else "not run"), "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in result["rows"]:
+        rate = "task's" if row["learning_rate"] is None else f"{row['learning_rate']:g}"
+        lines.append(f"| {row['steps']} | {rate} | {row['window'][0]:g}-{row['window'][1]:g} | "
+                     f"{100 * row[metric]:.1f} | {row['bytes']} | {row['train_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def task_scale(run_dir):
+    with open(os.path.join(run_dir, "config.json")) as f:
+        return json.load(f)["scale"]
+
+
+def main(prepare, load_task, scales, prog, argv=None):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", help="a run directory of the recipe (made, synthetic, if it does not exist)")
+    parser.add_argument("--scale", default="demo", choices=sorted(scales),
+                        help="the scale of a new run directory")
+    parser.add_argument("study", choices=("curve", "diff"))
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override the scale's settings, as for the recipe's run")
+    parser.add_argument("--steps", type=int, nargs="+", help="step counts to try")
+    parser.add_argument("--gen", type=int, default=0, help="curve: the generation whose BL is trained")
+    parser.add_argument("--lr", type=float, nargs="+", default=[None],
+                        help="diff: peak learning rates (default: the task's)")
+    parser.add_argument("--window", nargs="+", default=["0.05,0.55"],
+                        help="diff: pruning windows START,END as fractions of the steps")
+    parser.add_argument("--method", default="sparse", choices=("sparse", "hash"))
+    parser.add_argument("--ratio", type=int, default=40)
+    parser.add_argument("--bl-steps", type=int, default=None,
+                        help="diff: steps of the generation-0 BL, if the run has none (default: the scale's)")
+    args = parser.parse_args(argv)
+    if os.path.exists(os.path.join(args.run_dir, "config.json")):
+        override(scales[task_scale(args.run_dir)], args.set)
+        task = load_task(args.run_dir)
+    else:
+        override(scales[args.scale], args.set)
+        task = prepare(args.run_dir, synthetic=True, scale=args.scale, settings=scales[args.scale])
+    if args.study == "curve":
+        result = bl_curve(task, args.run_dir, args.steps or [500, 1000, 2000, 3000], args.gen)
+    else:
+        windows = [tuple(float(x) for x in w.split(",")) for w in args.window]
+        result = diff_grid(task, args.run_dir, args.steps or [150, 300], args.lr, windows, args.method,
+                           args.ratio, args.bl_steps or scales[task_scale(args.run_dir)]["flywheel"]["bl_steps"])
+    table = markdown(result, task.metric)
+    name = os.path.join(args.run_dir, f"study-{args.study}")
+    with open(name + ".json", "w") as f:
+        json.dump(result, f, indent=2)
+    with open(name + ".md", "w") as f:
+        f.write(table + "\n")
+    print(table)
