@@ -281,13 +281,17 @@ def _check_entries(diff, weight_map):
 def _elements(model, weight_map, name):
     """Index in the file, counted in float32s, of every element of a weight, in Keras order."""
     shape = weight_map.shape(name)
-    elements = np.empty(int(np.prod(shape, dtype=np.int64)), dtype=np.int64)
-    for segment in weight_map.segments(name):
-        start, length = model.buffer_ranges[segment.buffer]
-        if 4 * (segment.offset + segment.count) > length or start % 4:
-            raise ModelFormatError(f"weight map of {name} does not fit buffer {segment.buffer}")
+    size = int(np.prod(shape, dtype=np.int64))
+    elements = np.empty(size, dtype=np.int64)
+    seen = np.zeros(size, dtype=bool)
+    for segment in weight_map.segments(name):  # bounds and overlaps: TFLiteFile.weight_map checked them
+        start, _ = model.buffer_ranges[segment.buffer]
         first = start // 4 + segment.offset
-        elements[segment.keras_indices()] = np.arange(first, first + segment.count)
+        keys = segment.keras_indices()
+        elements[keys] = np.arange(first, first + segment.count)
+        seen[keys] = True
+    if not seen.all():  # counts sum to size, so this proves each element is mapped exactly once
+        raise ModelFormatError(f"weight map of {name} maps some elements twice and others never")
     return elements
 
 

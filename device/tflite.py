@@ -26,6 +26,9 @@ _BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 4, 6, 8
 _METADATA_NAME, _METADATA_BUFFER = 4, 6
 
 
+MAX_MAP_BYTES = 64 << 20
+
+
 class ModelFormatError(ValueError):
     """A file that is not a .tflite model tfdiff can patch."""
 
@@ -47,8 +50,8 @@ class TFLiteFile:
             self.metadata = {self._string(t, _METADATA_NAME):
                              t.Get(number_types.Uint32Flags, t.Pos + t.Offset(_METADATA_BUFFER))
                              for t in self._tables(_MODEL_METADATA)}
-        except (IndexError, ValueError, OverflowError) as e:  # struct errors are ValueErrors
-            raise ModelFormatError(f"malformed .tflite flatbuffer: {e}") from None
+        except (IndexError, ValueError, OverflowError, TypeError, AttributeError) as e:  # struct.error too
+            raise ModelFormatError(f"malformed .tflite flatbuffer: {type(e).__name__}: {e}") from None
         for start, length in self.buffer_ranges:
             if start < 0 or start + length > len(data):
                 raise ModelFormatError("malformed .tflite flatbuffer: a buffer lies outside the file")
@@ -83,10 +86,41 @@ class TFLiteFile:
         if WEIGHT_MAP_NAME not in self.metadata:
             raise ModelFormatError("model has no tfdiff weight map: convert it with "
                                    "`python -m device convert`")
+        index = self.metadata[WEIGHT_MAP_NAME]
+        if not 0 <= index < len(self.buffer_ranges):
+            raise ModelFormatError(f"model's tfdiff weight map names buffer {index}, which does not exist")
         try:
-            return WeightMap.from_bytes(bytes(self.buffer_bytes(self.metadata[WEIGHT_MAP_NAME])))
-        except (ValueError, KeyError, TypeError, zlib.error) as e:
+            weight_map = WeightMap.from_bytes(bytes(self.buffer_bytes(index)))
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, zlib.error) as e:
             raise ModelFormatError(f"model's tfdiff weight map is unreadable: {e}") from None
+        self._check(weight_map)
+        return weight_map
+
+    def _check(self, weight_map):
+        """Every segment inside a weight buffer, each weight's elements counted once, no overlaps."""
+        spans = []
+        for name in weight_map.names():
+            shape = weight_map.shape(name)
+            if any(not isinstance(d, int) or d < 0 for d in shape):
+                raise ModelFormatError(f"weight map: {name} has shape {shape}")
+            size = int(np.prod(shape, dtype=np.int64))
+            segments = weight_map.segments(name)
+            if sum(s.count for s in segments) != size:
+                raise ModelFormatError(f"weight map: the segments of {name} do not hold its {size} elements")
+            for s in segments:
+                if not 0 <= s.buffer < len(self.buffer_ranges):
+                    raise ModelFormatError(f"weight map: {name} names buffer {s.buffer}, which does not exist")
+                start, length = self.buffer_ranges[s.buffer]
+                if s.offset < 0 or s.count < 0 or 4 * (s.offset + s.count) > length or start % 4:
+                    raise ModelFormatError(f"weight map: a segment of {name} lies outside buffer {s.buffer}")
+                low, high = s.key_range()
+                if s.count and (low < 0 or high >= size):
+                    raise ModelFormatError(f"weight map: a segment of {name} points outside its shape")
+                spans.append((start + 4 * s.offset, start + 4 * (s.offset + s.count), name))
+        spans.sort()
+        for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
+            if begin < end:
+                raise ModelFormatError(f"weight map: {first} and {second} overlap in the file")
 
 
 class Segment:
@@ -101,6 +135,18 @@ class Segment:
         self.buffer, self.offset, self.count = int(buffer), int(offset), int(count)
         self.start, self.dims, self.strides = int(start), tuple(dims), tuple(strides)
         self.index = index
+
+    def key_range(self):
+        """(lowest, highest) Keras element of the run, without enumerating it."""
+        if self.index is not None:
+            if self.index.size != self.count:
+                return -1, -1
+            return (int(self.index.min()), int(self.index.max())) if self.count else (0, 0)
+        if int(np.prod(self.dims, dtype=np.int64)) != self.count or any(d < 1 for d in self.dims):
+            return -1, -1
+        low = self.start + sum(min(0, (d - 1) * s) for d, s in zip(self.dims, self.strides))
+        high = self.start + sum(max(0, (d - 1) * s) for d, s in zip(self.dims, self.strides))
+        return low, high
 
     def keras_indices(self):
         if self.index is not None:
@@ -171,7 +217,12 @@ class WeightMap:
 
     @classmethod
     def from_bytes(cls, data):
-        doc = json.loads(zlib.decompress(data))
+        # Capped: a crafted map cannot inflate past 64 MiB (a zlib bomb).
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(data, MAX_MAP_BYTES)
+        if inflater.unconsumed_tail:
+            raise ValueError(f"weight map inflates past {MAX_MAP_BYTES} bytes")
+        doc = json.loads(raw)
         if doc.get("version") != cls.VERSION:
             raise ValueError(f"weight map version {doc.get('version')} is not supported")
         return cls({w["name"]: (tuple(w["shape"]), [Segment.from_json(s) for s in w["segments"]])

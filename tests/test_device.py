@@ -433,3 +433,74 @@ def test_planted_symlinks_are_never_followed(world, tmp_path):
 def test_recover_of_a_missing_model_is_an_error(tmp_path):
     proc = run_cli("recover", tmp_path / "missing.tflite")
     assert proc.returncode == 1 and "does not exist" in proc.stderr
+
+
+def _mutations(data, count, seed):
+    """Random damage to a file: flipped bytes, overwritten words, truncation, appended junk."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        damaged = bytearray(data)
+        kind = rng.integers(4)
+        if kind == 0:
+            for position in rng.integers(0, len(damaged), size=rng.integers(1, 8)):
+                damaged[position] ^= 1 << int(rng.integers(8))
+        elif kind == 1:  # a plausible-looking integer somewhere: offsets, lengths, indices
+            position = int(rng.integers(0, len(damaged) - 4))
+            damaged[position:position + 4] = int(rng.choice([0, 1, 2**31 - 1, 2**32 - 1, len(data)])).to_bytes(4, "little")
+        elif kind == 2:
+            damaged = damaged[:int(rng.integers(0, len(damaged)))]
+        else:
+            damaged += bytes(rng.integers(0, 256, size=int(rng.integers(1, 64)), dtype=np.uint8))
+        yield bytes(damaged)
+
+
+@pytest.mark.slow
+def test_damaged_models_and_diffs_fail_with_one_line_and_change_nothing(world, tmp_path):
+    """Fuzzing in process: every failure is a one-line ValueError (DiffFormatError,
+    ModelFormatError, ApplyError, SignatureError), never another exception, and a failed
+    apply leaves the model's bytes as they were."""
+    tmp, _, _ = world
+    model_bytes = (tmp / "base.tflite").read_bytes()
+    diff_bytes = (tmp / "hash-unsigned.tfdiff").read_bytes()
+    model, diff = tmp_path / "model.tflite", tmp_path / "d.tfdiff"
+    outcomes = {"refused": 0, "applied": 0}
+    cases = [(m, diff_bytes) for m in _mutations(model_bytes, 150, 1)]
+    cases += [(model_bytes, d) for d in _mutations(diff_bytes, 150, 2)]
+    for model_data, diff_data in cases:
+        model.write_bytes(model_data)
+        diff.write_bytes(diff_data)
+        for leftover in tmp_path.glob("model.tflite.tfdiff-*"):
+            leftover.unlink()
+        try:
+            applier.apply(model, diff, allow_unsigned=True)
+            outcomes["applied"] += 1
+        except ValueError as e:
+            assert "\n" not in str(e)
+            assert model.read_bytes() == model_data
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 200 and sum(outcomes.values()) == len(cases)
+
+
+def test_a_crafted_weight_map_cannot_reach_outside_the_weights(world, tmp_path):
+    from device.tflite import ModelFormatError, Segment, TFLiteFile, WeightMap
+    tmp, _, _ = world
+    data = (tmp / "base.tflite").read_bytes()
+    model = TFLiteFile(data)
+    good = model.weight_map()
+    name = good.names()[0]
+    first = good.segments(name)[0]
+    crafted = {
+        "negative offset": {name: (good.shape(name), [Segment(first.buffer, -1, first.count, first.start,
+                                                              first.dims, first.strides)])},
+        "missing buffer": {name: (good.shape(name), [Segment(-1, 0, first.count, first.start, first.dims,
+                                                             first.strides)])},
+        "overlap": {name: (good.shape(name), good.segments(name)),
+                    name + "~twin": (good.shape(name), good.segments(name))},
+    }
+    messages = {"negative offset": "outside buffer", "missing buffer": "does not exist", "overlap": "overlap"}
+    for label, weights in crafted.items():
+        with pytest.raises(ModelFormatError, match=messages[label]):
+            model._check(WeightMap(weights))
+    bomb = __import__("zlib").compress(b" " * (80 << 20), 9)
+    with pytest.raises(ValueError, match="inflates past"):
+        WeightMap.from_bytes(bomb)

@@ -1,0 +1,44 @@
+"""Regenerate the golden files: python -m tests.golden.make (only for an intended format change).
+
+A tiny model (Embedding, LSTM, Dense) converted to .tflite, one sparse and one
+hash diff for it, and the .tflite each diff patches it into. tests/test_golden.py
+checks that today's code reads, writes and applies them byte for byte.
+"""
+import os
+import shutil
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def make():
+    import device
+    import tfdiff
+    from tfdiff import keras
+
+    keras.utils.set_random_seed(7)
+    tokens = keras.Input((5,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(30, 8, name="embed")(tokens)
+    x = keras.layers.LSTM(12, name="lstm")(x)
+    model = keras.Model(tokens, keras.layers.Dense(4, name="out")(x))
+    device.convert(model, os.path.join(HERE, "base.tflite"))
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 30, size=(64, 5)).astype("int32")
+    y = rng.normal(size=(64, 4)).astype("float32")
+    for name, method in (("sparse", tfdiff.SparseDiff(compression=4.0, begin_step=0, end_step=8, frequency=2)),
+                         ("hash", tfdiff.HashDiff(compression=4.0, num_hashes=2, seed=3))):
+        diff_model = tfdiff.wrap(model, method)
+        diff_model.compile(keras.optimizers.Adam(0.01), "mse")
+        diff_model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=tfdiff.callbacks(diff_model))
+        diff = tfdiff.extract(diff_model, generation=1)
+        diff.save(os.path.join(HERE, f"{name}.tfdiff"))
+        patched = os.path.join(HERE, f"{name}-patched.tflite")
+        shutil.copyfile(os.path.join(HERE, "base.tflite"), patched)
+        device.apply(patched, os.path.join(HERE, f"{name}.tfdiff"), allow_unsigned=True)
+        os.unlink(patched + ".tfdiff-state")
+        os.unlink(patched + ".tfdiff-lock")
+
+
+if __name__ == "__main__":
+    make()
