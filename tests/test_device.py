@@ -1,4 +1,5 @@
-"""The device applier against the converter, LiteRT and crashes."""
+"""The device applier against the converter, LiteRT and crashes (slow: every test trains
+or converts through the shared fixture; tests/test_golden.py is the fast check of apply)."""
 import hashlib
 import os
 import signal
@@ -17,6 +18,7 @@ from device.tflite import TFLiteFile
 from tfdiff import keras
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow
 
 
 def every_layer_model(seed=0):
@@ -330,7 +332,6 @@ def digest(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["journal-written", "journal-committed", "half-written", "model-written"])
 def test_killed_at_each_stage_leaves_old_or_finishes_new(world, tmp_path, stage):
     tmp, _, _ = world
@@ -354,7 +355,6 @@ def test_killed_at_each_stage_leaves_old_or_finishes_new(world, tmp_path, stage)
     assert digest(model) == new
 
 
-@pytest.mark.slow
 def test_sigkill_at_random_instants(world, tmp_path):
     tmp, _, _ = world
     model = tmp_path / "device.tflite"
@@ -378,7 +378,6 @@ def test_sigkill_at_random_instants(world, tmp_path):
     assert outcomes <= {old, new}
 
 
-@pytest.mark.slow
 def test_device_runs_in_a_venv_without_tensorflow(world, tmp_path):
     tmp, _, _ = world
     venv = tmp_path / "venv"
@@ -403,7 +402,6 @@ def test_device_runs_in_a_venv_without_tensorflow(world, tmp_path):
     assert imported.stdout.strip() == "[]", imported.stderr
 
 
-@pytest.mark.slow
 def test_bench_reports_latency_and_apply_cost(world):
     tmp, _, _ = world
     from device import bench
@@ -454,7 +452,6 @@ def _mutations(data, count, seed):
         yield bytes(damaged)
 
 
-@pytest.mark.slow
 def test_damaged_models_and_diffs_fail_with_one_line_and_change_nothing(world, tmp_path):
     """Fuzzing in process: every failure is a one-line ValueError (DiffFormatError,
     ModelFormatError, ApplyError, SignatureError), never another exception, and a failed
@@ -488,12 +485,12 @@ def test_a_crafted_weight_map_cannot_reach_outside_the_weights(world, tmp_path):
     model = TFLiteFile(data)
     good = model.weight_map()
     name = good.names()[0]
-    first = good.segments(name)[0]
+    first, rest = good.segments(name)[0], good.segments(name)[1:]
     crafted = {
         "negative offset": {name: (good.shape(name), [Segment(first.buffer, -1, first.count, first.start,
-                                                              first.dims, first.strides)])},
+                                                              first.dims, first.strides)] + rest)},
         "missing buffer": {name: (good.shape(name), [Segment(-1, 0, first.count, first.start, first.dims,
-                                                             first.strides)])},
+                                                             first.strides)] + rest)},
         "overlap": {name: (good.shape(name), good.segments(name)),
                     name + "~twin": (good.shape(name), good.segments(name))},
     }

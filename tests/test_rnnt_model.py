@@ -28,6 +28,7 @@ def train(model, epochs, callbacks=()):
     return history.history["loss"]
 
 
+@pytest.mark.slow
 def test_patched_tflite_decodes_like_the_folded_keras_model(tmp_path):
     keras.utils.set_random_seed(0)
     base = rnnt_model.build_rnnt(CONFIG)

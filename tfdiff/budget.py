@@ -59,8 +59,8 @@ def plan(method, shapes, dense=None, budget="wire"):
 
     >>> from tfdiff import SparseDiff
     >>> fraction = plan(SparseDiff(compression=20.0), {"dense/0/kernel": (512, 512)})
-    >>> round(fraction * 20, 2)
-    1.3
+    >>> round(fraction * 20, 2)  # 1.31 N / compression values fit, not N / compression
+    1.31
     """
     if budget not in BUDGETS:
         raise ValueError(f"`budget` must be one of {BUDGETS}. Received: budget={budget!r}")

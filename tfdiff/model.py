@@ -42,7 +42,7 @@ def wrap(model, method, include=None, exclude=None):
 
     >>> import tfdiff
     >>> from tfdiff import keras
-    >>> base = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="out")])
+    >>> base = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, name="out")])
     >>> diff_model = tfdiff.wrap(base, tfdiff.HashDiff(compression=4.0))
     >>> [type(layer).__name__ for layer in diff_model.layers]
     ['DiffWrapper']
