@@ -10,6 +10,7 @@ each of its elements lives in the buffers (docs/FORMAT.md).
 """
 import base64
 import json
+import struct
 import zlib
 
 import flatbuffers
@@ -50,7 +51,7 @@ class TFLiteFile:
             self.metadata = {self._string(t, _METADATA_NAME):
                              t.Get(number_types.Uint32Flags, t.Pos + t.Offset(_METADATA_BUFFER))
                              for t in self._tables(_MODEL_METADATA)}
-        except (IndexError, ValueError, OverflowError, TypeError, AttributeError) as e:  # struct.error too
+        except (IndexError, ValueError, OverflowError, TypeError, AttributeError, struct.error) as e:
             raise ModelFormatError(f"malformed .tflite flatbuffer: {type(e).__name__}: {e}") from None
         for start, length in self.buffer_ranges:
             if start < 0 or start + length > len(data):
@@ -91,7 +92,7 @@ class TFLiteFile:
             raise ModelFormatError(f"model's tfdiff weight map names buffer {index}, which does not exist")
         try:
             weight_map = WeightMap.from_bytes(bytes(self.buffer_bytes(index)))
-        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, zlib.error) as e:
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, struct.error, zlib.error) as e:
             raise ModelFormatError(f"model's tfdiff weight map is unreadable: {e}") from None
         self._check(weight_map)
         return weight_map

@@ -235,3 +235,39 @@ def test_compress_baseline_trains_a_fresh_model_under_the_budget(method):
         assert 0.55 < np.mean(kernel == 0) < 0.75
     else:
         assert len(np.unique(kernel)) <= kernel.size // 2
+
+
+def _mixed_model(seed=0):
+    """About 7k parameters: Embedding + GRU and Conv1D + BiLSTM + LSTM branches."""
+    keras.utils.set_random_seed(seed)
+    tokens = keras.Input((6,), dtype="int32")
+    feats = keras.Input((8, 6))
+    a = keras.layers.GRU(16, name="gru")(keras.layers.Embedding(100, 8, name="embed")(tokens))
+    b = keras.layers.Conv1D(8, 3, padding="same", name="conv")(feats)
+    b = keras.layers.Bidirectional(keras.layers.LSTM(10, return_sequences=True), name="bilstm")(b)
+    b = keras.layers.LSTM(20, name="lstm")(b)
+    out = keras.layers.Dense(5, name="out")(keras.layers.Concatenate()([a, b]))
+    return keras.Model([tokens, feats], out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", [tfdiff.SparseDiff(compression=20.0, begin_step=0, end_step=12, frequency=3),
+                                    tfdiff.HashDiff(compression=20.0)], ids=["sparse", "hash"])
+def test_a_small_mixed_model_ships_the_diff_it_trained(method):
+    """The budget is planned before training: at 20x a 6.7k-parameter model's diff fits with
+    nothing cut, and the folded model is the trained one up to float16 rounding."""
+    base = _mixed_model()
+    params = sum(v.size for v in tfdiff.named_weights(base).values())
+    assert 6000 < params < 7500
+    diff_model = tfdiff.wrap(base, method)
+    rng = np.random.default_rng(0)
+    x = [rng.integers(0, 100, size=(96, 6)).astype("int32"), rng.normal(size=(96, 8, 6)).astype("float32")]
+    y = rng.normal(size=(96, 5)).astype("float32")
+    diff_model.compile(keras.optimizers.Adam(0.01), "mse")
+    diff_model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=tfdiff.callbacks(diff_model))
+    diff = tfdiff.extract(diff_model, generation=1)
+    assert diff.cut_values == 0 and diff.nbytes + 68 <= 4 * params / 20
+    trained = tfdiff.strip(diff_model)(x).numpy()
+    folded = tfdiff.fold(base, diff)(x).numpy()
+    assert np.abs(trained - folded).max() < 1e-2
+    assert np.abs(trained - base(x).numpy()).max() > 1e-2  # the diff did change the model

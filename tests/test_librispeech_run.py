@@ -1,10 +1,11 @@
 """A tiny LibriSpeech flywheel: two generations, a few steps, the device path checked."""
-import pytest
 import json
 import os
 
+import pytest
 
 pytestmark = pytest.mark.slow
+
 
 def test_tiny_run_end_to_end(tmp_path):
     from recipes.librispeech import run as libri_run
@@ -17,7 +18,8 @@ def test_tiny_run_end_to_end(tmp_path):
     assert gen0["hours"] <= gen1["hours"]
     assert {"BL", "BLC-sparse-4x", "BLC-hash-4x", "Diff-sparse-4x", "Diff-hash-4x"} <= set(gen1["rows"])
     for key, row in gen1["rows"].items():
-        assert row["wer"] >= 0, key
+        if key.startswith("BLC"):
+            assert row["trained_from"] == "scratch" and row["steps"] == saved["flywheel"]["bl_steps"], key
         if key.startswith("Diff"):
             assert row["bytes"] <= row["budget_bytes"] and row["rtf"] > 0
             # The patched .tflite holds the folded model's bits and decodes the test set identically.
@@ -30,6 +32,7 @@ def test_tiny_run_end_to_end(tmp_path):
     from recipes.librispeech import decode
     decoded = decode.decode_run(str(out), width=2, limit=2)
     assert set(decoded["models"]) == {"BLinf", "Diff-sparse-4x", "Diff-hash-4x"}
-    assert all(row["wer"] >= 0 and row["rtf"] > 0 for row in decoded["models"].values())
+    assert all(row["rtf"] > 0 for row in decoded["models"].values())
+    assert decoded["utterances"] == 2 and decoded["beam"] == 2
     assert decoded["models"]["Diff-sparse-4x"]["gen"] == 1
     assert os.path.exists(out / "decode-beam2.json") and "| BLinf | 0 |" in decode.table(decoded)
