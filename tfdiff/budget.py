@@ -24,7 +24,7 @@ from device.format import FILE_OVERHEAD_BYTES, SIGNATURE_BYTES, entry_header_byt
 BUDGETS = ("wire", "nominal")
 # Magnitude pruning does not spread kept values evenly, so long gaps are a
 # little likelier than at uniform density; this share of the budget is left
-# for them (measured: the FSC demo's diffs land at 97-99 % of the budget).
+# for them (measured: the FSC demo's diffs land at 98-99 % of the budget).
 _GAP_SLACK = 0.015
 
 
@@ -41,12 +41,12 @@ def plan(method, shapes, dense=None, budget="wire"):
     """The kept (sparse) or table (hash) fraction that makes the file fit its budget.
 
     Args:
-        method: "sparse" or "hash".
+        method: a SparseDiff or HashDiff (or BLC's HashedWeights); its
+            compression and value_dtype set the budget and value bytes.
         shapes: {weight name: shape} of the weights the method compresses.
         dense: {weight name: shape} of weights that travel whole (BLC's
             unprunable biases, say): they count in N and cost every value.
         budget: "wire" or "nominal" (see the module docstring).
-        compression and value bytes come from `method`'s attributes.
 
     Returns:
         a float in (0, 1].
