@@ -50,9 +50,11 @@ def compress_baseline(model, method, seed=0):
     method = deserialize_method(method)
     if isinstance(method, SparseDiff):
         shapes, dense = {}, {}
+        pruned = {}  # layer id -> ids of the weights tfmot prunes in it, asked once per layer
         for name, variable, layer in _weight_slots_with_layers(model):
-            prunable = _prunable(layer) and any(variable is w for w in _prunable_weights(layer))
-            (shapes if prunable else dense)[name] = tuple(variable.shape)
+            if id(layer) not in pruned:
+                pruned[id(layer)] = {id(w) for w in _prunable_weights(layer)} if _prunable(layer) else set()
+            (shapes if id(variable) in pruned[id(layer)] else dense)[name] = tuple(variable.shape)
         schedule = method.planned(shapes, dense).schedule()
 
         def clone_layer(layer):
