@@ -1,9 +1,13 @@
 """tfdiff: learn small, budgeted diffs between speech model generations.
 
-Every pin below is the set measured to install together on Python 3.11
-(see ../shared/NOTES.md and the README's "Versions" section); the exact
-transitive set is frozen in requirements.lock, which scripts/setup uses as
-pip constraints.
+    pip install .            the device: numpy, flatbuffers, cryptography (no TensorFlow)
+    pip install ".[train]"   the server: TensorFlow, tf_keras, tfmot, LiteRT, ...
+
+The train extra gives compatible ranges around the set measured to install
+together on Python 3.11 (the README's "Versions"); requirements.lock freezes
+that exact transitive set, and scripts/setup uses it as pip constraints. The
+recipes and benchmarks are run from the checkout (`python -m recipes.fsc.run`),
+as icefall's are, and are not installed.
 """
 from setuptools import find_packages, setup
 
@@ -21,8 +25,7 @@ setup(
     license="Apache-2.0",
     description="Learned, budgeted neural diffs for on-device speech models",
     python_requires=">=3.9",
-    packages=find_packages(include=["tfdiff", "tfdiff.*", "device", "device.*",
-                                    "recipes", "recipes.*", "benchmarks", "benchmarks.*"]),
+    packages=find_packages(include=["tfdiff", "tfdiff.*", "device", "device.*"]),
     # A plain install is what a device needs; the server's training stack is
     # the "train" extra, so `pip install .[device]` on a Pi pulls no TensorFlow.
     install_requires=DEVICE,
@@ -30,18 +33,18 @@ setup(
         "device": DEVICE + ["ai-edge-litert>=1.0"],
         "train": [
             # 2.21 is the newest release with a matching tf-keras and tfmot.
-            "tensorflow==2.21.0",
-            # tfmot only speaks the Keras 2 API; tfdiff selects tf_keras itself.
-            "tf-keras==2.21.0",
+            "tensorflow>=2.21,<2.22",
+            # tfmot only speaks the Keras 2 API; tfdiff imports tf_keras itself.
+            "tf-keras>=2.21,<2.22",
             # PolynomialDecay schedule and magnitude pruning of the diff variables.
-            "tensorflow-model-optimization==0.8.1",
+            "tensorflow-model-optimization>=0.8.1,<0.9",
             # Only its pure-TF audio functions (spectrogram, melscale, masks): the
             # compiled kernels of 0.37.1 do not load on TF 2.21.
-            "tensorflow-io==0.37.1",
+            "tensorflow-io>=0.37.1,<0.38",
             # WordPiece vocabularies and tokenizers for the recipes' text side.
-            "keras-nlp==0.32.0",
+            "keras-nlp>=0.32,<0.33",
             # The LiteRT interpreter: runs converted and patched .tflite models.
-            "ai-edge-litert==2.3.0",
+            "ai-edge-litert>=2.3,<3",
             "soundfile>=0.12",  # FLAC/WAV reading for the real corpora
             "matplotlib>=3.7",  # recipe and benchmark plots
             "tqdm>=4.60",  # progress bars of long recipe steps
@@ -49,7 +52,8 @@ setup(
         ],
         # Baselines of the wire benchmark (zipnn, which needs PyTorch, comes from scripts/bench).
         "bench": ["bsdiff4>=1.2", "zstandard>=0.20"],
-        "test": ["pytest>=7", "bsdiff4>=1.2", "zstandard>=0.20"],
+        # wheel: the test of a plain install builds tfdiff's wheel offline.
+        "test": ["pytest>=7", "bsdiff4>=1.2", "zstandard>=0.20", "wheel>=0.40"],
     },
     entry_points={"console_scripts": ["tfdiff=tfdiff.__main__:main"]},
 )

@@ -8,11 +8,13 @@ Example (shell):
 
     python -m device apply model.tflite gen1.tfdiff --public-key server.pub.pem
 """
-from .applier import ApplyError, apply, recover
+__version__ = "0.2.0"  # tfdiff's version: one release holds both packages
+
+from .applier import ApplyError, apply, discard, recover, rollback
 from .converter import ConversionError, convert
 from .format import DiffFormatError
 from .signing import SignatureError
 from .tflite import ModelFormatError
 
-__all__ = ["apply", "recover", "convert", "ApplyError", "ConversionError", "DiffFormatError",
+__all__ = ["apply", "recover", "discard", "rollback", "convert", "ApplyError", "ConversionError", "DiffFormatError",
            "ModelFormatError", "SignatureError"]

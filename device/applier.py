@@ -7,23 +7,27 @@ after the next call, the new one:
    checked over the raw bytes against the device's trusted key, and only
    then parsed. Its generation must be above the installed one.
 1. Recover: if a journal from an interrupted run exists, finish it first.
-2. Prepare, touching nothing: weight by weight, the new values are computed and streamed, with
-   their file positions, into MODEL.tfdiff-journal.tmp, while the model's
-   weights digest and the patched one are accumulated. The journal is
-   fsynced, and kept only if the first digest is the diff's base and the
-   second its target.
-3. Commit: the journal is renamed to MODEL.tfdiff-journal. Before this
-   rename the model is untouched and a stray .tmp is discarded; after it
-   the update will complete.
-4. Replay the journal into the model through a writable mmap, msync, fsync.
-5. Record the new generation in MODEL.tfdiff-state (atomically), then
-   delete the journal and fsync the directory. A replay after a crash
-   rewrites the same state, so model and generation commit together.
+2. Check, touching nothing: the model is writable and its weights digest is
+   the diff's base.
+3. Prepare: weight by weight, the file positions, old values and new values
+   are streamed into MODEL.tfdiff-journal.tmp, and fsynced; the patched
+   weights must hash to the diff's target.
+4. Commit: the journal is renamed to MODEL.tfdiff-journal. Before this
+   rename the model is untouched and a stray .tmp is discarded (under the
+   lock); after it the update will complete.
+5. Replay the journal into the model through a writable mmap, msync, fsync.
+   Every position must lie in a weight buffer and hold its old or new value,
+   or nothing is written: a journal of another model is refused, and
+   `discard` removes it.
+6. Re-check the model against the target digest, record the new generation
+   in MODEL.tfdiff-state (atomically), and keep the journal as the undo
+   record MODEL.tfdiff-undo. A replay after a crash rewrites the same
+   state, so model and generation commit together.
 
-Recovery replays a complete journal (the writes are idempotent) and
-deletes it. With `out=...` the model is instead copied to a temporary file
-next to `out`, the same plan is replayed there, and the copy is fsynced and
-renamed over `out`.
+`rollback` commits the undo record's inverse journal and replays it the same
+way. With `out=...` the model is instead copied to a temporary file next to
+`out`, the same plan is replayed there, and the copy is fsynced and renamed
+over `out`.
 
 Memory stays bounded: one weight at a time is read through the mmap (its
 pages released afterwards), patched and streamed to the journal, so neither
@@ -35,6 +39,7 @@ import mmap
 import os
 import shutil
 import struct
+import time
 
 import numpy as np
 
@@ -50,8 +55,8 @@ LOCK_SUFFIX = ".tfdiff-lock"
 # the device's trusted key when the caller names none.
 KEY_SUFFIX = ".tfdiff-key.pem"
 KEY_ENVIRONMENT = "TFDIFF_PUBLIC_KEY"
-_JOURNAL_MAGIC = b"TFDJRNL2"
-_JOURNAL_HEADER = struct.Struct("<8s32s32sQII")
+UNDO_SUFFIX = ".tfdiff-undo"
+_JOURNAL_MAGIC = b"TFDJRNL3"
 _PAGE = mmap.PAGESIZE
 
 
@@ -95,8 +100,7 @@ def apply(model_path, diff_path, out=None, public_key=None, allow_unsigned=False
     Example (from the shell): python -m device apply model.tflite gen1.tfdiff --public-key k.pub
     """
     model_path = os.fspath(model_path)
-    if not os.path.isfile(model_path):
-        raise ApplyError(f"model {model_path} does not exist")
+    _require_model(model_path)
     data = read_bounded(diff_path, max_diff_bytes)
     if not allow_unsigned:
         signing.verify_bytes(data, trusted_key(model_path, public_key))
@@ -111,8 +115,8 @@ def apply(model_path, diff_path, out=None, public_key=None, allow_unsigned=False
             raise ApplyError(f"diff is generation {diff.generation}, but this model is already at "
                              f"generation {installed}; refusing to go back")
         if out is None:
-            return _apply_in_place(model_path, diff)
-        return _apply_to_copy(model_path, diff, os.fspath(out))
+            return _apply_in_place(model_path, diff, installed)
+        return _apply_to_copy(model_path, diff, os.fspath(out), installed)
 
 
 def trusted_key(model_path, public_key=None):
@@ -154,73 +158,151 @@ def _digest_of(model_path):
 
 
 def recover(model_path, _locked_already=False):
-    """Finish an update interrupted by a crash; returns True if one was found."""
+    """Finish an update interrupted by a crash; returns True if one was found.
+
+    Raises ApplyError when a journal is there but does not belong to the
+    model (see `discard`); the model is then left as it is.
+    """
     model_path = os.fspath(model_path)
-    if not os.path.isfile(model_path):
-        raise ApplyError(f"model {model_path} does not exist")
+    _require_model(model_path)
     if not _locked_already:
         with _locked(model_path):
             return recover(model_path, _locked_already=True)
     journal = model_path + JOURNAL_SUFFIX
     if os.path.lexists(journal + ".tmp"):
         os.unlink(journal + ".tmp")  # never committed: the model was not touched
-    if not os.path.exists(journal):
+    if not os.path.lexists(journal):
         return False
-    target, generation = _replay(model_path, journal)
-    digest = _digest_of(model_path)
-    if digest != target:
-        raise ApplyError(f"journal replay left {model_path} with unexpected weights "
-                         f"({digest.hex()[:12]}, expected {target.hex()[:12]})")
-    _write_state(model_path, generation)
-    os.unlink(journal)
-    fsync_dir(os.path.dirname(os.path.abspath(model_path)))
+    header = _replay(model_path, journal)
+    _finish(model_path, journal, header)
     return True
 
 
+def discard(model_path):
+    """Delete a journal that recovery refused (one left by another model); returns True if one was there.
+
+    Only for a journal `recover` reported as foreign: discarding the journal of
+    a half-written update of *this* model leaves it half-written.
+    """
+    model_path = os.fspath(model_path)
+    _require_model(model_path)
+    with _locked(model_path):
+        found = False
+        for path in (model_path + JOURNAL_SUFFIX + ".tmp", model_path + JOURNAL_SUFFIX):
+            if os.path.lexists(path):
+                os.unlink(path)
+                found = True
+        fsync_dir(os.path.dirname(os.path.abspath(model_path)))
+        return found
+
+
+def rollback(model_path):
+    """Restore the generation before the last update, bit for bit, from its undo record.
+
+    The undo record (MODEL.tfdiff-undo) is the last update's journal: the old
+    and new value of every position it wrote. Rolling back commits the
+    inverse journal and replays it, so a crash at any instant leaves the
+    current model or, after the next `recover`, the previous one. The
+    installed generation goes back with it. Returns the restored generation.
+    """
+    model_path = os.fspath(model_path)
+    _require_model(model_path)
+    with _locked(model_path):
+        recover(model_path, _locked_already=True)
+        undo, journal = model_path + UNDO_SUFFIX, model_path + JOURNAL_SUFFIX
+        if not os.path.lexists(undo):
+            raise ApplyError(f"{model_path} has no undo record: nothing to roll back")
+        header = _read_journal_header(undo, model_path)
+        if _digest_of(model_path) != header.target:
+            raise ApplyError(f"{model_path} is not the model its undo record was made for; refusing to roll back")
+        _write_inverse(undo, journal + ".tmp", header)
+        _crash_point("rollback-written")
+        os.replace(journal + ".tmp", journal)  # the commit point
+        fsync_dir(os.path.dirname(os.path.abspath(journal)))
+        _crash_point("rollback-committed")
+        os.unlink(undo)
+        inverse = _replay(model_path, journal)
+        _finish(model_path, journal, inverse)
+        return inverse.generation_to
+
+
+def _require_model(model_path):
+    if not os.path.isfile(model_path):
+        raise ApplyError(f"model {model_path} does not exist")
+
+
+def _finish(model_path, journal, header):
+    """After a replay: check the model is the target, record its generation, keep the undo record."""
+    digest = _digest_of(model_path)
+    if digest != header.target:
+        raise ApplyError(f"journal replay left {model_path} with unexpected weights "
+                         f"({digest.hex()[:12]}, expected {header.target.hex()[:12]})")
+    _write_state(model_path, header.generation_to)
+    if header.generation_to > header.generation_from:
+        os.replace(journal, model_path + UNDO_SUFFIX)  # one undo generation: the newest update's
+    else:
+        os.unlink(journal)  # a rollback is not itself undone
+    fsync_dir(os.path.dirname(os.path.abspath(model_path)))
+
+
 # -- the two modes -----------------------------------------------------------
-def _apply_in_place(model_path, diff):
-    journal = model_path + JOURNAL_SUFFIX
-    patched = _prepare(model_path, diff, journal + ".tmp")
-    if patched is None:  # the weights already are the target: record its generation
+def _apply_in_place(model_path, diff, installed):
+    if not os.access(model_path, os.W_OK):
+        raise ApplyError(f"{model_path} is not writable")
+    # The base is checked before any journal is written, so a diff for another
+    # model costs one read of the weights and no disk writes.
+    current = _digest_of(model_path)
+    if current == diff.target_digest:  # the weights already are the target: record its generation
         _write_state(model_path, diff.generation)
         return Result("already", model_path, diff)
+    _check_base(diff, current)
+    journal = model_path + JOURNAL_SUFFIX
+    patched = _prepare(model_path, diff, journal + ".tmp", installed)
     _crash_point("journal-written")
     os.replace(journal + ".tmp", journal)  # the commit point
     fsync_dir(os.path.dirname(os.path.abspath(journal)))
     _crash_point("journal-committed")
-    _replay(model_path, journal)
+    header = _replay(model_path, journal)
     _crash_point("model-written")
-    _write_state(model_path, diff.generation)
-    os.unlink(journal)
-    fsync_dir(os.path.dirname(os.path.abspath(model_path)))
+    _finish(model_path, journal, header)
     return Result("applied", model_path, diff, patched)
 
 
-def _apply_to_copy(model_path, diff, out):
+def _apply_to_copy(model_path, diff, out, installed):
+    current = _digest_of(model_path)
+    if current != diff.target_digest:
+        _check_base(diff, current)
     with replacing(out) as tmp:
-        plan = tmp + ".plan"
-        try:
-            patched = _prepare(model_path, diff, plan)
-            if patched is not None:
-                shutil.copyfile(model_path, tmp)
+        shutil.copyfile(model_path, tmp)
+        if current == diff.target_digest:
+            patched = None
+        else:
+            plan = tmp + ".plan"
+            try:
+                patched = _prepare(model_path, diff, plan, installed)
                 _replay(tmp, plan)
-        finally:
-            if os.path.exists(plan):
-                os.unlink(plan)
-        if patched is None:
-            shutil.copyfile(model_path, tmp)
+            finally:
+                if os.path.exists(plan):
+                    os.unlink(plan)
+            if _digest_of(tmp) != diff.target_digest:
+                raise ApplyError("the patched copy does not match the diff's target digest")
+    _write_state(out, diff.generation)
     if patched is None:
         return Result("already", out, diff)
-    _write_state(out, diff.generation)
     return Result("applied", out, diff, patched)
 
 
+def _check_base(diff, current):
+    if current != diff.base_digest:
+        raise ApplyError(f"diff (generation {diff.generation}) is for base model "
+                         f"{diff.base_digest.hex()[:12]}, but this model is {current.hex()[:12]}")
+
+
 # -- preparing: every check happens here, before any write to the model ------
-def _prepare(model_path, diff, plan_path):
+def _prepare(model_path, diff, plan_path, installed):
     """Stream the patch, one weight at a time, into a journal file at `plan_path`.
 
-    Returns the number of patched elements, or None (and no file) when the
-    model already is the diff's target. Raises, leaving no file, on any
+    Returns the number of patched elements. Raises, leaving no file, on any
     mismatch: memory holds one weight at a time, never the model or the plan.
     """
     try:
@@ -231,18 +313,25 @@ def _prepare(model_path, diff, plan_path):
             floats = _floats(mm)
             before, after = WeightsHasher(), WeightsHasher()
             patched = 0
-            with _JournalWriter(plan_path, diff, os.path.getsize(model_path), len(entries)) as journal:
+            header = _JournalHeader(diff.base_digest, diff.target_digest, os.path.getsize(model_path),
+                                    len(entries), installed, diff.generation)
+            with _JournalWriter(plan_path, header) as journal:
                 for name in weight_map.names():
                     elements = _elements(model, weight_map, name)
                     values = floats[elements].astype(np.float32)
                     before.update(name, values.reshape(weight_map.shape(name)))
-                    entry = entries.get(name)
-                    if entry is not None:
+                    changed = None
+                    for entry in entries.get(name, ()):  # a composed diff may patch a weight twice
                         positions = entry.indices if entry.method == "sparse" else np.arange(values.size)
-                        new = patched_values(entry, values[positions], positions).astype("<f4")
-                        values[positions] = new
-                        journal.add(elements[positions], new)
-                        patched += new.size
+                        if changed is None:
+                            changed, old = positions, values[positions].copy()
+                        else:
+                            changed = np.union1d(changed, positions)
+                            old = floats[elements[changed]].astype(np.float32)
+                        values[positions] = patched_values(entry, values[positions], positions)
+                    if changed is not None:
+                        journal.add(elements[changed], old, values[changed])
+                        patched += changed.size
                     after.update(name, values.reshape(weight_map.shape(name)))
                     _release(mm, elements)
                     del elements, values
@@ -251,14 +340,9 @@ def _prepare(model_path, diff, plan_path):
         if os.path.exists(plan_path):
             os.unlink(plan_path)
         raise
-    current, target = before.digest(), after.digest()
-    if current != diff.base_digest:
-        os.unlink(plan_path)
-        if current == diff.target_digest:
-            return None
-        raise ApplyError(f"diff (generation {diff.generation}) is for base model "
-                         f"{diff.base_digest.hex()[:12]}, but this model is {current.hex()[:12]}")
-    if target != diff.target_digest:
+    # Checked again on the very bytes journaled: the model cannot have changed
+    # under the lock, but a journal is only ever committed from a checked read.
+    if before.digest() != diff.base_digest or after.digest() != diff.target_digest:
         os.unlink(plan_path)
         raise ApplyError("patched weights do not match the diff's target digest; refusing to write")
     return patched
@@ -272,9 +356,7 @@ def _check_entries(diff, weight_map):
         if tuple(weight_map.shape(entry.name)) != tuple(entry.shape):
             raise ApplyError(f"weight {entry.name} has shape {weight_map.shape(entry.name)}, "
                              f"the diff expects {entry.shape}")
-        if entry.name in entries:
-            raise ApplyError(f"diff names weight {entry.name} twice")
-        entries[entry.name] = entry
+        entries.setdefault(entry.name, []).append(entry)
     return entries
 
 
@@ -324,28 +406,53 @@ def _release(data, elements, flush=False):
 
 
 # -- the journal ----------------------------------------------------------------
+# header | chunks | sha256 of everything before it. A chunk is one weight:
+#     u64 count | i64 file elements[count] | f32 old[count] | f32 new[count]
+# Old values make a replay checkable (each position must hold its old or its
+# new value) and the finished journal an undo record.
+class _JournalHeader:
+    LAYOUT = struct.Struct("<8s32s32sQIII")
+
+    def __init__(self, base, target, model_size, chunks, generation_from, generation_to):
+        self.base, self.target, self.model_size, self.chunks = base, target, model_size, chunks
+        self.generation_from, self.generation_to = generation_from, generation_to
+
+    def pack(self):
+        return self.LAYOUT.pack(_JOURNAL_MAGIC, self.base, self.target, self.model_size, self.chunks,
+                                self.generation_from, self.generation_to)
+
+    @classmethod
+    def unpack(cls, raw):
+        magic, *fields = cls.LAYOUT.unpack(raw)
+        return magic, cls(*fields)
+
+    def inverse(self):
+        return _JournalHeader(self.target, self.base, self.model_size, self.chunks,
+                              self.generation_to, self.generation_from)
+
+
 class _JournalWriter:
     """Writes header | chunks | sha256, then fsyncs; the caller commits by renaming."""
 
-    def __init__(self, path, diff, model_size, chunks):
-        self.path, self.header = path, _JOURNAL_HEADER.pack(
-            _JOURNAL_MAGIC, diff.base_digest, diff.target_digest, model_size, chunks, diff.generation)
+    def __init__(self, path, header):
+        self.path, self.header = path, header
 
     def __enter__(self):
         # O_EXCL | O_NOFOLLOW: never write through a planted file or symlink.
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         self.file, self.sha = os.fdopen(fd, "wb"), hashlib.sha256()
-        self._put(self.header)
+        self._put(self.header.pack())
         return self
 
     def _put(self, data):
         self.sha.update(data)
         self.file.write(data)
 
-    def add(self, elements, values):
+    def add(self, elements, old, new):
         self._put(struct.pack("<Q", elements.size))
-        self._put(elements.astype("<i8").tobytes())
-        self._put(values.astype("<f4").tobytes())
+        self._put(np.asarray(elements, dtype="<i8").tobytes())
+        self._put(np.asarray(old, dtype="<f4").tobytes())
+        self._put(np.asarray(new, dtype="<f4").tobytes())
 
     def __exit__(self, kind, *rest):
         try:
@@ -357,35 +464,86 @@ class _JournalWriter:
             self.file.close()
 
 
-def _replay(model_path, journal):
-    """Write a complete journal's values into the model, and fsync; returns (target digest, generation)."""
-    size = os.path.getsize(journal)
+def _read_journal_header(path, model_path):
+    """The header of a complete journal that names this model's size; ApplyError otherwise."""
+    size = os.path.getsize(path)
     h = hashlib.sha256()
-    with open(journal, "rb") as f:
+    with open(path, "rb") as f:
         remaining = size - 32
         while remaining > 0:
             block = f.read(min(remaining, 1 << 20))
             h.update(block)
             remaining -= len(block)
-        if remaining < 0 or f.read(32) != h.digest():
-            raise ApplyError(f"journal {journal} is damaged; restore the model from a backup")
+        if remaining < 0 or f.read(32) != h.digest() or size < _JournalHeader.LAYOUT.size + 32:
+            raise ApplyError(f"journal {path} is damaged: restore the model from a backup, or "
+                             f"`python -m device recover --discard` it")
         f.seek(0)
-        magic, _, target, model_size, chunks, generation = _JOURNAL_HEADER.unpack(f.read(_JOURNAL_HEADER.size))
-        if magic != _JOURNAL_MAGIC or model_size != os.path.getsize(model_path):
-            raise ApplyError(f"journal {journal} does not belong to {model_path}")
-        with open(model_path, "r+b") as m, mmap.mmap(m.fileno(), 0) as mm:
-            floats = _floats(mm)
-            for i in range(chunks):
-                (count,) = struct.unpack("<Q", f.read(8))
-                elements = np.frombuffer(f.read(8 * count), dtype="<i8")
-                floats[elements] = np.frombuffer(f.read(4 * count), dtype="<f4")
+        magic, header = _JournalHeader.unpack(f.read(_JournalHeader.LAYOUT.size))
+    if magic != _JOURNAL_MAGIC or header.model_size != os.path.getsize(model_path):
+        raise ApplyError(f"journal {path} does not belong to {model_path}: "
+                         f"`python -m device recover --discard {model_path}` deletes it")
+    return header
+
+
+def _chunks(path, header):
+    """(elements, old, new) of each chunk of a checked journal."""
+    end = os.path.getsize(path) - 32
+    with open(path, "rb") as f:
+        f.seek(_JournalHeader.LAYOUT.size)
+        for _ in range(header.chunks):
+            (count,) = struct.unpack("<Q", f.read(8))
+            if 16 * count > end - f.tell():
+                raise ApplyError(f"journal {path} is damaged: a chunk runs past its end")
+            elements = np.frombuffer(f.read(8 * count), dtype="<i8")
+            old = np.frombuffer(f.read(4 * count), dtype="<f4")
+            yield elements, old, np.frombuffer(f.read(4 * count), dtype="<f4")
+
+
+def _write_inverse(path, inverse_path, header):
+    """The journal that undoes `path`: same positions, old and new swapped."""
+    with _JournalWriter(inverse_path, header.inverse()) as out:
+        for elements, old, new in _chunks(path, header):
+            out.add(elements, new, old)
+
+
+def _replay(model_path, journal):
+    """Write a complete journal's new values into the model, and fsync; returns its header.
+
+    Before any write, every position is checked to lie inside the model's
+    weight buffers and to hold the journal's old or new value there, so a
+    journal of another model is refused with the model untouched.
+    """
+    header = _read_journal_header(journal, model_path)
+    with open(model_path, "r+b") as m, mmap.mmap(m.fileno(), 0) as mm:
+        model = TFLiteFile(mm)
+        model.weight_map()
+        floats = _floats(mm)
+        bits = floats.view("<u4")
+        problem = None
+        for elements, old, new in _chunks(journal, header):
+            if not model.inside_weights(elements):
+                problem = f"writes outside the weights of {model_path}"
+            else:
+                held = bits[elements]
+                if not np.all((held == old.view("<u4")) | (held == new.view("<u4"))):
+                    problem = f"does not belong to {model_path} (the values there differ)"
+            _release(mm, elements)
+            if problem:
+                break
+        if problem is None:
+            for i, (elements, _, new) in enumerate(_chunks(journal, header)):
+                floats[elements] = new
                 _release(mm, elements, flush=True)
-                if i == chunks // 2:
+                if i == header.chunks // 2:
                     _crash_point("half-written")
-            del floats
+                _pause_for_tests()
             mm.flush()
             os.fsync(m.fileno())
-    return target, generation
+        del floats, bits, model  # views of the mmap: gone before it closes
+    if problem:
+        raise ApplyError(f"journal {journal} {problem}: `python -m device recover --discard {model_path}` "
+                         "deletes it")
+    return header
 
 
 class _locked:
@@ -413,5 +571,12 @@ def _crash_point(stage):
         os.kill(os.getpid(), 9)
 
 
-__all__ = ["apply", "recover", "trusted_key", "installed_generation", "ApplyError", "DiffFormatError",
+def _pause_for_tests():
+    """TFDIFF_REPLAY_PAUSE (seconds per weight) widens the write window, so random kills land mid-write."""
+    pause = os.environ.get("TFDIFF_REPLAY_PAUSE")
+    if pause:
+        time.sleep(float(pause))
+
+
+__all__ = ["apply", "recover", "discard", "rollback", "trusted_key", "installed_generation", "ApplyError", "DiffFormatError",
            "Result"]

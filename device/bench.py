@@ -70,10 +70,18 @@ def apply_cost(model_path, diff_path, in_place=True, repeats=3, public_key=None)
             "peak_rss_mb": float(rss), "model_bytes": os.path.getsize(model_path)}
 
 
-def main(model_path, diff_path=None, runs=50, threads=1, public_key=None):
+def main(model_path, diff_path=None, runs=50, threads=1, public_key=None, as_json=False):
     report = {"model": os.fspath(model_path), "latency": latency(model_path, runs=runs, threads=threads)}
     if diff_path:
         report["apply"] = [apply_cost(model_path, diff_path, in_place=True, public_key=public_key),
                            apply_cost(model_path, diff_path, in_place=False, public_key=public_key)]
-    print(json.dumps(report, indent=2))
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return report
+    lat = report["latency"]
+    print(f"{report['model']}: inference median {lat['median_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms "
+          f"({runs} runs, {threads} thread{'s' if threads > 1 else ''})")
+    for cost in report.get("apply", []):
+        print(f"apply {'in place' if cost['mode'] == 'inplace' else 'to a copy'}: {cost['seconds']:.3f} s, "
+              f"peak RSS {cost['peak_rss_mb']:.1f} MB")
     return report

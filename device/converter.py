@@ -48,16 +48,16 @@ def convert(model, path=None, signatures=None):
 
     Example:
 
-    >>> import tfdiff, device.converter
+    >>> import device.converter
     >>> from tfdiff import keras
     >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="out")])
     >>> data = device.converter.convert(model)
     >>> sorted(TFLiteFile(data).weight_map().names())
     ['out/0/kernel', 'out/1/bias']
     """
-    from tfdiff.model import _weight_slots
+    import tfdiff  # the server's bridge: tfdiff's public API only
 
-    slots = _weight_slots(model)
+    slots = tfdiff.weight_variables(model)
     _check_weights(slots)
     originals = [variable.numpy() for _, variable in slots]
     total = sum(v.size for v in originals)
@@ -155,7 +155,9 @@ def _locate(model_file, weights):
         first += size
     if missing:
         raise ConversionError(f"weights not stored as-is in the .tflite (the converter folded or "
-                              f"computed with them), so no diff could be patched in: {', '.join(missing)}")
+                              f"computed with them), so no diff could be patched in: {', '.join(missing)}. A "
+                              "BatchNormalization after a Conv or Dense layer: convert "
+                              "tfdiff.fold_batchnorm(model) instead, and learn later diffs on it")
     return WeightMap(located)
 
 

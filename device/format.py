@@ -1,16 +1,20 @@
 """The diff file: a versioned, little-endian, self-describing container.
 
-Layout (docs/FORMAT.md has the prose):
+Layout of version 2, written today (docs/FORMAT.md has the prose):
 
-    header   magic "TFDIFF" | u16 version | u8 method | u8 num_hashes
-             | u32 seed | u32 generation | 32B base digest | 32B target digest
-             | u32 entry count
+    header   magic "TFDIFF" | u16 version=2 | u32 generation
+             | 32B base digest | 32B target digest | u32 entry count
     entry    u16 name length | name (utf-8) | u8 rank | u32 dims[rank]
+             | u8 method | [hash: u32 seed | u8 num_hashes]
              | u8 value dtype | u32 count | payload
                sparse payload: u32 index-block bytes | LEB128 gaps | values
                hash payload:   values (the table A)
     trailer  32B sha256 of all the bytes above
     [sig]    "SIG1" | 64B Ed25519 signature of all the bytes above "SIG1"
+
+Entries for the same weight apply in file order (a composed catch-up diff).
+Version 1, still read, had one method, seed and num_hashes for the whole
+file, in the header after the version: u8 method | u8 num_hashes | u32 seed.
 
 Read in three layers, like bsdiff4's format.py: `read_diff` takes a stream,
 `decode` bytes, `load` a path. Every malformed input raises DiffFormatError
@@ -29,14 +33,17 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 MAGIC = b"TFDIFF"
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)
 METHODS = {1: "sparse", 2: "hash"}
 METHOD_IDS = {name: code for code, name in METHODS.items()}
 VALUE_DTYPES = {1: np.float16, 2: np.float32}
 VALUE_DTYPE_IDS = {np.dtype(t): code for code, t in VALUE_DTYPES.items()}
 SIGNATURE_MAGIC = b"SIG1"
 SIGNATURE_BYTES = len(SIGNATURE_MAGIC) + 64
-_HEADER = struct.Struct("<6sHBBII32s32sI")
+_HEADER = struct.Struct("<6sHI32s32sI")
+_HEADER_V1 = struct.Struct("<6sHBBII32s32sI")
+_HASH_FIELDS = struct.Struct("<IB")
 _DIGEST = 32
 # Bytes of a diff file that are not entries: the header and the sha256 trailer.
 FILE_OVERHEAD_BYTES = _HEADER.size + _DIGEST
@@ -69,7 +76,12 @@ class Entry:
 
 @dataclass
 class DiffFile:
-    """A decoded diff: what the device needs to turn F_t into F_t+1."""
+    """A decoded diff: what the device needs to turn F_t into F_t+1.
+
+    `method` is "sparse" or "hash" when every entry uses it, "mixed" for a
+    composed diff that chains both. `version` is the format it was read in
+    (or will be written in): a v1 file re-encodes as v1.
+    """
 
     method: str
     entries: List[Entry]
@@ -79,15 +91,20 @@ class DiffFile:
     seed: int = 0
     num_hashes: int = 0
     signature: Optional[bytes] = field(default=None, repr=False)
+    version: int = VERSION
 
     # -- bytes layer -------------------------------------------------------
     def unsigned_bytes(self):
         out = io.BytesIO()
-        out.write(_HEADER.pack(MAGIC, VERSION, METHOD_IDS[self.method], self.num_hashes,
-                               self.seed, self.generation, self.base_digest,
-                               self.target_digest, len(self.entries)))
+        if self.version == 1:
+            out.write(_HEADER_V1.pack(MAGIC, 1, METHOD_IDS[self.method], self.num_hashes, self.seed,
+                                      self.generation, self.base_digest, self.target_digest,
+                                      len(self.entries)))
+        else:
+            out.write(_HEADER.pack(MAGIC, self.version, self.generation, self.base_digest,
+                                   self.target_digest, len(self.entries)))
         for entry in self.entries:
-            _write_entry(out, entry)
+            _write_entry(out, entry, self.version)
         body = out.getvalue()
         return body + hashlib.sha256(body).digest()
 
@@ -183,11 +200,19 @@ def fsync_dir(directory):
 
 # -- entries -----------------------------------------------------------------
 def entry_header_bytes(name, rank, method):
-    """Bytes an entry costs before its indices and values: name, shape, counts."""
-    return 2 + len(name.encode("utf-8")) + 1 + 4 * rank + 1 + 4 + (4 if method == "sparse" else 0)
+    """Bytes an entry costs before its indices and values: name, shape, method, counts."""
+    method_fields = 1 + (4 if method == "sparse" else _HASH_FIELDS.size)
+    return 2 + len(name.encode("utf-8")) + 1 + 4 * rank + method_fields + 1 + 4
 
 
-def _write_entry(out, entry):
+def encode_entry(entry, version=VERSION):
+    """The bytes of one entry as a diff file holds it (what the entry costs on the wire)."""
+    out = io.BytesIO()
+    _write_entry(out, entry, version)
+    return out.getvalue()
+
+
+def _write_entry(out, entry, version=VERSION):
     name = entry.name.encode("utf-8")
     values = np.ascontiguousarray(entry.values)
     dtype_id = VALUE_DTYPE_IDS.get(values.dtype)
@@ -195,6 +220,10 @@ def _write_entry(out, entry):
         raise ValueError(f"entry {entry.name}: values must be float16 or float32, got {values.dtype}")
     out.write(struct.pack("<H", len(name)) + name)
     out.write(struct.pack(f"<B{len(entry.shape)}I", len(entry.shape), *entry.shape))
+    if version >= 2:
+        out.write(struct.pack("<B", METHOD_IDS[entry.method]))
+        if entry.method == "hash":
+            out.write(_HASH_FIELDS.pack(entry.seed, entry.num_hashes))
     out.write(struct.pack("<BI", dtype_id, values.size))
     if entry.method == "sparse":
         gaps = encode_gaps(entry.indices)
@@ -221,8 +250,7 @@ class _Reader:
         return s.unpack(self.take(s.size, what))
 
 
-def _read_entry(r, diff_fields, index):
-    method, seed, num_hashes = diff_fields
+def _read_entry(r, version, file_fields, index):
     (name_len,) = r.unpack("H", f"entry {index} name length")
     try:
         name = bytes(r.take(name_len, f"entry {index} name")).decode("utf-8")
@@ -230,6 +258,15 @@ def _read_entry(r, diff_fields, index):
         raise DiffFormatError(f"entry {index}: name is not valid utf-8") from None
     (rank,) = r.unpack("B", f"entry {name} rank")
     shape = r.unpack(f"{rank}I", f"entry {name} shape")
+    if version == 1:
+        method, seed, num_hashes = file_fields
+    else:
+        (method_id,) = r.unpack("B", f"entry {name} method")
+        method, seed, num_hashes = _method(method_id), 0, 0
+        if method == "hash":
+            seed, num_hashes = r.unpack(_HASH_FIELDS.format[1:], f"entry {name} hash fields")
+    if method == "hash" and num_hashes < 1:
+        raise DiffFormatError(f"entry {name}: hash diff with zero hash functions")
     dtype_id, count = r.unpack("BI", f"entry {name} value header")
     if dtype_id not in VALUE_DTYPES:
         raise DiffFormatError(f"entry {name}: unknown value dtype code {dtype_id}")
@@ -260,38 +297,60 @@ def decode(data, cls=DiffFile):
     data = bytes(data)
     if len(data) < len(MAGIC) or data[:len(MAGIC)] != MAGIC:
         raise DiffFormatError("not a tfdiff file (bad magic)")
-    if len(data) >= 8:
-        (version,) = struct.unpack_from("<H", data, 6)
-        if version != VERSION:
-            raise DiffFormatError(f"diff format version {version} is not supported (this reader knows {VERSION})")
+    if len(data) < 8:
+        raise DiffFormatError("diff is truncated: shorter than its header")
+    (version,) = struct.unpack_from("<H", data, 6)
+    if version not in VERSIONS:
+        raise DiffFormatError(f"diff format version {version} is not supported (this reader knows "
+                              f"{', '.join(map(str, VERSIONS))})")
     signature = None
     body_end = len(data)
     if len(data) > SIGNATURE_BYTES and data[-SIGNATURE_BYTES:-64] == SIGNATURE_MAGIC:
         candidate_end = len(data) - SIGNATURE_BYTES
         if _digest_ok(data[:candidate_end]):
             body_end, signature = candidate_end, data[-64:]
-    if body_end < _HEADER.size + _DIGEST:
+    header = _HEADER_V1 if version == 1 else _HEADER
+    if body_end < header.size + _DIGEST:
         raise DiffFormatError("diff is truncated: shorter than its header")
     if not _digest_ok(data[:body_end]):
         raise DiffFormatError("diff is corrupted or truncated: checksum mismatch")
     r = _Reader(data[:body_end - _DIGEST])
-    (_, _, method_id, num_hashes, seed, generation, base, target, count) = _HEADER.unpack(
-        r.take(_HEADER.size, "header"))
-    if method_id not in METHODS:
-        raise DiffFormatError(f"unknown diff method code {method_id}")
-    method = METHODS[method_id]
-    if method == "hash" and num_hashes < 1:
-        raise DiffFormatError("hash diff with zero hash functions")
-    entries = [_read_entry(r, (method, seed, num_hashes), i) for i in range(count)]
+    if version == 1:
+        (_, _, method_id, num_hashes, seed, generation, base, target, count) = header.unpack(
+            r.take(header.size, "header"))
+        file_fields = (_method(method_id), seed, num_hashes)
+    else:
+        (_, _, generation, base, target, count) = header.unpack(r.take(header.size, "header"))
+        file_fields = None
+    entries = [_read_entry(r, version, file_fields, i) for i in range(count)]
     if r.pos != len(r.data):
         raise DiffFormatError(f"diff has {len(r.data) - r.pos} unexpected bytes after its entries")
+    if version == 1:
+        method, seed, num_hashes = file_fields
+    else:
+        method, seed, num_hashes = method_of(entries), 0, 0
+        if method == "hash" and entries:
+            seed, num_hashes = entries[0].seed, entries[0].num_hashes
     diff = cls(method=method, entries=entries, base_digest=bytes(base), target_digest=bytes(target),
-               generation=generation, seed=seed, num_hashes=num_hashes, signature=signature)
+               generation=generation, seed=seed, num_hashes=num_hashes, signature=signature,
+               version=version)
     # One diff, one encoding: a file that re-encodes differently (padded
     # varints, a stray byte before the signature) is refused.
     if diff.to_bytes() != data:
         raise DiffFormatError("diff is not canonically encoded")
     return diff
+
+
+def method_of(entries):
+    """"sparse" or "hash" when every entry uses it, "mixed" otherwise (an empty diff: "sparse")."""
+    methods = {entry.method for entry in entries}
+    return methods.pop() if len(methods) == 1 else ("mixed" if methods else "sparse")
+
+
+def _method(code):
+    if code not in METHODS:
+        raise DiffFormatError(f"unknown diff method code {code}")
+    return METHODS[code]
 
 
 def _digest_ok(body):

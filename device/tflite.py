@@ -122,6 +122,19 @@ class TFLiteFile:
         for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
             if begin < end:
                 raise ModelFormatError(f"weight map: {first} and {second} overlap in the file")
+        self.weight_spans = [(begin, end) for begin, end, _ in spans]
+
+    def inside_weights(self, elements):
+        """Whether every file element (index in float32s) lies in some weight's bytes.
+
+        Call after `weight_map()`, which checks and records the spans.
+        """
+        if not self.weight_spans:
+            return elements.size == 0
+        starts = np.array([b // 4 for b, _ in self.weight_spans], dtype=np.int64)
+        ends = np.array([e // 4 for _, e in self.weight_spans], dtype=np.int64)
+        slot = np.searchsorted(starts, elements, side="right") - 1
+        return bool(np.all((slot >= 0) & (elements < ends[np.maximum(slot, 0)])))
 
 
 class Segment:

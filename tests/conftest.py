@@ -8,10 +8,24 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import pytest
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_recipe_mirrored(recipe, out, timeout=900):
+    """A recipe's tiny synthetic flywheel under MirroredStrategy on two logical CPUs, in a subprocess
+    (tests/distributed_worker.py): one run checks both the recipe and its distributed training."""
+    import json
+    import subprocess
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "distributed_worker.py"),
+                           f"{recipe}-mirrored", str(out)], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    return json.load(open(out / "results.json")), open(out / "results.md").read()
+
+
 @pytest.fixture(scope="session")
 def tiny_fsc_run(tmp_path_factory):
-    """One tiny synthetic FSC flywheel run, shared by the recipe and benchmark tests."""
-    from recipes.fsc import run as fsc_run
+    """One tiny synthetic FSC flywheel run (under MirroredStrategy), shared by the recipe and benchmark tests."""
     out = tmp_path_factory.mktemp("fsc") / "run"
-    results, table = fsc_run.run(str(out), synthetic=True, scale="tiny")
+    results, table = run_recipe_mirrored("fsc", out)
     return out, results, table

@@ -271,3 +271,67 @@ def test_a_small_mixed_model_ships_the_diff_it_trained(method):
     folded = tfdiff.fold(base, diff)(x).numpy()
     assert np.abs(trained - folded).max() < 1e-2
     assert np.abs(trained - base(x).numpy()).max() > 1e-2  # the diff did change the model
+
+
+def batchnorm_models():
+    """Conv1D+BN, Conv2D+BN and Dense+BN (no bias, so folding adds one), BN statistics moved off 0/1."""
+    rng = np.random.default_rng(0)
+    keras.utils.set_random_seed(0)
+    conv1d = keras.Sequential([keras.Input((20, 16)), keras.layers.Conv1D(32, 5, name="conv"),
+                               keras.layers.BatchNormalization(name="bn"), keras.layers.ReLU(),
+                               keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(4, name="out")])
+    image = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(5, 3, name="conv")(image)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    conv2d = keras.Model(image, keras.layers.Dense(3, name="out")(keras.layers.Flatten()(x)))
+    dense = keras.Sequential([keras.Input((7,)), keras.layers.Dense(9, use_bias=False, name="hidden"),
+                              keras.layers.BatchNormalization(name="bn", epsilon=1e-2),
+                              keras.layers.Dense(2, name="out")])
+    for model in (conv1d, conv2d, dense):
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                shape = layer.gamma.shape
+                layer.set_weights([rng.uniform(0.5, 2, shape), rng.normal(size=shape),
+                                   rng.normal(size=shape), rng.uniform(0.2, 3, shape)])
+    return {"conv1d": (conv1d, (20, 16)), "conv2d": (conv2d, (8, 8, 2)), "dense": (dense, (7,))}
+
+
+@pytest.mark.parametrize("kind", ["conv1d", "conv2d", "dense"])
+def test_fold_batchnorm_gives_the_same_outputs_and_no_normalization(kind):
+    model, shape = batchnorm_models()[kind]
+    folded = tfdiff.fold_batchnorm(model)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    assert not any("moving" in name for name in tfdiff.named_weights(folded))
+    x = np.random.default_rng(1).normal(size=(4,) + shape).astype("float32")
+    np.testing.assert_allclose(folded(x).numpy(), model(x, training=False).numpy(), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_conv_batchnorm_model_converts_and_takes_two_diffs_bit_exact(tmp_path):
+    from device import applier, convert
+    from device.converter import ConversionError
+    from device.tflite import TFLiteFile
+    model, shape = batchnorm_models()["conv1d"]
+    with pytest.raises(ConversionError, match="fold_batchnorm"):
+        convert(model)
+    base = tfdiff.fold_batchnorm(model)
+    device_model = tmp_path / "device.tflite"
+    convert(base, device_model)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(32,) + shape).astype("float32")
+    y = rng.normal(size=(32, 4)).astype("float32")
+    for generation, method in [(1, tfdiff.SparseDiff(compression=4.0, end_step=8, frequency=2)),
+                               (2, tfdiff.HashDiff(compression=4.0, seed=2))]:
+        diff_model = tfdiff.wrap(base, method)
+        diff_model.compile(keras.optimizers.Adam(0.01), "mse")
+        diff_model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=tfdiff.callbacks(diff_model))
+        diff = tfdiff.extract(diff_model, generation=generation)
+        diff.save(tmp_path / f"gen{generation}.tfdiff")
+        base = tfdiff.fold(base, diff)
+        applier.apply(device_model, tmp_path / f"gen{generation}.tfdiff", allow_unsigned=True)
+        expected = TFLiteFile(convert(base))
+        patched = TFLiteFile(device_model.read_bytes())
+        for name in tfdiff.named_weights(base):
+            held = [bytes(f.buffer_bytes(g.buffer)[4 * g.offset:4 * (g.offset + g.count)])
+                    for f in (patched, expected) for g in f.weight_map().segments(name)]
+            assert held[:len(held) // 2] == held[len(held) // 2:], (generation, name)

@@ -2,6 +2,7 @@
 or converts through the shared fixture; tests/test_golden.py is the fast check of apply)."""
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -351,55 +352,209 @@ def test_killed_at_each_stage_leaves_old_or_finishes_new(world, tmp_path, stage)
     # The generation commits with the model: recovery records it too.
     assert applier.installed_generation(model) == (1 if committed else 0)
     assert not any(p.name.endswith((".tmp", "-journal")) for p in tmp_path.iterdir())
+    assert os.path.exists(str(model) + applier.UNDO_SUFFIX) == committed  # the journal became the undo record
     assert run_cli("apply", model, tmp / "hash.tfdiff").returncode == 0
     assert digest(model) == new
 
 
-def test_sigkill_at_random_instants(world, tmp_path):
+def test_sigkill_at_random_instants_some_mid_write(world, tmp_path):
     tmp, _, _ = world
     model = tmp_path / "device.tflite"
-    rng = np.random.default_rng(0)
     old, new = digest(tmp / "base.tflite"), digest(tmp / "hash-folded.tflite")
     command = [sys.executable, "-m", "device", "apply", str(model), str(tmp / "hash.tfdiff")]
+    # A pause after each weight's write widens the window, so that kills land mid-write.
+    env = dict(os.environ, TFDIFF_REPLAY_PAUSE="0.05")
     model.write_bytes((tmp / "base.tflite").read_bytes())
     start = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env=env)
     full_run = time.perf_counter() - start
-    outcomes = set()
+    rng = np.random.default_rng(0)
+    seen_before_recovery = []
     for _ in range(8):
         model.write_bytes((tmp / "base.tflite").read_bytes())
-        proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.6, 1.0) * full_run)  # aim at the end, where the writes are
+        os.unlink(str(model) + applier.STATE_SUFFIX) if os.path.exists(str(model) + applier.STATE_SUFFIX) else None
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        time.sleep(rng.uniform(0.5, 0.95) * full_run)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        seen_before_recovery.append(digest(model))
         assert run_cli("recover", model).returncode == 0
-        outcomes.add(digest(model))
         assert digest(model) in (old, new)
-    assert outcomes <= {old, new}
+    # The kills proved something only if some of them left a half-written model to recover.
+    assert any(d not in (old, new) for d in seen_before_recovery), "no kill landed mid-write"
 
 
-def test_device_runs_in_a_venv_without_tensorflow(world, tmp_path):
+def make_journal(model, elements, old, new, target=b"\0" * 32):
+    """A complete, committed journal for `model`, written with the applier's own writer."""
+    path = str(model) + applier.JOURNAL_SUFFIX
+    header = applier._JournalHeader(b"\0" * 32, target, os.path.getsize(model), 1, 0, 1)
+    with applier._JournalWriter(path, header) as journal:
+        journal.add(np.asarray(elements), np.asarray(old, "<f4"), np.asarray(new, "<f4"))
+    return path
+
+
+def test_a_journal_of_another_model_is_refused_and_can_be_discarded(world, tmp_path):
+    tmp, _, _ = world
+    donor = tmp_path / "donor.tflite"
+    donor.write_bytes((tmp / "base.tflite").read_bytes())
+    proc = run_cli("apply", donor, tmp / "hash.tfdiff", env=dict(os.environ, TFDIFF_CRASH_AT="journal-committed"))
+    assert proc.returncode == -signal.SIGKILL
+    # Another device model of the same size, holding other weights, inherits the journal.
+    model = tmp_path / "device.tflite"
+    model.write_bytes((tmp / "sparse-folded.tflite").read_bytes())
+    assert model.stat().st_size == donor.stat().st_size
+    os.replace(str(donor) + applier.JOURNAL_SUFFIX, str(model) + applier.JOURNAL_SUFFIX)
+    before = model.read_bytes()
+    proc = run_cli("recover", model)
+    assert proc.returncode == 1 and "does not belong" in proc.stderr and "--discard" in proc.stderr, proc.stderr
+    assert model.read_bytes() == before
+    assert run_cli("apply", model, tmp / "sparse.tfdiff").returncode == 1  # blocked until discarded
+    proc = run_cli("recover", "--discard", model)
+    assert proc.returncode == 0 and "discarded" in proc.stdout
+    assert model.read_bytes() == before and not os.path.lexists(str(model) + applier.JOURNAL_SUFFIX)
+    assert run_cli("recover", model).returncode == 0
+
+
+def test_a_journal_cannot_write_outside_the_weights(world, tmp_path):
+    tmp, _, _ = world
+    model = tmp_path / "device.tflite"
+    model.write_bytes((tmp / "base.tflite").read_bytes())
+    before = model.read_bytes()
+    # Element 2 is the flatbuffer's header; its old value is what is there, so only the bounds check stops it.
+    held = np.frombuffer(before[8:12], "<f4")
+    make_journal(model, [2], held, [1.0])
+    proc = run_cli("recover", model)
+    assert proc.returncode == 1 and "outside" in proc.stderr, proc.stderr
+    assert model.read_bytes() == before
+
+
+def test_the_base_is_checked_before_any_journal_is_written(world, tmp_path, monkeypatch):
+    tmp, _, _ = world
+    model = tmp_path / "device.tflite"
+    model.write_bytes((tmp / "sparse-folded.tflite").read_bytes())
+
+    def no_journal(*args):
+        raise AssertionError("a journal was started for a diff of another base")
+    monkeypatch.setattr(applier._JournalWriter, "__enter__", no_journal)
+    with pytest.raises(applier.ApplyError, match="is for base model"):
+        applier.apply(model, tmp / "hash.tfdiff")
+
+
+def test_rollback_restores_the_previous_generation_bit_for_bit(world, tmp_path):
+    tmp, _, _ = world
+    model = tmp_path / "device.tflite"
+    original = (tmp / "base.tflite").read_bytes()
+    model.write_bytes(original)
+    proc = run_cli("rollback", model)
+    assert proc.returncode == 1 and "no undo record" in proc.stderr
+    assert run_cli("apply", model, tmp / "hash.tfdiff").returncode == 0
+    assert digest(model) == digest(tmp / "hash-folded.tflite")
+    proc = run_cli("rollback", model)
+    assert proc.returncode == 0 and "generation 0" in proc.stdout, proc.stderr
+    assert model.read_bytes() == original and applier.installed_generation(model) == 0
+    assert run_cli("rollback", model).returncode == 1  # one undo generation, used
+    assert run_cli("apply", model, tmp / "hash.tfdiff").returncode == 0
+    assert digest(model) == digest(tmp / "hash-folded.tflite")
+
+
+@pytest.mark.parametrize("stage", ["rollback-written", "rollback-committed", "half-written"])
+def test_rollback_killed_at_each_stage_leaves_one_generation_or_the_other(world, tmp_path, stage):
+    tmp, _, _ = world
+    model = tmp_path / "device.tflite"
+    model.write_bytes((tmp / "base.tflite").read_bytes())
+    assert run_cli("apply", model, tmp / "hash.tfdiff").returncode == 0
+    old, new = digest(tmp / "hash-folded.tflite"), digest(tmp / "base.tflite")
+    proc = run_cli("rollback", model, env=dict(os.environ, TFDIFF_CRASH_AT=stage))
+    assert proc.returncode == -signal.SIGKILL
+    assert run_cli("recover", model).returncode == 0
+    committed = stage != "rollback-written"
+    assert digest(model) == (new if committed else old)
+    assert applier.installed_generation(model) == (0 if committed else 1)
+    if not committed:  # the undo record survives an uncommitted rollback
+        assert run_cli("rollback", model).returncode == 0 and digest(model) == new
+
+
+def test_a_composed_diff_equals_the_chain_bit_for_bit(world, tmp_path):
+    tmp, _, diffs = world
+    gen1, gen1_model = diffs["sparse"]
+    gen2 = train_diff(gen1_model, tfdiff.HashDiff(compression=8.0, seed=2), seed=1, generation=2)
+    gen3 = train_diff(tfdiff.fold(gen1_model, gen2), tfdiff.SparseDiff(compression=8.0, end_step=6, frequency=2),
+                      seed=2, generation=3)
+    chain = [tmp / "sparse-unsigned.tfdiff", signed(tmp, gen2, tmp_path / "gen2.tfdiff"),
+             signed(tmp, gen3, tmp_path / "gen3.tfdiff")]
+    proc = subprocess.run([sys.executable, "-m", "tfdiff", "compose", *map(str, chain), "-o",
+                           tmp_path / "catchup.tfdiff", "--key", tmp / "server.pem"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0 and "for the chain of 3" in proc.stdout, proc.stderr
+    stepwise, caught_up = tmp_path / "stepwise.tflite", tmp_path / "caught-up.tflite"
+    for path in (stepwise, caught_up):
+        path.write_bytes((tmp / "base.tflite").read_bytes())
+    for diff in [tmp / "sparse.tfdiff"] + chain[1:]:
+        assert run_cli("apply", stepwise, diff).returncode == 0
+    assert run_cli("apply", caught_up, tmp_path / "catchup.tfdiff").returncode == 0
+    assert caught_up.read_bytes() == stepwise.read_bytes()
+    assert applier.installed_generation(caught_up) == 3
+    composed = tfdiff.Diff.load(tmp_path / "catchup.tfdiff")
+    assert composed.method == "mixed" and composed.nbytes < sum(os.path.getsize(p) for p in chain)
+    with pytest.raises(ValueError, match="does not follow"):
+        tfdiff.compose([gen2, gen1])
+
+
+def test_a_plain_install_is_the_device_without_tensorflow(world, tmp_path):
+    """`pip install .` in a fresh venv, offline: its dependencies are linked from this one."""
+    import cffi
+    import cryptography
+    import flatbuffers
     tmp, _, _ = world
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)
     python = venv / "bin" / "python"
-    pip = subprocess.run([python, "-m", "pip", "install", "-q", "-c", os.path.join(ROOT, "requirements.lock"),
-                          "numpy", "flatbuffers", "cryptography"], capture_output=True, text=True)
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    for module in (np, flatbuffers, cryptography, cffi):
+        package = os.path.dirname(module.__file__)
+        (deps / os.path.basename(package)).symlink_to(package)
+    site = os.path.dirname(os.path.dirname(np.__file__))
+    for extra in os.listdir(site):
+        if extra.startswith(("_cffi_backend", "numpy.libs", "pycparser")):
+            (deps / extra).symlink_to(os.path.join(site, extra))
+    site_packages = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                   capture_output=True, text=True, check=True).stdout.strip()
+    with open(os.path.join(site_packages, "deps.pth"), "w") as f:
+        f.write(str(deps) + "\n")
+    source = tmp_path / "source"  # a clean copy: the build writes into the tree it builds
+    source.mkdir()
+    for name in ("setup.py", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), source)
+    for name in ("tfdiff", "device"):
+        shutil.copytree(os.path.join(ROOT, name), source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    # The wheel is built here (this venv has setuptools and wheel), then installed there: pip needs no network.
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-index", "--no-deps",
+                            "--no-build-isolation", "-w", tmp_path / "dist", source], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    wheel = next((tmp_path / "dist").glob("tfdiff-*.whl"))
+    pip = subprocess.run([python, "-m", "pip", "install", "-q", "--no-index", "--no-deps", wheel],
+                         capture_output=True, text=True)
     assert pip.returncode == 0, pip.stderr
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def run(*args):
+        return subprocess.run([python, *map(str, args)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    check = run("-c", "import importlib.util as u; print([bool(u.find_spec(m)) for m in "
+                      "('tensorflow', 'recipes', 'benchmarks', 'tfdiff', 'device')])")
+    assert check.stdout.strip() == "[False, False, False, True, True]", check.stderr
     model = tmp_path / "device.tflite"
     model.write_bytes((tmp / "base.tflite").read_bytes())
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    check = subprocess.run([python, "-c", "import importlib.util as u; print(u.find_spec('tensorflow'))"],
-                           capture_output=True, text=True, env=env)
-    assert check.stdout.strip() == "None"
-    proc = subprocess.run([python, "-m", "device", "apply", model, tmp / "sparse.tfdiff"], capture_output=True,
-                          text=True, env=env, cwd=tmp_path)
+    proc = run("-m", "device", "apply", model, tmp / "sparse.tfdiff")
     assert proc.returncode == 0, proc.stderr
     assert weight_bytes(model) == weight_bytes(tmp / "sparse-folded.tflite")
-    imported = subprocess.run([python, "-c", "import sys, device.applier, device.signing; "
-                               "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-                               "('tensorflow', 'tf_keras', 'tfdiff')))"], capture_output=True, text=True, env=env)
-    assert imported.stdout.strip() == "[]", imported.stderr
+    shown = run("-m", "tfdiff", "show", tmp / "sparse.tfdiff", "--public-key", tmp / "server.pub")
+    assert shown.returncode == 0 and "verified" in shown.stdout, shown.stderr
+    script = subprocess.run([venv / "bin" / "tfdiff", "show", tmp / "sparse.tfdiff"], capture_output=True,
+                            text=True, env=env)
+    assert script.returncode == 0, script.stderr
+    needs = run("-c", "import tfdiff; tfdiff.wrap")
+    assert needs.returncode == 1 and "pip install 'tfdiff[train]'" in needs.stderr.splitlines()[-1], needs.stderr
 
 
 def test_bench_reports_latency_and_apply_cost(world):

@@ -50,7 +50,7 @@ def test_generator_writes_the_fsc_layout_speaker_disjoint_with_an_unseen_engine(
     assert not speakers["train"] & speakers["test"] and not speakers["valid"] & speakers["test"]
     assert not speakers["unseen_engine"] & (speakers["train"] | speakers["valid"] | speakers["test"])
     # The held-out engine's audio is real speech-length audio, not silence.
-    audio = data.read_audio(os.path.join(root, rows[1][1]))
+    audio = features.read_audio(os.path.join(root, rows[1][1]))
     assert 0.3 * 16000 < audio.size < 5 * 16000 and np.abs(audio).max() > 0.01
 
 
@@ -58,7 +58,7 @@ def test_loader_reads_audio_and_domains(corpus):
     root, _ = corpus
     test = data.load_split(str(root), "test")
     assert {u.domain for u in test} == set(DOMAINS)
-    audio = data.read_audio(test[0].path)
+    audio = features.read_audio(test[0].path)
     assert audio.dtype == np.float32 and 0.3 * 16000 < audio.size < 5 * 16000
     assert data.phrases_of(test, ["Heat"]) == sorted({u.transcription for u in test if u.domain == "Heat"})
     with pytest.raises(FileNotFoundError, match="--data must point"):
@@ -103,6 +103,7 @@ def test_tiny_run_end_to_end(tiny_fsc_run):
     assert saved["task"] == "fsc" and saved["scale"] == "tiny"
     gen0, gen1 = saved["generations"]
     assert gen0["domains"] == DOMAINS[:3] and gen1["domains"] == DOMAINS[:4]
+    assert saved["strategy"] == "MirroredStrategy"  # the fixture trains on two replicas
     expected = {"BL", "BLinf"} | {f"{kind}-{m}-{r}x" for kind in ("BLC", "Diff") for m in ("sparse", "hash")
                                   for r in (4, 8)}
     assert set(gen1["rows"]) == expected and set(gen0["rows"]) == {"BL", "BLinf"}

@@ -1,5 +1,4 @@
-"""A tiny LibriSpeech flywheel: two generations, a few steps, the device path checked."""
-import json
+"""A tiny LibriSpeech flywheel under MirroredStrategy: two generations, a few steps, the device path checked."""
 import os
 
 import pytest
@@ -8,12 +7,12 @@ pytestmark = pytest.mark.slow
 
 
 def test_tiny_run_end_to_end(tmp_path):
-    from recipes.librispeech import run as libri_run
+    from conftest import run_recipe_mirrored
 
     out = tmp_path / "run"
-    results, table = libri_run.run(str(out), synthetic=True, scale="tiny")
-    saved = json.load(open(out / "results.json"))
+    saved, table = run_recipe_mirrored("librispeech", out)
     assert saved["task"] == "librispeech" and len(saved["generations"]) == 2
+    assert saved["strategy"] == "MirroredStrategy"
     gen0, gen1 = saved["generations"]
     assert gen0["hours"] <= gen1["hours"]
     assert {"BL", "BLC-sparse-4x", "BLC-hash-4x", "Diff-sparse-4x", "Diff-hash-4x"} <= set(gen1["rows"])

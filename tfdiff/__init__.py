@@ -21,11 +21,13 @@ True
 _EXPORTS = {
     "DiffWrapper": ".wrapper", "SparseDiff": ".methods", "HashDiff": ".methods", "wrap": ".model",
     "callbacks": ".model", "extract": ".model", "fold": ".model", "named_weights": ".model",
+    "weight_variables": ".naming", "fold_batchnorm": ".batchnorm",
     "DiffMismatchError": ".model", "compress_baseline": ".baseline", "strip": ".baseline",
-    "Diff": ".diff", "BudgetError": ".budget", "keras": "._keras",
+    "Diff": ".diff", "compose": ".diff", "BudgetError": ".budget", "budget_bytes": ".budget",
+    "compressed_nbytes": ".baseline", "keras": "._keras",
 }
 
-__version__ = "0.2.0"
+from device import __version__  # noqa: E402, F401  (one version for both packages)
 
 __all__ = sorted(_EXPORTS) + ["DiffFormatError"]
 
@@ -36,7 +38,14 @@ def __getattr__(name):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'tfdiff' has no attribute {name!r}")
     import importlib
-    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    try:
+        module = importlib.import_module(_EXPORTS[name], __name__)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] in ("tensorflow", "tf_keras", "tensorflow_model_optimization"):
+            raise ImportError(f"tfdiff.{name} trains or folds models and needs the training stack, "
+                              f"which this install lacks ({e.name}): pip install 'tfdiff[train]'") from None
+        raise
+    value = getattr(module, name)
     globals()[name] = value
     return value
 

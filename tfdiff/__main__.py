@@ -1,4 +1,4 @@
-"""python -m tfdiff keygen | sign | show: manage diff files on the server.
+"""python -m tfdiff keygen | sign | show | compose: manage diff files on the server.
 
 None of these commands needs TensorFlow. Exit status: 0 done, 1 a bad input
 or a refused signature (one line on stderr), 2 an unexpected error.
@@ -11,16 +11,23 @@ from device import signing
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tfdiff", description=__doc__)
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     commands = parser.add_subparsers(dest="command", required=True)
     keygen = commands.add_parser("keygen", help="write an Ed25519 key pair")
     keygen.add_argument("--private", default="tfdiff-signing.pem", help="private key path")
     keygen.add_argument("--public", default="tfdiff-signing.pub.pem", help="public key path")
     sign = commands.add_parser("sign", help="sign a diff file in place")
-    sign.add_argument("diff")
+    sign.add_argument("diff", help="the .tfdiff to sign (rewritten atomically)")
     sign.add_argument("--key", required=True, help="private key (PEM)")
     show = commands.add_parser("show", help="print a diff's header and per-weight summary")
-    show.add_argument("diff")
+    show.add_argument("diff", help="a .tfdiff file")
     show.add_argument("--public-key", help="verify the signature against this Ed25519 key (PEM)")
+    show.add_argument("--json", action="store_true", help="print the header and entries as JSON")
+    compose = commands.add_parser("compose", help="one catch-up diff for a chain of diffs, bit-exact")
+    compose.add_argument("diffs", nargs="+", help="the chain, oldest first")
+    compose.add_argument("-o", "--out", required=True, help="the composed diff")
+    compose.add_argument("--key", help="sign the composed diff with this private key (PEM)")
     args = parser.parse_args(argv)
     try:
         if args.command == "keygen":
@@ -29,6 +36,16 @@ def main(argv=None):
         elif args.command == "sign":
             diff = signing.sign(args.diff, args.key)
             print(f"signed {args.diff} ({diff.nbytes} bytes)")
+        elif args.command == "compose":
+            from device.format import decode, read_bounded
+            from tfdiff.diff import Diff, compose as compose_chain
+            chain = [decode(read_bounded(path), Diff) for path in args.diffs]
+            composed = compose_chain(chain)
+            composed.save(args.out)
+            if args.key:
+                composed = signing.sign(args.out, args.key)
+            print(f"wrote {args.out}: generation {chain[0].generation} -> {composed.generation}, "
+                  f"{composed.nbytes} bytes against {sum(d.nbytes for d in chain)} for the chain of {len(chain)}")
         else:
             from device.format import decode, read_bounded
             from tfdiff.diff import Diff
@@ -41,16 +58,33 @@ def main(argv=None):
                 signature = f"signed, verified with {args.public_key}"
             else:
                 signature = "signed, NOT verified (give --public-key)"
-            print(f"{diff.method} diff, generation {diff.generation}, {diff.nbytes} bytes, "
-                  f"base {diff.base_digest.hex()[:12]} -> target {diff.target_digest.hex()[:12]}, {signature}")
-            print(diff.summary())
+            if args.json:
+                import json
+                print(json.dumps({
+                    "method": diff.method, "format_version": diff.version, "generation": diff.generation,
+                    "bytes": diff.nbytes, "base_digest": diff.base_digest.hex(),
+                    "target_digest": diff.target_digest.hex(), "signature": signature,
+                    "entries": [{"name": e.name, "shape": list(e.shape), "method": e.method,
+                                 "stored": int(e.values.size)} for e in diff.entries]}, indent=2))
+            else:
+                print(f"{diff.method} diff, generation {diff.generation}, {diff.nbytes} bytes, "
+                      f"base {diff.base_digest.hex()[:12]} -> target {diff.target_digest.hex()[:12]}, {signature}")
+                print(diff.summary())
     except (ValueError, OSError) as e:
         print(f"tfdiff: error: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - one line, never a traceback
+        if args.debug:
+            raise
         print(f"tfdiff: unexpected error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _version():
+    from device import __version__
+    from device.format import VERSION
+    return f"tfdiff {__version__} (writes diff format version {VERSION})"
 
 
 if __name__ == "__main__":

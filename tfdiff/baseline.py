@@ -3,7 +3,7 @@ import numpy as np
 
 from ._keras import keras
 from .methods import HashDiff, HashedWeights, SparseDiff, deserialize_method
-from .model import _is_subclassed, _layers_with_paths, _PruneLowMagnitude, _weight_slots_with_layers
+from .naming import PruneLowMagnitude, check_model, layers_with_paths, weight_name, weight_variables_with_layers
 from .wrapper import DiffWrapper
 
 from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
@@ -45,13 +45,12 @@ def compress_baseline(model, method, seed=0):
     >>> compressed_nbytes(blc) <= 4 * (64 * 64 + 64) / 4
     True
     """
-    if not isinstance(model, keras.Model) or _is_subclassed(model):
-        raise ValueError(f"`model` must be a tf_keras Sequential or functional model. Received: {model!r}")
+    check_model(model)
     method = deserialize_method(method)
     if isinstance(method, SparseDiff):
         shapes, dense = {}, {}
         pruned = {}  # layer id -> ids of the weights tfmot prunes in it, asked once per layer
-        for name, variable, layer in _weight_slots_with_layers(model):
+        for name, variable, layer in weight_variables_with_layers(model):
             if id(layer) not in pruned:
                 pruned[id(layer)] = {id(w) for w in _prunable_weights(layer)} if _prunable(layer) else set()
             (shapes if id(variable) in pruned[id(layer)] else dense)[name] = tuple(variable.shape)
@@ -62,10 +61,10 @@ def compress_baseline(model, method, seed=0):
                 return keras.models.clone_model(layer, clone_function=clone_layer)
             clone = layer.__class__.from_config(layer.get_config())
             if layer.weights and _prunable(layer):
-                return _PruneLowMagnitude(clone, pruning_schedule=schedule)
+                return PruneLowMagnitude(clone, pruning_schedule=schedule)
             return clone
     elif isinstance(method, HashDiff):
-        shapes = {name: tuple(v.shape) for name, v, _ in _weight_slots_with_layers(model)}
+        shapes = {name: tuple(v.shape) for name, v, _ in weight_variables_with_layers(model)}
         hashed = HashedWeights(**method.get_config()).planned(shapes)
 
         def clone_layer(layer):
@@ -77,7 +76,7 @@ def compress_baseline(model, method, seed=0):
         raise ValueError(f"`method` must be a SparseDiff or HashDiff. Received: {method!r}")
     compressed = keras.models.clone_model(model, clone_function=clone_layer)
     rng = np.random.default_rng(seed)
-    for (_, _, source), (_, _, target) in zip(_layers_with_paths(model), _layers_with_paths(compressed)):
+    for (_, _, source), (_, _, target) in zip(layers_with_paths(model), layers_with_paths(compressed)):
         if isinstance(target, DiffWrapper):
             target.layer.set_weights(source.get_weights())
             for base, table in zip(target.base_weights, target.diff_weights):
@@ -96,26 +95,46 @@ def _prunable_weights(layer):
 def strip(model):
     """A plain Keras model holding the effective weights of a wrapped model.
 
-    DiffWrappers become their inner layer carrying base (+) diff as trained
-    (not wire-quantized: use `tfdiff.fold` for what a device will hold);
-    tfmot pruning wrappers become their layer with the masks applied.
+    Like tfmot's `strip_pruning`: DiffWrappers become their inner layer
+    carrying base (+) diff as trained (not wire-quantized: use `tfdiff.fold`
+    for what a device will hold), tfmot pruning wrappers become their layer
+    with the masks applied, and every layer is as trainable as its wrapper
+    was (a DiffWrapper freezes its inner layer; the stripped layer is not).
+
+    Args:
+        model: a model from `tfdiff.wrap` or `tfdiff.compress_baseline`.
+
+    Returns:
+        a new tf_keras model with no tfdiff or tfmot wrappers.
+
+    Example:
+
+    >>> import tfdiff
+    >>> from tfdiff import keras
+    >>> base = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, name="out")])
+    >>> plain = tfdiff.strip(tfdiff.wrap(base, tfdiff.HashDiff(compression=4.0)))
+    >>> [w.name for w in plain.trainable_weights]
+    ['out/kernel:0', 'out/bias:0']
     """
     def clone_layer(layer):
         if isinstance(layer, keras.Model):
             return keras.models.clone_model(layer, clone_function=clone_layer)
-        inner = layer.layer if isinstance(layer, (_PruneLowMagnitude, DiffWrapper)) else layer
+        inner = layer.layer if isinstance(layer, PruneLowMagnitude) else layer
+        trainable = layer.trainable and inner.trainable  # a DiffWrapper's, not its frozen layer's
         inner = inner.layer if isinstance(inner, DiffWrapper) else inner
-        return inner.__class__.from_config(inner.get_config())
+        clone = inner.__class__.from_config(inner.get_config())
+        clone.trainable = trainable
+        return clone
 
     plain = keras.models.clone_model(model, clone_function=clone_layer)
-    for (_, outer, inner), (_, target, _) in zip(_layers_with_paths(model), _layers_with_paths(plain)):
+    for (_, outer, inner), (_, target, _) in zip(layers_with_paths(model), layers_with_paths(plain)):
         target.set_weights(_effective_values(outer, inner))
     return plain
 
 
 def _effective_values(outer, inner):
     masks = {}
-    if isinstance(outer, _PruneLowMagnitude):
+    if isinstance(outer, PruneLowMagnitude):
         masks = {id(w): m.numpy() for w, m, _ in outer.pruning_vars}
     if isinstance(inner, DiffWrapper):
         diffs = [d.numpy() * masks.get(id(d), 1.0) for d in inner.diff_weights]
@@ -140,14 +159,13 @@ def compressed_nbytes(model, value_dtype="float16"):
     weights as their tables, everything else as dense float16/32 values; a
     whole model, so the comparison with a diff's `nbytes` is like for like.
     """
-    from device.format import Entry, _HEADER
+    from device.format import FILE_OVERHEAD_BYTES, Entry
     from .diff import entry_nbytes
-    from .model import weight_name
 
-    total = _HEADER.size + 32
-    for path, outer, inner in _layers_with_paths(model):
+    total = FILE_OVERHEAD_BYTES
+    for path, outer, inner in layers_with_paths(model):
         masks = {id(w): m.numpy() for w, m, _ in outer.pruning_vars} if isinstance(
-            outer, _PruneLowMagnitude) else {}
+            outer, PruneLowMagnitude) else {}
         if isinstance(inner, DiffWrapper) and isinstance(inner.method, HashedWeights):
             for i, (base, table) in enumerate(zip(inner.base_weights, inner.diff_weights)):
                 total += entry_nbytes(Entry(weight_name(path, i, base), tuple(base.shape), "hash",

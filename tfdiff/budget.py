@@ -72,7 +72,7 @@ def plan(method, shapes, dense=None, budget="wire"):
         raise ValueError("`shapes` must name at least one weight with elements. Received: shapes={}")
     itemsize = np.dtype(method.value_dtype).itemsize
     fixed = FILE_OVERHEAD_BYTES + SIGNATURE_BYTES
-    fixed += sum(entry_header_bytes(n, len(s), method.name if method.name != "hashed" else "hash")
+    fixed += sum(entry_header_bytes(n, len(s), method.wire_method)
                  for n, s in shapes.items())
     # Dense weights travel as sparse entries holding every value (gap 0: one byte).
     fixed += sum(entry_header_bytes(n, len(s), "sparse") + (itemsize + 1) * dense_sizes[n]
@@ -83,15 +83,15 @@ def plan(method, shapes, dense=None, budget="wire"):
         raise BudgetError(f"a {method.compression:g}x budget of {limit} bytes cannot hold even the "
                           f"{need} bytes of headers; the smallest feasible compression is "
                           f"{4 * total / need:.1f}x")
-    room = (limit - fixed) * (1 - _GAP_SLACK if method.name == "sparse" else 1)
+    room = (limit - fixed) * (1 - _GAP_SLACK if method.wire_method == "sparse" else 1)
     params = sum(sizes.values())
     if budget == "nominal":
         fraction = 1.0 / method.compression
-        cost = _values_bytes(method.name, fraction, sizes, itemsize)
+        cost = _values_bytes(method.wire_method, fraction, sizes, itemsize)
         if cost > room:  # float32 values, say: the nominal ratio does not fit, the budget wins
-            fraction = _solve(method.name, sizes, itemsize, room)
+            fraction = _solve(method.wire_method, sizes, itemsize, room)
         return fraction
-    if method.name == "sparse":
+    if method.wire_method == "sparse":
         return _solve("sparse", sizes, itemsize, room)
     return min(1.0, math.floor(room / itemsize - len(sizes)) / params)
 

@@ -1,6 +1,4 @@
 """tfdiff.Diff: the learned diff G as it travels, with its budget and report."""
-import io
-
 import numpy as np
 
 from device import format as wire
@@ -19,7 +17,7 @@ class Diff(wire.DiffFile):
     >>> entry = Entry("dense/0/kernel", (10, 10), "sparse", np.float16([0.5]), np.array([7]))
     >>> diff = tfdiff.Diff("sparse", [entry], b"\\0" * 32, b"\\1" * 32)
     >>> diff.nbytes
-    155
+    150
     """
 
     cut_values = 0
@@ -92,10 +90,65 @@ class Diff(wire.DiffFile):
         return 4 * self.num_params / self.nbytes
 
 
+def compose(diffs):
+    """One catch-up diff whose result is, bit for bit, the chain's: F_t (+) G_1 (+) ... (+) G_n.
+
+    For a device several generations behind. Entries keep their order, so
+    the device computes exactly what the chain computes; consecutive sparse
+    entries of a weight that touch disjoint positions merge into one.
+
+    Args:
+        diffs: the chain, oldest first; each diff's base must be the
+            previous one's target.
+
+    Returns:
+        an unsigned `Diff` from the first diff's base to the last one's
+        target, at the last one's generation (sign it before shipping).
+
+    Raises:
+        ValueError: an empty chain, or a diff whose base is not the previous target.
+
+    Example:
+
+    >>> import numpy as np, tfdiff
+    >>> from device.format import Entry
+    >>> one = tfdiff.Diff("sparse", [Entry("w", (4,), "sparse", np.float16([1]), np.array([0]))],
+    ...                   b"a" * 32, b"b" * 32, generation=1)
+    >>> two = tfdiff.Diff("sparse", [Entry("w", (4,), "sparse", np.float16([2]), np.array([3]))],
+    ...                   b"b" * 32, b"c" * 32, generation=2)
+    >>> both = tfdiff.compose([one, two])
+    >>> both.generation, both.entries[0].indices.tolist(), both.nbytes < one.nbytes + two.nbytes
+    (2, [0, 3], True)
+    """
+    diffs = list(diffs)
+    if not diffs:
+        raise ValueError("`diffs` must name at least one diff. Received: an empty chain")
+    for earlier, later in zip(diffs, diffs[1:]):
+        if later.base_digest != earlier.target_digest or later.generation <= earlier.generation:
+            raise ValueError(f"generation {later.generation} does not follow generation {earlier.generation}: "
+                             "each diff's base must be the previous one's target. Received: "
+                             f"base {later.base_digest.hex()[:12]} after target {earlier.target_digest.hex()[:12]}")
+    entries = []
+    for entry in (e for diff in diffs for e in diff.entries):
+        previous = next((e for e in reversed(entries) if e.name == entry.name), None)
+        if (previous is not None and previous.method == entry.method == "sparse"
+                and previous.values.dtype == entry.values.dtype
+                and not np.intersect1d(previous.indices, entry.indices).size):
+            order = np.argsort(np.concatenate([previous.indices, entry.indices]), kind="stable")
+            previous.indices = np.concatenate([previous.indices, entry.indices])[order]
+            previous.values = np.concatenate([previous.values, entry.values])[order]
+        else:
+            entries.append(wire.Entry(entry.name, entry.shape, entry.method, entry.values.copy(),
+                                      None if entry.indices is None else entry.indices.copy(),
+                                      entry.seed, entry.num_hashes))
+    first = next((e for e in entries if e.method == "hash"), None)
+    return Diff(wire.method_of(entries), entries, diffs[0].base_digest, diffs[-1].target_digest,
+                generation=diffs[-1].generation, seed=first.seed if first else 0,
+                num_hashes=first.num_hashes if first else 0)
+
+
 def entry_nbytes(entry):
-    out = io.BytesIO()
-    wire._write_entry(out, entry)
-    return len(out.getvalue())
+    return len(wire.encode_entry(entry))
 
 
 def _ratio(numerator, denominator):

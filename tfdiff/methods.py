@@ -2,9 +2,18 @@
 
 A method object is small configuration, like a tfmot schedule: it holds no
 variables, round-trips through `get_config`, and is shared by every layer it
-is applied to. `DiffWrapper` asks it for the diff variables of one weight, for
-the effective weight in the forward pass, and for that weight's wire entry.
+is applied to. Every method answers the same questions, so `DiffWrapper`
+never asks which method it holds:
+
+    create_diff(wrapper, base)      the trainable variable of one weight's diff
+    constants(base, diff)           per-weight constants of the forward pass, or None
+    effective(base, diff, consts)   the weight the wrapped layer computes with
+    entry(name, base, diff)         that weight's wire entry (device.format.Entry)
+    prunable                        whether tfmot prunes the diff (with `schedule()`)
+    wire_method                     the entry kind it travels as ("sparse" or "hash")
 """
+import math
+
 import numpy as np
 
 from device.format import Entry
@@ -15,7 +24,8 @@ from .budget import BUDGETS, plan
 
 
 def _check_compression(compression):
-    if not isinstance(compression, (int, float)) or isinstance(compression, bool) or compression < 1:
+    if (not isinstance(compression, (int, float)) or isinstance(compression, bool)
+            or not math.isfinite(compression) or compression < 1):
         raise ValueError(f"`compression` must be a number >= 1. Received: compression={compression!r}")
     return float(compression)
 
@@ -82,7 +92,8 @@ class SparseDiff:
         Macoskey et al., "Learning a Neural Diff for Speech Models", sec. 3.1.
     """
 
-    name = "sparse"
+    name = wire_method = "sparse"
+    prunable = True
 
     def __init__(self, compression=10.0, begin_step=0, end_step=1000, frequency=100,
                  value_dtype="float16", budget="wire", kept_fraction=None):
@@ -129,7 +140,10 @@ class SparseDiff:
         return wrapper.add_weight(name=_diff_name(base), shape=base.shape, dtype=base.dtype,
                                   initializer="zeros", trainable=True)
 
-    def effective(self, base, diff):
+    def constants(self, base, diff):
+        return None
+
+    def effective(self, base, diff, constants=None):
         return base + diff
 
     def entry(self, name, base_value, diff_value):
@@ -142,37 +156,11 @@ class SparseDiff:
         return f"SparseDiff({self.get_config()})"
 
 
-class HashDiff:
-    """A multiplicative diff shared through K hash functions.
+class _HashTables:
+    """What HashDiff and BLC's HashedWeights share: K hashes into one table per weight."""
 
-    W'[p] = W[p] + |W[p]| * sum_k A[h_k(p)], with one table A per weight,
-    initialised to zero. The tables are as large as the byte budget allows
-    (about 2N / compression float16 entries; `budget="nominal"`: the paper's
-    N / compression). The hash (device/hashing.py) is reseeded per
-    generation through `seed`.
-
-    Args:
-        compression: the byte budget: the saved file is at most
-            4N / compression bytes, headers and signature included.
-        num_hashes: K, the number of hash functions.
-        seed: generation seed of the hash functions, 0 <= seed < 2**32.
-        value_dtype: how the table travels, "float16" or "float32".
-        budget: "wire" or "nominal", as for SparseDiff.
-        table_fraction: table entries per weight element, planned by
-            `tfdiff.wrap`; leave it None.
-
-    Example:
-
-    >>> method = HashDiff(compression=10.0, num_hashes=3, seed=1)
-    >>> method.table_size(1000)
-    100
-
-    Reference:
-        Chen et al., "Compressing neural networks with the hashing trick",
-        ICML 2015; Macoskey et al., sec. 3.2.
-    """
-
-    name = "hash"
+    wire_method = "hash"
+    prunable = False
 
     def __init__(self, compression=10.0, num_hashes=3, seed=0, value_dtype="float16", budget="wire",
                  table_fraction=None):
@@ -209,19 +197,58 @@ class HashDiff:
     def from_config(cls, config):
         return cls(**config)
 
-    def create_diff(self, wrapper, base):
+    def _table(self, wrapper, base, suffix):
         size = int(np.prod(base.shape))
-        table = wrapper.add_weight(name=_diff_name(base) + "_table", shape=(self.table_size(size),),
-                                   dtype=base.dtype, initializer="zeros", trainable=True)
-        return table
+        return wrapper.add_weight(name=_diff_name(base) + suffix, shape=(self.table_size(size),),
+                                  dtype=base.dtype, initializer="zeros", trainable=True)
 
-    def slots(self, base, table_size):
-        """[K, *shape] int32 table indices of every element of `base`."""
+    def constants(self, base, table):
+        """[K, *shape] int32 table indices of every element of `base`, computed once."""
         size = int(np.prod(base.shape))
-        positions = tf.cast(tf.range(size, dtype=tf.int64), tf.uint32)
-        slots = [tf.cast(hash_positions(positions, self.seed, k, table_size, ops=TfOps), tf.int32)
-                 for k in range(self.num_hashes)]
-        return tf.reshape(tf.stack(slots), [self.num_hashes] + list(base.shape))
+        with tf.init_scope():  # outside any trace, captured by reference
+            positions = tf.cast(tf.range(size, dtype=tf.int64), tf.uint32)
+            slots = [tf.cast(hash_positions(positions, self.seed, k, table.shape[0], ops=TfOps), tf.int32)
+                     for k in range(self.num_hashes)]
+            return tf.reshape(tf.stack(slots), [self.num_hashes] + list(base.shape))
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.get_config()})"
+
+
+class HashDiff(_HashTables):
+    """A multiplicative diff shared through K hash functions.
+
+    W'[p] = W[p] + |W[p]| * sum_k A[h_k(p)], with one table A per weight,
+    initialised to zero. The tables are as large as the byte budget allows
+    (about 2N / compression float16 entries; `budget="nominal"`: the paper's
+    N / compression). The hash (device/hashing.py) is reseeded per
+    generation through `seed`.
+
+    Args:
+        compression: the byte budget: the saved file is at most
+            4N / compression bytes, headers and signature included.
+        num_hashes: K, the number of hash functions.
+        seed: generation seed of the hash functions, 0 <= seed < 2**32.
+        value_dtype: how the table travels, "float16" or "float32".
+        budget: "wire" or "nominal", as for SparseDiff.
+        table_fraction: table entries per weight element, planned by
+            `tfdiff.wrap`; leave it None.
+
+    Example:
+
+    >>> method = HashDiff(compression=10.0, num_hashes=3, seed=1)
+    >>> method.table_size(1000)
+    100
+
+    Reference:
+        Chen et al., "Compressing neural networks with the hashing trick",
+        ICML 2015; Macoskey et al., sec. 3.2.
+    """
+
+    name = "hash"
+
+    def create_diff(self, wrapper, base):
+        return self._table(wrapper, base, "_table")
 
     def effective(self, base, table, slots):
         shared = tf.reduce_sum(tf.gather(table, slots), axis=0)
@@ -231,9 +258,6 @@ class HashDiff:
         values = np.asarray(table_value, dtype=np.float32).astype(self.value_dtype)
         return Entry(name, tuple(np.shape(base_value)), "hash", values, None, self.seed,
                      self.num_hashes)
-
-    def __repr__(self):
-        return f"HashDiff({self.get_config()})"
 
 
 class TfOps:
@@ -261,7 +285,7 @@ def serialize_method(method):
 
 
 def deserialize_method(config):
-    if isinstance(config, (SparseDiff, HashDiff)):
+    if isinstance(config, tuple(_registry().values())):
         return config
     if not isinstance(config, dict) or config.get("class_name") not in _registry():
         raise ValueError(f"`method` must be a SparseDiff or HashDiff. Received: method={config!r}")
@@ -273,12 +297,13 @@ def _registry():
 
 
 
-class HashedWeights(HashDiff):
+class HashedWeights(_HashTables):
     """HashedNets for the BLC baseline: W[p] = sum_k A[h_k(p)], no base at all.
 
-    The tables are the model's weights, trained from scratch: `initial_table`
-    draws A so that each W[p] has the spread of the fresh layer's own
-    initialization (std(W) / sqrt(K) per entry, K entries summed).
+    Not a diff: the tables are the model's weights, trained from scratch.
+    `initial_table` draws A so that each W[p] has the spread of the fresh
+    layer's own initialization (std(W) / sqrt(K) per entry, K entries summed).
+    It travels, for the byte count, as hash entries.
 
     Reference: Chen et al., "Compressing neural networks with the hashing
     trick", ICML 2015.
@@ -287,9 +312,7 @@ class HashedWeights(HashDiff):
     name = "hashed"
 
     def create_diff(self, wrapper, base):
-        size = int(np.prod(base.shape))
-        return wrapper.add_weight(name=_diff_name(base) + "_hashed", shape=(self.table_size(size),),
-                                  dtype=base.dtype, initializer="zeros", trainable=True)
+        return self._table(wrapper, base, "_hashed")
 
     def initial_table(self, weight, rng):
         """A random table whose hashed weights spread like `weight`, a fresh initialization."""
@@ -300,6 +323,10 @@ class HashedWeights(HashDiff):
 
     def effective(self, base, table, slots):
         return tf.reduce_sum(tf.gather(table, slots), axis=0)
+
+    def entry(self, name, base_value, table_value):
+        values = np.asarray(table_value, dtype=np.float32).astype(self.value_dtype)
+        return Entry(name, tuple(np.shape(base_value)), "hash", values, None, self.seed, self.num_hashes)
 
 
 METHODS["HashedWeights"] = HashedWeights

@@ -1,21 +1,19 @@
 """Whole models: wrap, the fit callbacks, extract a diff, fold it back.
 
-Weights are named by where they sit, not by TensorFlow variable names:
-`<layer path>/<index in layer.weights>/<short name>`, for example
-`encoder/lstm_1/0/kernel`. The same name is computed for the base model,
-the wrapped model, the folded model and the .tflite weight map.
+Weights are named as tfdiff/naming.py says, for the base model, the wrapped
+model, the folded model and the .tflite weight map alike.
 """
 
-from device.format import DiffFormatError, weights_digest
-from device.patch import patch_weight
+import os
 
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (
-    PruneLowMagnitude as _PruneLowMagnitude,
-)
+from device.format import DiffFile, DiffFormatError, weights_digest
+from device.patch import patch_weight
 
 from ._keras import keras, tfmot
 from .diff import Diff
-from .methods import SparseDiff, deserialize_method
+from .methods import deserialize_method
+from .naming import (PruneLowMagnitude, check_model, layers_with_paths, weight_name, weight_variables,
+                     weight_variables_with_layers)
 from .wrapper import DiffWrapper
 
 
@@ -47,14 +45,12 @@ def wrap(model, method, include=None, exclude=None):
     >>> [type(layer).__name__ for layer in diff_model.layers]
     ['DiffWrapper']
     """
-    if not isinstance(model, keras.Model) or _is_subclassed(model):
-        raise ValueError("`model` must be a tf_keras Sequential or functional model; wrap the "
-                         f"layers of a subclassed model with DiffWrapper. Received: {model!r}")
+    check_model(model)
     method = deserialize_method(method)
-    selected = _selector(include, exclude)
+    selected = _selector(include, exclude, model)
     # The budget is planned here, from the weights that will be diffed, so
     # the diff that trains is the diff that ships: extract cuts nothing.
-    shapes = {name: tuple(v.shape) for name, v, layer in _weight_slots_with_layers(model)
+    shapes = {name: tuple(v.shape) for name, v, layer in weight_variables_with_layers(model)
               if selected(layer)}
     if not shapes:
         raise ValueError("`include` / `exclude` leave no weighted layer to diff. Received: "
@@ -68,20 +64,20 @@ def wrap(model, method, include=None, exclude=None):
         if not layer.weights or not selected(layer):
             return clone
         wrapped = DiffWrapper(clone, method)
-        if isinstance(method, SparseDiff):
-            wrapped = _PruneLowMagnitude(wrapped, pruning_schedule=method.schedule())
+        if method.prunable:
+            wrapped = PruneLowMagnitude(wrapped, pruning_schedule=method.schedule())
         return wrapped
 
     diff_model = keras.models.clone_model(model, clone_function=clone_layer)
-    target = dict(_weight_slots(diff_model))
-    for name, variable in _weight_slots(model):
+    target = dict(weight_variables(diff_model))
+    for name, variable in weight_variables(model):
         target[name].assign(variable)
     return diff_model
 
 
 def callbacks(diff_model):
     """The callbacks `fit` needs for this diff model (tfmot's pruning step)."""
-    if any(isinstance(layer, _PruneLowMagnitude) for layer in _all_layers(diff_model)):
+    if any(isinstance(layer, PruneLowMagnitude) for layer in _all_layers(diff_model)):
         return [tfmot.sparsity.keras.UpdatePruningStep()]
     return []
 
@@ -130,13 +126,36 @@ def fold(base_model, diff):
     The arithmetic is device.patch's float32 numpy code, the very code the
     device applier runs, and the result is checked against the diff's
     target digest.
+
+    Args:
+        base_model: the model the diff was made for (F_t), a tf_keras model.
+        diff: a `tfdiff.Diff`, or the path of a saved one.
+
+    Returns:
+        a new model, F_t (+) G; `base_model` is left as it was.
+
+    Raises:
+        DiffMismatchError: the diff was made for other weights.
+        DiffFormatError: the diff's target digest does not match its content.
+        ValueError: an argument of the wrong kind ("Received: ...").
+
+    Example:
+
+    >>> import tfdiff
+    >>> from tfdiff import keras
+    >>> base = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, name="out")])
+    >>> diff = tfdiff.extract(tfdiff.wrap(base, tfdiff.HashDiff(compression=4.0)), generation=1)
+    >>> tfdiff.named_weights(tfdiff.fold(base, diff))["out/0/kernel"].shape
+    (64, 32)
     """
-    if not isinstance(base_model, keras.Model) or _is_subclassed(base_model):
-        raise ValueError("`base_model` must be a tf_keras Sequential or functional model. "
-                         f"Received: {base_model!r}")
+    check_model(base_model, "base_model")
+    if isinstance(diff, (str, os.PathLike)):
+        diff = Diff.load(diff)
+    if not isinstance(diff, DiffFile):
+        raise ValueError(f"`diff` must be a tfdiff.Diff or the path of a saved diff. Received: diff={diff!r}")
     model = keras.models.clone_model(base_model)
     model.set_weights(base_model.get_weights())
-    slots = dict(_weight_slots(model))
+    slots = dict(weight_variables(model))
     current = {name: variable.numpy() for name, variable in slots.items()}
     if weights_digest(current) != diff.base_digest:
         raise DiffMismatchError("diff does not apply to this model: its base weights differ "
@@ -151,13 +170,17 @@ def fold(base_model, diff):
 
 
 def named_weights(model):
-    """{weight name: float32 array} of every weight, wrapped layers unwrapped."""
-    return {name: variable.numpy() for name, variable in _weight_slots(model)}
+    """{weight name: float32 array} of every weight, wrapped layers unwrapped.
 
+    Example:
 
-def weight_name(layer_path, index, variable):
-    short = variable.name.split("/")[-1].split(":")[0]
-    return f"{layer_path}/{index}/{short}"
+    >>> import tfdiff
+    >>> from tfdiff import keras
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="out")])
+    >>> {name: value.shape for name, value in tfdiff.named_weights(model).items()}
+    {'out/0/kernel': (3, 2), 'out/1/bias': (2,)}
+    """
+    return {name: variable.numpy() for name, variable in weight_variables(model)}
 
 
 # -- internals ----------------------------------------------------------------
@@ -169,69 +192,39 @@ def _folded_weights(weights, diff):
         if tuple(weights[entry.name].shape) != tuple(entry.shape):
             raise DiffMismatchError(f"weight {entry.name!r} has shape {weights[entry.name].shape}, "
                                     f"diff expects {entry.shape}")
-        folded[entry.name] = patch_weight(entry, weights[entry.name])
+        folded[entry.name] = patch_weight(entry, folded[entry.name])  # in order: a composed diff chains
     return folded
 
 
-def _is_subclassed(model):
-    return not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False))
-
-
-def _selector(include, exclude):
+def _selector(include, exclude, model):
     def matches(rule, layer):
         return rule(layer) if callable(rule) else layer.name in set(rule)
+    names = {inner.name for _, _, inner in layers_with_paths(model)}
     for rule, label in ((include, "include"), (exclude, "exclude")):
         if rule is not None and not callable(rule) and isinstance(rule, str):
             raise ValueError(f"`{label}` must be a list of layer names or a predicate. "
+                             f"Received: {label}={rule!r}")
+        unknown = sorted(set(rule) - names) if rule is not None and not callable(rule) else []
+        if unknown:
+            raise ValueError(f"`{label}` names layers the model does not have: {unknown}. "
                              f"Received: {label}={rule!r}")
     return lambda layer: ((include is None or matches(include, layer))
                           and (exclude is None or not matches(exclude, layer)))
 
 
-def _unwrap(layer):
-    return layer.layer if isinstance(layer, _PruneLowMagnitude) else layer
-
-
-def _layers_with_paths(model, prefix=""):
-    for layer in model.layers:
-        inner = _unwrap(layer)
-        path = prefix + inner.name
-        if isinstance(inner, keras.Model):
-            yield from _layers_with_paths(inner, path + "/")
-        else:
-            yield path, layer, inner
-
-
 def _all_layers(model):
-    return [outer for _, outer, _ in _layers_with_paths(model)]
+    return [outer for _, outer, _ in layers_with_paths(model)]
 
 
 def _wrappers(model):
-    return [(path, inner) for path, _, inner in _layers_with_paths(model)
+    return [(path, inner) for path, _, inner in layers_with_paths(model)
             if isinstance(inner, DiffWrapper)]
-
-
-def _weight_slots(model):
-    """(name, variable) of every base weight, in model order."""
-    return [(name, variable) for name, variable, _ in _weight_slots_with_layers(model)]
-
-
-def _weight_slots_with_layers(model):
-    slots = []
-    seen = set()
-    for path, _, inner in _layers_with_paths(model):
-        if id(inner) in seen:  # a shared layer is one set of weights
-            continue
-        seen.add(id(inner))
-        variables = inner.base_weights if isinstance(inner, DiffWrapper) else inner.weights
-        slots += [(weight_name(path, i, v), v, inner) for i, v in enumerate(variables)]
-    return slots
 
 
 def _masks(model, wrapper):
     """{diff index: mask array} from the tfmot wrapper around `wrapper`, if any."""
-    for _, outer, inner in _layers_with_paths(model):
-        if inner is wrapper and isinstance(outer, _PruneLowMagnitude):
+    for _, outer, inner in layers_with_paths(model):
+        if inner is wrapper and isinstance(outer, PruneLowMagnitude):
             by_var = {id(w): m.numpy() for w, m, _ in outer.pruning_vars}
             return {i: by_var[id(d)] for i, d in enumerate(wrapper.diff_weights) if id(d) in by_var}
     return {}

@@ -5,7 +5,7 @@ import inspect
 from tensorflow_model_optimization.python.core.sparsity.keras.prunable_layer import PrunableLayer
 
 from ._keras import keras, tf
-from .methods import HashDiff, deserialize_method, serialize_method
+from .methods import deserialize_method, serialize_method
 
 
 @keras.utils.register_keras_serializable(package="tfdiff")
@@ -50,7 +50,7 @@ class DiffWrapper(keras.layers.Wrapper, PrunableLayer):
         self.supports_masking = getattr(layer, "supports_masking", False)
         self._slots = []
         self._diffs = []
-        self._hash_slots = []
+        self._constants = []
 
     def build(self, input_shape=None):
         if not self.layer.built:
@@ -59,11 +59,8 @@ class DiffWrapper(keras.layers.Wrapper, PrunableLayer):
         self.layer.trainable = False
         self._slots = _locate_weights(self.layer)
         self._diffs = [self.method.create_diff(self, variable) for _, _, variable in self._slots]
-        if isinstance(self.method, HashDiff):
-            # Computed once, outside any trace, and captured by reference.
-            with tf.init_scope():
-                self._hash_slots = [self.method.slots(variable, diff.shape[0])
-                                    for (_, _, variable), diff in zip(self._slots, self._diffs)]
+        self._constants = [self.method.constants(variable, diff)
+                           for (_, _, variable), diff in zip(self._slots, self._diffs)]
         self.built = True
 
     # -- weights: only the diffs ever train --------------------------------
@@ -85,14 +82,11 @@ class DiffWrapper(keras.layers.Wrapper, PrunableLayer):
         return frozen + ([] if self.trainable else list(self._diffs))
 
     def get_prunable_weights(self):
-        return self.diff_weights if self.method.name == "sparse" else []
+        return self.diff_weights if self.method.prunable else []
 
     # -- forward pass --------------------------------------------------------
     def effective_weights(self):
-        if isinstance(self.method, HashDiff):
-            return [self.method.effective(v, d, s)
-                    for (_, _, v), d, s in zip(self._slots, self._diffs, self._hash_slots)]
-        return [self.method.effective(v, d) for (_, _, v), d in zip(self._slots, self._diffs)]
+        return [self.method.effective(v, d, c) for (_, _, v), d, c in zip(self._slots, self._diffs, self._constants)]
 
     def call(self, inputs, training=None, mask=None, **kwargs):
         if training is not None and _accepts(self.layer, "training"):

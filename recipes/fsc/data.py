@@ -4,7 +4,6 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import soundfile
 
 from .phrases import domain_of
 
@@ -51,13 +50,6 @@ def load_split(root, split):
 
 def normalize(text):
     return " ".join("".join(c for c in text.lower() if c.isalnum() or c in " '").split())
-
-
-def read_audio(path):
-    audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    if rate != 16000:
-        raise ValueError(f"{path}: expected 16 kHz audio, got {rate} Hz")
-    return audio.mean(axis=1)
 
 
 def phrases_of(utterances, domains):

@@ -75,7 +75,7 @@ def compute_features(root, out, frames):
             feats = np.load(cache)
         else:
             feats = np.stack([speech_features.fit_length(
-                speech_features.utterance_features(data.read_audio(u.path)), frames)
+                speech_features.utterance_features(speech_features.read_audio(u.path)), frames)
                 for u in tqdm(utterances, desc=f"features {split}", unit="utt")]).astype(np.float16)
             np.save(cache + ".tmp.npy", feats)
             os.replace(cache + ".tmp.npy", cache)

@@ -17,7 +17,7 @@ label length hold unused values, as alpha only flows toward larger u.
 """
 import numpy as np
 
-from tfdiff import _keras  # noqa: F401
+from tfdiff import keras  # noqa: F401  (selects tf_keras before TensorFlow loads)
 import tensorflow as tf
 
 

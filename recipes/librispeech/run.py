@@ -17,7 +17,6 @@ import numpy as np
 from tqdm import tqdm
 
 import device
-from recipes.fsc.data import read_audio
 from recipes.speech import features as speech_features
 from recipes.speech import recipe
 from recipes.speech.distribute import shard_by_data
@@ -74,7 +73,7 @@ def compute_features(utterances, cache):
     if os.path.exists(cache):
         saved = np.load(cache)
         return np.split(saved["frames"], saved["offsets"][1:-1])
-    feats = [speech_features.utterance_features(read_audio(u.path)).astype(np.float16)
+    feats = [speech_features.utterance_features(speech_features.read_audio(u.path)).astype(np.float16)
              for u in tqdm(utterances, desc=os.path.basename(cache), unit="utt")]
     offsets = np.cumsum([0] + [f.shape[0] for f in feats])
     np.savez(cache + ".tmp.npz", frames=np.concatenate(feats), offsets=offsets)

@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 
-from tfdiff import _keras  # noqa: F401
+from tfdiff import keras  # noqa: F401  (selects tf_keras before TensorFlow loads)
 import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multiworker")

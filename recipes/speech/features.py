@@ -1,12 +1,14 @@
-"""Audio features of the paper: 64 log-mel filterbanks every 10 ms, stacked
-and downsampled by 3 to 30 ms frames, and SpecAugment for training.
+"""Audio and its features: the one audio reader of the recipes, and the
+paper's 64 log-mel filterbanks every 10 ms, stacked and downsampled by 3 to
+30 ms frames, with SpecAugment for training.
 
 Computed with core TensorFlow ops (tf.signal); SpecAugment uses
 tensorflow-io's pure-TF `freq_mask` / `time_mask`.
 """
 import numpy as np
+import soundfile
 
-from tfdiff import _keras  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from tfdiff import keras  # noqa: F401  (selects tf_keras before TensorFlow loads)
 import tensorflow as tf
 
 SAMPLE_RATE = 16000
@@ -17,6 +19,14 @@ STACK = 3  # 3 x 10 ms -> one 30 ms frame
 FEATURE_DIM = NUM_MELS * STACK
 
 _MEL = tf.signal.linear_to_mel_weight_matrix(NUM_MELS, 257, SAMPLE_RATE, 125.0, 7600.0)
+
+
+def read_audio(path):
+    """Mono float32 samples of a 16 kHz wav or flac file (channels averaged)."""
+    audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    if rate != SAMPLE_RATE:
+        raise ValueError(f"{path}: expected {SAMPLE_RATE} Hz audio, got {rate} Hz")
+    return audio.mean(axis=1)
 
 
 @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])

@@ -28,8 +28,8 @@ import device
 import tfdiff
 from device.tflite import TFLiteFile
 from tfdiff import keras
-from tfdiff.baseline import compressed_nbytes
-from tfdiff.budget import budget_bytes
+
+from .task import Task
 
 
 class FlywheelConfig:
@@ -84,19 +84,12 @@ class FlywheelConfig:
 
 
 class Flywheel:
-    """Runs a task through the generations; see the module docstring.
+    """Runs a task (recipes/speech/task.py) through the generations; see the module docstring.
 
-    The task provides: `name`, `metric` ("accuracy" or "wer"), `describe(gen)`
-    (JSON-able, e.g. the domains), `new_model(gen)`, `train(model, gen, steps,
-    callbacks, label, learning_rate=None)`, `evaluate(model, gen)`, and
-    `evaluate_tflite(path, gen)` returning (metric, {more fields for the row,
-    e.g. latency_ms or rtf}); and optionally `convert(model, path)` when its
-    .tflite needs more than `device.convert(model, path)` (signatures, for
-    example), and `robustness(model, gen)` returning {field: value} measured
-    on data no training saw (the FSC task: voices of an unseen synthesizer).
+    Example: the README's "Your own task".
     """
 
-    def __init__(self, task, config, run_dir, scale, strategy=None):
+    def __init__(self, task: Task, config: FlywheelConfig, run_dir: str, scale: str, strategy=None):
         import tensorflow as tf
         self.task, self.config, self.run_dir, self.scale = task, config, run_dir, scale
         # Models are built and trained in the strategy's scope; conversion,
@@ -106,6 +99,7 @@ class Flywheel:
             os.makedirs(os.path.join(run_dir, sub), exist_ok=True)
         self.results_path = os.path.join(run_dir, "results.json")
         self.results = self._load()
+        self.results.setdefault("strategy", type(self.strategy).__name__)  # how the run was trained
 
     # -- state ---------------------------------------------------------------
     def _load(self):
@@ -201,7 +195,7 @@ class Flywheel:
         plain = tfdiff.strip(blc)
         params = sum(v.size for v in tfdiff.named_weights(plain).values())
         return {self.task.metric: self.task.evaluate(plain, gen), **self._robustness(plain, gen),
-                "bytes": compressed_nbytes(blc), "budget_bytes": budget_bytes(params, ratio),
+                "bytes": tfdiff.compressed_nbytes(blc), "budget_bytes": tfdiff.budget_bytes(params, ratio),
                 "trained_from": "scratch", "steps": c.bl_steps, "train_seconds": time.time() - start}
 
     def _diff(self, gen, name, ratio, base_tflite):
@@ -230,7 +224,7 @@ class Flywheel:
         params = sum(v.size for v in tfdiff.named_weights(previous).values())
         # bytes as saved (unsigned); the budget holds the 68-byte signature too.
         return {self.task.metric: value, **self._robustness(folded, gen), "bytes": diff.nbytes,
-                "budget_bytes": budget_bytes(params, ratio),
+                "budget_bytes": tfdiff.budget_bytes(params, ratio),
                 "nominal_compression": round(diff.nominal_compression, 2),
                 "wire_compression": round(diff.wire_compression, 2), "cut_values": diff.cut_values,
                 **extras, "device_matches_fold": device_weights_equal(device_model, folded),

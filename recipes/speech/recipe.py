@@ -63,6 +63,8 @@ def override(settings, assignments):
                 raise ValueError(f"--set: no settings group {part!r} in {key!r}; groups: "
                                  f"{sorted(k for k, v in target.items() if isinstance(v, dict))}")
             target = target[part]
+        if not parents and leaf not in target:
+            raise ValueError(f"--set: no setting {leaf!r}; settings: {sorted(target)}")
         try:
             target[leaf] = json.loads(raw)
         except json.JSONDecodeError:

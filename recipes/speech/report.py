@@ -126,8 +126,22 @@ def write_report(results, run_dir):
     return table
 
 
+def main(argv=None):
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m recipes.speech.report",
+                                     description="Rewrite a run's results.md and results.png from its "
+                                                 "results.json, and print the table. Exit status: 0 done, "
+                                                 "1 no results.json in RUN_DIR.")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory holding results.json")
+    args = parser.parse_args(argv)
+    path = os.path.join(args.run_dir, "results.json")
+    if not os.path.isfile(path):
+        print(f"report: error: {path} does not exist", file=sys.stderr)
+        return 1
+    with open(path) as f:
+        print(write_report(json.load(f), args.run_dir))
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or not os.path.isfile(os.path.join(sys.argv[1], "results.json")):
-        sys.exit("usage: python -m recipes.speech.report RUN_DIR (a directory holding results.json)")
-    with open(os.path.join(sys.argv[1], "results.json")) as f:
-        print(write_report(json.load(f), sys.argv[1]))
+    sys.exit(main())

@@ -3,6 +3,7 @@
 A tiny model (Embedding, LSTM, Dense) converted to .tflite, one sparse and one
 hash diff for it, and the .tflite each diff patches it into. tests/test_golden.py
 checks that today's code reads, writes and applies them byte for byte.
+The v1-*.tfdiff files are frozen: format v1 is read, never written.
 """
 import os
 import shutil
@@ -36,8 +37,8 @@ def make():
         patched = os.path.join(HERE, f"{name}-patched.tflite")
         shutil.copyfile(os.path.join(HERE, "base.tflite"), patched)
         device.apply(patched, os.path.join(HERE, f"{name}.tfdiff"), allow_unsigned=True)
-        os.unlink(patched + ".tfdiff-state")
-        os.unlink(patched + ".tfdiff-lock")
+        for suffix in (".tfdiff-state", ".tfdiff-lock", ".tfdiff-undo"):
+            os.unlink(patched + suffix)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,39 @@
+"""What the flywheel asks of a task: the one interface a new recipe implements.
+
+`recipes.fsc.run.SluTask` and `recipes.librispeech.run.LibriTask` implement
+it; the README ("Your own task") shows a 30-line one. The flywheel owns the
+generations, the baselines, the diffs, conversion, the device apply and the
+results; the task owns data, model, training and measurement.
+"""
+from typing import Any, Dict, List, Protocol, Tuple
+
+
+class Task(Protocol):
+    """A model family trained on data that grows with each generation.
+
+    Optional methods, which the flywheel looks for:
+
+    - `convert(model, path)`: write the model's .tflite when it needs more
+      than `device.convert(model, path)` (several signatures, for example);
+    - `robustness(model, gen) -> {field: value}`: extra measurements on data
+      no training saw (the FSC task: voices of an unseen synthesizer).
+    """
+
+    name: str  # the task's name in results.json
+    metric: str  # "accuracy" (higher is better) or "wer" (lower is better)
+
+    def describe(self, gen: int) -> Dict[str, Any]:
+        """JSON-able facts of generation `gen`'s data (its domains, its hours)."""
+
+    def new_model(self, gen: int) -> Any:
+        """A fresh, untrained tf_keras model for generation `gen`."""
+
+    def train(self, model: Any, gen: int, steps: int, callbacks: List[Any], label: str,
+              learning_rate: float = None) -> None:
+        """Train `model` on generation `gen`'s data for `steps` steps, passing `callbacks` to fit."""
+
+    def evaluate(self, model: Any, gen: int) -> float:
+        """The metric of a Keras model on generation `gen`'s test data."""
+
+    def evaluate_tflite(self, path: str, gen: int) -> Tuple[float, Dict[str, Any]]:
+        """The metric of a .tflite model, run with LiteRT, and more row fields (latency_ms, rtf, ...)."""

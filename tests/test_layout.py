@@ -1,0 +1,108 @@
+"""The layers point one way, and private names stay in their module.
+
+    device runtime  <-  tfdiff  <-  device.converter, recipes, benchmarks
+
+The runtime (everything in device/ but the converter) imports neither
+TensorFlow nor tfdiff; tfdiff uses the runtime's public names; the converter
+uses tfdiff's public API only; one recipe never imports another (shared code
+lives in recipes/speech).
+"""
+import ast
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = ("device", "tfdiff", "recipes", "benchmarks")
+HEAVY = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "tfdiff")
+
+
+def sources(*packages):
+    for package in packages:
+        for folder, _, files in os.walk(os.path.join(ROOT, package)):
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    path = os.path.join(folder, name)
+                    yield os.path.relpath(path, ROOT), ast.parse(open(path).read())
+
+
+def module_of(relpath):
+    return relpath[:-3].replace(os.sep, ".").removesuffix(".__init__")
+
+
+def imports(tree, module):
+    """(imported module, imported name or None) of every import, relative ones resolved."""
+    package = module.rsplit(".", 1)[0] if not module.count(".") == 0 else module
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, None
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:
+                yield base, alias.name
+
+
+def runtime_modules():
+    return [(path, tree) for path, tree in sources("device") if not path.endswith("converter.py")]
+
+
+@pytest.mark.parametrize("path,tree", runtime_modules(), ids=lambda v: v if isinstance(v, str) else "")
+def test_the_device_runtime_imports_neither_tensorflow_nor_tfdiff(path, tree):
+    heavy = [m for m, _ in imports(tree, module_of(path)) if m.split(".")[0] in HEAVY]
+    assert not heavy, f"{path} imports {heavy}"
+
+
+def test_importing_the_runtime_loads_no_tensorflow():
+    code = ("import sys, device, device.applier, device.format, device.signing, device.tflite, device.patch; "
+            "print(sorted(m for m in ('tensorflow', 'tfdiff', 'tf_keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_converter_uses_tfdiffs_public_api_only():
+    import tfdiff
+    path = os.path.join("device", "converter.py")
+    tree = ast.parse(open(os.path.join(ROOT, path)).read())
+    for module, name in imports(tree, "device.converter"):
+        if module.startswith("tfdiff"):
+            assert module == "tfdiff" and (name is None or name in tfdiff.__all__), (module, name)
+    used = {node.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "tfdiff"}
+    assert used <= set(tfdiff.__all__), used - set(tfdiff.__all__)
+
+
+def test_private_names_stay_in_their_module():
+    crossings = []
+    for path, tree in sources(*PACKAGES):
+        module = module_of(path)
+        aliases = {}
+        for imported, name in imports(tree, module):
+            if imported.split(".")[0] not in PACKAGES:
+                continue
+            if name and name.startswith("_") and not name.startswith("__"):
+                crossings.append(f"{path}: from {imported} import {name}")
+            same_package = imported.rsplit(".", 1)[0] == module.rsplit(".", 1)[0]
+            if imported.split(".")[-1].startswith("_") and not imported.startswith("__") and not same_package:
+                crossings.append(f"{path}: imports private module {imported}")
+            aliases[name or imported.split(".")[-1]] = imported
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in aliases and node.attr.startswith("_") and not node.attr.startswith("__")):
+                crossings.append(f"{path}: {node.value.id}.{node.attr}")
+    assert not crossings, "\n".join(crossings)
+
+
+def test_one_recipe_never_imports_another():
+    for path, tree in sources("recipes"):
+        parts = path.split(os.sep)
+        if len(parts) < 3 or parts[1] == "speech":
+            continue
+        for imported, _ in imports(tree, module_of(path)):
+            if imported.startswith("recipes."):
+                assert imported.split(".")[1] in (parts[1], "speech"), f"{path} imports {imported}"

@@ -1,0 +1,135 @@
+"""fold_batchnorm: BatchNormalization folded into the layer before it, for conversion.
+
+The TFLite converter folds an inference-mode BatchNormalization into the
+preceding convolution or matmul by computing new weights, so the Keras
+weights are no longer stored as they are and the device cannot patch them
+(`device.convert` refuses, naming them). Folding first, in Keras, gives an
+equivalent model whose weights the converter stores as-is: generation 0 is
+that folded model, and every later diff is learned on it.
+"""
+import numpy as np
+
+from ._keras import keras
+from .naming import check_model
+
+_FOLDABLE = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Dense)
+
+
+def fold_batchnorm(model):
+    """An equivalent model with each BatchNormalization folded into the layer before it.
+
+    A BatchNormalization is folded when it normalizes the last axis of the
+    output of a Conv1D/2D/3D or Dense layer with a linear activation, whose
+    output feeds nothing else. In inference mode,
+
+        y = gamma * (x @ W + b - mean) / sqrt(var + eps) + beta
+          = x @ (W * s) + ((b - mean) * s + beta),   s = gamma / sqrt(var + eps)
+
+    so the layer takes kernel W * s and bias (b - mean) * s + beta (gaining a
+    bias if it had none), and the normalization becomes a linear Activation
+    (an identity) of the same name. Other BatchNormalizations are left alone.
+
+    Args:
+        model: a tf_keras Sequential or functional model.
+
+    Returns:
+        a new model, equal to `model` in inference mode up to float32 rounding.
+
+    Raises:
+        ValueError: `model` is not a tf_keras Sequential or functional model.
+
+    Example:
+
+    >>> import numpy as np, tfdiff
+    >>> from tfdiff import keras
+    >>> model = keras.Sequential([keras.Input((8, 3)), keras.layers.Conv1D(4, 3, name="conv"),
+    ...                           keras.layers.BatchNormalization(name="bn")])
+    >>> folded = tfdiff.fold_batchnorm(model)
+    >>> sorted(tfdiff.named_weights(folded))
+    ['conv/0/kernel', 'conv/1/bias']
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 3)).astype("float32")
+    >>> bool(np.allclose(model(x), folded(x), atol=1e-5))
+    True
+    """
+    check_model(model)
+    pairs = _foldable_pairs(model)
+    if not pairs:
+        clone = keras.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+        return clone
+    folded_into = {id(layer): bn for bn, layer in pairs}
+    folded_bns = {id(bn) for bn, _ in pairs}
+
+    def clone_layer(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=clone_layer)
+        config = layer.get_config()
+        if id(layer) in folded_bns:
+            return keras.layers.Activation("linear", name=layer.name)
+        if id(layer) in folded_into:
+            config["use_bias"] = True
+        return layer.__class__.from_config(config)
+
+    folded = keras.models.clone_model(model, clone_function=clone_layer)
+    sources, targets = _leaf_layers(model), _leaf_layers(folded)
+    for source, target in zip(sources, targets):
+        if id(source) in folded_bns:
+            continue
+        if id(source) in folded_into:
+            target.set_weights(_folded_weights(source, folded_into[id(source)]))
+        else:
+            target.set_weights(source.get_weights())
+    return folded
+
+
+def _leaf_layers(model):
+    leaves = []
+    for layer in model.layers:
+        leaves += _leaf_layers(layer) if isinstance(layer, keras.Model) else [layer]
+    return leaves
+
+
+def _foldable_pairs(model):
+    """(BatchNormalization, the layer it folds into) for every foldable pair, nested models included."""
+    pairs = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            pairs += _foldable_pairs(layer)
+            continue
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        previous = _single_producer(model, layer)
+        if (isinstance(previous, _FOLDABLE) and keras.activations.serialize(previous.activation) == "linear"
+                and _normalizes_last_axis(layer) and len(previous._outbound_nodes) == 1):
+            pairs.append((layer, previous))
+    return pairs
+
+
+def _single_producer(model, layer):
+    if isinstance(model, keras.Sequential):
+        index = model.layers.index(layer)
+        return model.layers[index - 1] if index > 0 else None
+    nodes = layer._inbound_nodes
+    if len(nodes) != 1:
+        return None
+    producers = nodes[0].inbound_layers
+    producers = producers if isinstance(producers, list) else [producers]
+    return producers[0] if len(producers) == 1 else None
+
+
+def _normalizes_last_axis(bn):
+    axes = bn.axis if isinstance(bn.axis, (list, tuple)) else [bn.axis]
+    rank = len(bn.input_shape)
+    return [a % rank for a in axes] == [rank - 1]
+
+
+def _folded_weights(layer, bn):
+    kernel = layer.kernel.numpy().astype(np.float64)
+    bias = layer.bias.numpy().astype(np.float64) if layer.use_bias else np.zeros(kernel.shape[-1])
+    channels = kernel.shape[-1]
+    gamma = bn.gamma.numpy().astype(np.float64) if bn.scale else np.ones(channels)
+    beta = bn.beta.numpy().astype(np.float64) if bn.center else np.zeros(channels)
+    mean = bn.moving_mean.numpy().astype(np.float64)
+    variance = bn.moving_variance.numpy().astype(np.float64)
+    scale = gamma / np.sqrt(variance + bn.epsilon)
+    return [(kernel * scale).astype(np.float32), ((bias - mean) * scale + beta).astype(np.float32)]

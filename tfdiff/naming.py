@@ -1,0 +1,71 @@
+"""The weight-naming contract: how a Keras weight is named everywhere.
+
+A weight is named by where it sits, not by its TensorFlow variable name:
+`<layer path>/<index in layer.weights>/<short name>`, for example
+`encoder/lstm_1/0/kernel`. Nested models add their name to the path, and
+wrappers (tfdiff's DiffWrapper, tfmot's PruneLowMagnitude) are transparent,
+so the base model, the diff model, the folded model, the BLC model and the
+.tflite weight map all use the same names. `weight_variables` is the one
+function that walks a model this way; everything else asks it.
+"""
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
+
+from ._keras import keras
+from .wrapper import DiffWrapper
+
+
+def weight_variables(model):
+    """(name, variable) of every base weight of `model`, in model order, wrappers unwrapped.
+
+    Example:
+
+    >>> import tfdiff
+    >>> from tfdiff import keras
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="out")])
+    >>> [name for name, _ in tfdiff.weight_variables(model)]
+    ['out/0/kernel', 'out/1/bias']
+    """
+    return [(name, variable) for name, variable, _ in weight_variables_with_layers(model)]
+
+
+def weight_variables_with_layers(model):
+    """(name, variable, layer) of every base weight; a shared layer's weights once."""
+    found, seen = [], set()
+    for path, _, inner in layers_with_paths(model):
+        if id(inner) in seen:
+            continue
+        seen.add(id(inner))
+        variables = inner.base_weights if isinstance(inner, DiffWrapper) else inner.weights
+        found += [(weight_name(path, i, v), v, inner) for i, v in enumerate(variables)]
+    return found
+
+
+def weight_name(layer_path, index, variable):
+    short = variable.name.split("/")[-1].split(":")[0]
+    return f"{layer_path}/{index}/{short}"
+
+
+def layers_with_paths(model, prefix=""):
+    """(path, layer as found, layer inside any tfmot wrapper) of every leaf layer."""
+    for layer in model.layers:
+        inner = layer.layer if isinstance(layer, PruneLowMagnitude) else layer
+        path = prefix + inner.name
+        if isinstance(inner, keras.Model):
+            yield from layers_with_paths(inner, path + "/")
+        else:
+            yield path, layer, inner
+
+
+def check_model(model, argument="model"):
+    """A one-line ValueError unless `model` is a tf_keras Sequential or functional model."""
+    if type(model).__module__.startswith("keras.") or type(model).__module__ == "keras":
+        raise ValueError(f"`{argument}` is a Keras 3 model; tfdiff works on tf_keras (Keras 2) models, "
+                         "the only Keras tfmot supports. Build it with `from tfdiff import keras` "
+                         f"(tf_keras) and copy the weights over. Received: {argument}={model!r}")
+    if not isinstance(model, keras.Model) or is_subclassed(model):
+        raise ValueError(f"`{argument}` must be a tf_keras Sequential or functional model; wrap the "
+                         f"layers of a subclassed model with DiffWrapper. Received: {argument}={model!r}")
+
+
+def is_subclassed(model):
+    return not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False))
