@@ -1,4 +1,4 @@
-"""python -m benchmarks {all,wire,apply,train,latency} --out DIR [--run FSC_RUN] [--tiny]
+"""python -m benchmarks {all,wire,apply,train,latency,fuzz} --out DIR [--run FSC_RUN] [--tiny]
 
 Writes DIR/benchmarks.json (every figure, with the machine), DIR/BENCHMARKS.md
 and DIR/*.png. `wire` and `latency` need a finished FSC run (--run); without
@@ -12,7 +12,7 @@ import sys
 
 from benchmarks import machine
 
-PARTS = ("wire", "apply", "train", "latency")
+PARTS = ("wire", "apply", "train", "latency", "fuzz")
 
 
 def run(parts, out, run_dir=None, tiny=False):
@@ -50,6 +50,9 @@ def run(parts, out, run_dir=None, tiny=False):
                              runs=20 if tiny else 200, rounds=1 if tiny else 3)
         report["latency_ratio"] = result["ratio"]
         report["latency"] = result
+    if "fuzz" in parts:
+        from benchmarks import fuzz
+        report["fuzz"] = fuzz.run(count=60 if tiny else 2000)
     with open(path + ".tmp", "w") as f:
         json.dump(report, f, indent=2)
     os.replace(path + ".tmp", path)

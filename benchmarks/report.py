@@ -47,6 +47,14 @@ def markdown(report):
         lines += ["## Inference latency, patched against freshly converted", "",
                   f"patched {r['patched_ms']:.3f} ms, fresh conversion of the folded model {r['fresh_ms']:.3f} ms: "
                   f"ratio {r['ratio']:.2f}; identical files: {r['same_bytes']}.", ""]
+    if "fuzz" in report:
+        r = report["fuzz"]
+        lines += ["## Damaged models and diffs (benchmarks/fuzz.py)", "",
+                  f"{r['cases']} random mutations of the golden model and of its signed and unsigned sparse "
+                  "and hash diffs, through `python -m device apply`: "
+                  f"{r['refused']} refused with one line and exit 1, {r['applied']} applied (mutations that "
+                  f"left the files as they were), {r['unexpected']} unexpected (exit 2, an escaped exception "
+                  f"or a multi-line message), {r['model_changed']} models changed by a refused apply.", ""]
     return "\n".join(lines)
 
 

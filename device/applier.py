@@ -44,7 +44,7 @@ import time
 import numpy as np
 
 from . import signing
-from .format import DiffFormatError, WeightsHasher, decode, fsync_dir, read_bounded, replacing, write_atomic
+from .format import UNBOUND, DiffFormatError, WeightsHasher, decode, fsync_dir, read_bounded, replacing, write_atomic
 from .patch import patched_values
 from .tflite import ModelFormatError, TFLiteFile
 
@@ -108,6 +108,10 @@ def apply(model_path, diff_path, out=None, public_key=None, allow_unsigned=False
 
     with _locked(model_path):
         recover(model_path, _locked_already=True)
+        if diff.graph_digest != UNBOUND and signing.graph_digest_of(model_path) != diff.graph_digest:
+            raise ApplyError(f"diff (generation {diff.generation}) is bound to another model graph "
+                             f"({diff.graph_digest.hex()[:12]}); this model's is "
+                             f"{signing.graph_digest_of(model_path).hex()[:12]}")
         installed = installed_generation(model_path)
         if diff.generation <= installed:
             if out is None and _digest_of(model_path) == diff.target_digest:

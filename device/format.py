@@ -3,7 +3,7 @@
 Layout of version 2, written today (docs/FORMAT.md has the prose):
 
     header   magic "TFDIFF" | u16 version=2 | u32 generation
-             | 32B base digest | 32B target digest | u32 entry count
+             | 32B base digest | 32B target digest | 32B graph digest | u32 entry count
     entry    u16 name length | name (utf-8) | u8 rank | u32 dims[rank]
              | u8 method | [hash: u32 seed | u8 num_hashes]
              | u8 value dtype | u32 count | payload
@@ -41,7 +41,8 @@ VALUE_DTYPES = {1: np.float16, 2: np.float32}
 VALUE_DTYPE_IDS = {np.dtype(t): code for code, t in VALUE_DTYPES.items()}
 SIGNATURE_MAGIC = b"SIG1"
 SIGNATURE_BYTES = len(SIGNATURE_MAGIC) + 64
-_HEADER = struct.Struct("<6sHI32s32sI")
+_HEADER = struct.Struct("<6sHI32s32s32sI")
+UNBOUND = b"\0" * 32  # the graph digest of a diff not bound to one .tflite graph
 _HEADER_V1 = struct.Struct("<6sHBBII32s32sI")
 _HASH_FIELDS = struct.Struct("<IB")
 _DIGEST = 32
@@ -92,6 +93,7 @@ class DiffFile:
     num_hashes: int = 0
     signature: Optional[bytes] = field(default=None, repr=False)
     version: int = VERSION
+    graph_digest: bytes = field(default=UNBOUND, repr=False)
 
     # -- bytes layer -------------------------------------------------------
     def unsigned_bytes(self):
@@ -102,7 +104,7 @@ class DiffFile:
                                       len(self.entries)))
         else:
             out.write(_HEADER.pack(MAGIC, self.version, self.generation, self.base_digest,
-                                   self.target_digest, len(self.entries)))
+                                   self.target_digest, self.graph_digest, len(self.entries)))
         for entry in self.entries:
             _write_entry(out, entry, self.version)
         body = out.getvalue()
@@ -320,20 +322,21 @@ def decode(data, cls=DiffFile):
             r.take(header.size, "header"))
         file_fields = (_method(method_id), seed, num_hashes)
     else:
-        (_, _, generation, base, target, count) = header.unpack(r.take(header.size, "header"))
+        (_, _, generation, base, target, graph, count) = header.unpack(r.take(header.size, "header"))
         file_fields = None
     entries = [_read_entry(r, version, file_fields, i) for i in range(count)]
     if r.pos != len(r.data):
         raise DiffFormatError(f"diff has {len(r.data) - r.pos} unexpected bytes after its entries")
     if version == 1:
         method, seed, num_hashes = file_fields
+        graph = UNBOUND
     else:
         method, seed, num_hashes = method_of(entries), 0, 0
         if method == "hash" and entries:
             seed, num_hashes = entries[0].seed, entries[0].num_hashes
     diff = cls(method=method, entries=entries, base_digest=bytes(base), target_digest=bytes(target),
                generation=generation, seed=seed, num_hashes=num_hashes, signature=signature,
-               version=version)
+               version=version, graph_digest=bytes(graph))
     # One diff, one encoding: a file that re-encodes differently (padded
     # varints, a stray byte before the signature) is refused.
     if diff.to_bytes() != data:

@@ -6,7 +6,8 @@ PKCS#8 for the private key, SubjectPublicKeyInfo for the public one.
 """
 import os
 
-from .format import SIGNATURE_BYTES, SIGNATURE_MAGIC, DiffFile, DiffFormatError, write_atomic
+from .format import SIGNATURE_BYTES, SIGNATURE_MAGIC, UNBOUND, DiffFile, DiffFormatError, write_atomic
+from .tflite import TFLiteFile
 
 
 class SignatureError(ValueError):
@@ -52,13 +53,42 @@ def _load_key(path, private):
     return key
 
 
-def sign(diff_path, private_key_path, out=None):
-    """Sign a diff file in place (or into `out`), replacing any old signature."""
+def sign(diff_path, private_key_path, out=None, model=None, unbound=False):
+    """Sign a diff file in place (or into `out`), replacing any old signature.
+
+    Args:
+        diff_path: the diff to sign.
+        private_key_path: the server's Ed25519 private key (PEM).
+        out: write the signed diff here instead.
+        model: the .tflite the diff is for (the device's generation-0
+            conversion): its graph digest is written into the diff before
+            signing, so the signed diff applies to that graph only.
+        unbound: sign a diff that names no graph (weights digest only).
+
+    Raises:
+        SignatureError: an unreadable key, or a diff bound to no graph
+            without `model` or `unbound`.
+    """
     diff = DiffFile.load(diff_path)
+    if model is not None:
+        diff.graph_digest = graph_digest_of(model)
+    elif diff.graph_digest == UNBOUND and diff.version >= 2 and not unbound:
+        raise SignatureError("name the .tflite this diff is for (--model), so the signature binds its graph; "
+                             "--unbound signs it bound to the weights only")
     key = _load_key(private_key_path, private=True)
     diff.signature = key.sign(diff.unsigned_bytes())
     diff.save(out or diff_path)
     return diff
+
+
+def graph_digest_of(model_path):
+    """The graph digest (tflite.TFLiteFile.graph_digest) of a .tflite file."""
+    import mmap
+    with open(model_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        model = TFLiteFile(mm)
+        digest = model.graph_digest()
+        del model
+    return digest
 
 
 def verify_bytes(data, public_key_path):

@@ -9,6 +9,7 @@ schema.fbs; everything else in the file is left alone.
 each of its elements lives in the buffers (docs/FORMAT.md).
 """
 import base64
+import hashlib
 import json
 import struct
 import zlib
@@ -123,6 +124,25 @@ class TFLiteFile:
             if begin < end:
                 raise ModelFormatError(f"weight map: {first} and {second} overlap in the file")
         self.weight_spans = [(begin, end) for begin, end, _ in spans]
+
+    def graph_digest(self):
+        """sha256 of every byte that is not a weight: the graph, its other constants, the weight map.
+
+        Applying a diff changes weight bytes only, so this digest stays the
+        same across a device's generations; a diff that names it is bound
+        to this graph, not only to weights that another graph might share.
+        The weight spans' positions are hashed in place of their bytes.
+        """
+        self.weight_map()
+        h = hashlib.sha256(b"tfdiff graph digest 1\0")
+        data, position = memoryview(self.data), 0
+        for start, end in self.weight_spans:
+            h.update(data[position:start])
+            h.update(struct.pack("<QQ", start, end))
+            position = end
+        h.update(data[position:])
+        del data
+        return h.digest()
 
     def inside_weights(self, elements):
         """Whether every file element (index in float32s) lies in some weight's bytes.

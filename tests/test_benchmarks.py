@@ -9,7 +9,7 @@ pytestmark = pytest.mark.slow
 
 def test_every_part_on_tiny_inputs(tiny_fsc_run, tmp_path):
     run_dir, _, _ = tiny_fsc_run
-    report = run(("wire", "apply", "train", "latency"), str(tmp_path), run_dir=str(run_dir), tiny=True)
+    report = run(("wire", "apply", "train", "latency", "fuzz"), str(tmp_path), run_dir=str(run_dir), tiny=True)
     saved = json.load(open(tmp_path / "benchmarks.json"))
     assert saved == json.loads(json.dumps(report))
     methods = {row["method"] for row in saved["wire"]}
@@ -26,6 +26,7 @@ def test_every_part_on_tiny_inputs(tiny_fsc_run, tmp_path):
         assert r["seconds"] > 0 and r["peak_rss_mb"] > 0 and r["cp_seconds"] > 0 and r["model_bytes"] > 0
     assert set(saved["train_step_ratio"]) == {"sparse", "hash"}
     assert saved["latency"]["same_bytes"] and saved["latency_ratio"] > 0
+    assert saved["fuzz"]["cases"] == 60 and saved["fuzz"]["unexpected"] == saved["fuzz"]["model_changed"] == 0
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "Machine:" in text and "commit" in text
     assert (tmp_path / "wire.png").exists()

@@ -83,7 +83,8 @@ def world(tmp_path_factory):
                          ("hash", tfdiff.HashDiff(compression=8.0, num_hashes=3, seed=1))]:
         diff = train_diff(base, method)
         diff.save(tmp / f"{name}-unsigned.tfdiff")
-        signing.sign(tmp / f"{name}-unsigned.tfdiff", tmp / "server.pem", out=tmp / f"{name}.tfdiff")
+        signing.sign(tmp / f"{name}-unsigned.tfdiff", tmp / "server.pem", out=tmp / f"{name}.tfdiff",
+                     model=tmp / "base.tflite")
         folded = tfdiff.fold(base, diff)
         convert(folded, tmp / f"{name}-folded.tflite")
         diffs[name] = (diff, folded)
@@ -97,9 +98,9 @@ def world(tmp_path_factory):
 
 
 def signed(tmp, diff, path):
-    """Save `diff` at `path` signed by the devices' trusted key."""
+    """Save `diff` at `path` signed by the devices' trusted key, bound to the devices' graph."""
     diff.save(path)
-    signing.sign(path, tmp / "server.pem")
+    signing.sign(path, tmp / "server.pem", model=tmp / "base.tflite")
     return path
 
 
@@ -276,6 +277,23 @@ def test_no_rollback_to_an_older_generation(world, tmp_path):
     assert model.read_bytes() == before and applier.installed_generation(model) == 1
 
 
+def test_a_diff_bound_to_another_graph_is_refused(world, tmp_path):
+    tmp, base, _ = world
+    # The same weights in another graph: the model with one more output op.
+    other = keras.Model(base.inputs, keras.layers.Activation("tanh")(base.outputs[0]))
+    model = tmp_path / "other.tflite"
+    convert(other, model)
+    assert signing.graph_digest_of(model) != signing.graph_digest_of(tmp / "base.tflite")
+    before = model.read_bytes()
+    proc = run_cli("apply", model, tmp / "sparse.tfdiff")
+    assert proc.returncode == 1 and "another model graph" in proc.stderr, proc.stderr
+    assert model.read_bytes() == before
+    # Unbound (signed with --unbound), the weights digest alone binds it, and it applies.
+    unbound = tmp_path / "unbound.tfdiff"
+    signing.sign(tmp / "sparse-unsigned.tfdiff", tmp / "server.pem", out=unbound, unbound=True)
+    assert run_cli("apply", model, unbound).returncode == 0
+
+
 def test_signed_diffs(world, tmp_path):
     tmp, _, _ = world
     model = tmp_path / "device.tflite"
@@ -292,6 +310,9 @@ def test_signed_diffs(world, tmp_path):
             applier.apply(model, diff, public_key=key)
     proc = subprocess.run([sys.executable, "-m", "tfdiff", "sign", diff, "--key", tmp_path / "k.pem"],
                           capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1 and "--model" in proc.stderr  # a signature binds a graph, or says it does not
+    proc = subprocess.run([sys.executable, "-m", "tfdiff", "sign", diff, "--key", tmp_path / "k.pem",
+                           "--model", tmp / "base.tflite"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert diff.stat().st_size == (tmp / "sparse-unsigned.tfdiff").stat().st_size + 68
     with pytest.raises(signing.SignatureError, match="does not match"):

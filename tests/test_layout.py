@@ -88,7 +88,8 @@ def test_private_names_stay_in_their_module():
             if name and name.startswith("_") and not name.startswith("__"):
                 crossings.append(f"{path}: from {imported} import {name}")
             same_package = imported.rsplit(".", 1)[0] == module.rsplit(".", 1)[0]
-            if imported.split(".")[-1].startswith("_") and not imported.startswith("__") and not same_package:
+            last = imported.split(".")[-1]
+            if last.startswith("_") and not last.startswith("__") and not same_package:
                 crossings.append(f"{path}: imports private module {imported}")
             aliases[name or imported.split(".")[-1]] = imported
         for node in ast.walk(tree):

@@ -20,6 +20,9 @@ def main(argv=None):
     sign = commands.add_parser("sign", help="sign a diff file in place")
     sign.add_argument("diff", help="the .tfdiff to sign (rewritten atomically)")
     sign.add_argument("--key", required=True, help="private key (PEM)")
+    sign.add_argument("--model", help="the device's .tflite this diff is for: the signature binds its graph")
+    sign.add_argument("--unbound", action="store_true",
+                      help="sign without binding a graph (the weights digest alone names the model)")
     show = commands.add_parser("show", help="print a diff's header and per-weight summary")
     show.add_argument("diff", help="a .tfdiff file")
     show.add_argument("--public-key", help="verify the signature against this Ed25519 key (PEM)")
@@ -28,13 +31,14 @@ def main(argv=None):
     compose.add_argument("diffs", nargs="+", help="the chain, oldest first")
     compose.add_argument("-o", "--out", required=True, help="the composed diff")
     compose.add_argument("--key", help="sign the composed diff with this private key (PEM)")
+    compose.add_argument("--model", help="with --key: the .tflite the chain is for, if its diffs name no graph")
     args = parser.parse_args(argv)
     try:
         if args.command == "keygen":
             signing.keygen(args.private, args.public)
             print(f"wrote {args.private} (keep secret) and {args.public} (install on devices)")
         elif args.command == "sign":
-            diff = signing.sign(args.diff, args.key)
+            diff = signing.sign(args.diff, args.key, model=args.model, unbound=args.unbound)
             print(f"signed {args.diff} ({diff.nbytes} bytes)")
         elif args.command == "compose":
             from device.format import decode, read_bounded
@@ -43,7 +47,7 @@ def main(argv=None):
             composed = compose_chain(chain)
             composed.save(args.out)
             if args.key:
-                composed = signing.sign(args.out, args.key)
+                composed = signing.sign(args.out, args.key, model=args.model)
             print(f"wrote {args.out}: generation {chain[0].generation} -> {composed.generation}, "
                   f"{composed.nbytes} bytes against {sum(d.nbytes for d in chain)} for the chain of {len(chain)}")
         else:
@@ -63,12 +67,13 @@ def main(argv=None):
                 print(json.dumps({
                     "method": diff.method, "format_version": diff.version, "generation": diff.generation,
                     "bytes": diff.nbytes, "base_digest": diff.base_digest.hex(),
-                    "target_digest": diff.target_digest.hex(), "signature": signature,
+                    "target_digest": diff.target_digest.hex(), "graph_digest": _graph(diff), "signature": signature,
                     "entries": [{"name": e.name, "shape": list(e.shape), "method": e.method,
                                  "stored": int(e.values.size)} for e in diff.entries]}, indent=2))
             else:
                 print(f"{diff.method} diff, generation {diff.generation}, {diff.nbytes} bytes, "
-                      f"base {diff.base_digest.hex()[:12]} -> target {diff.target_digest.hex()[:12]}, {signature}")
+                      f"base {diff.base_digest.hex()[:12]} -> target {diff.target_digest.hex()[:12]}, "
+                      f"graph {_graph(diff)}, {signature}")
                 print(diff.summary())
     except (ValueError, OSError) as e:
         print(f"tfdiff: error: {e}", file=sys.stderr)
@@ -79,6 +84,11 @@ def main(argv=None):
         print(f"tfdiff: unexpected error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _graph(diff):
+    from device.format import UNBOUND
+    return "unbound" if diff.graph_digest == UNBOUND else diff.graph_digest.hex()[:12]
 
 
 def _version():

@@ -17,7 +17,7 @@ class Diff(wire.DiffFile):
     >>> entry = Entry("dense/0/kernel", (10, 10), "sparse", np.float16([0.5]), np.array([7]))
     >>> diff = tfdiff.Diff("sparse", [entry], b"\\0" * 32, b"\\1" * 32)
     >>> diff.nbytes
-    150
+    182
     """
 
     cut_values = 0
@@ -141,10 +141,14 @@ def compose(diffs):
             entries.append(wire.Entry(entry.name, entry.shape, entry.method, entry.values.copy(),
                                       None if entry.indices is None else entry.indices.copy(),
                                       entry.seed, entry.num_hashes))
+    graphs = {diff.graph_digest for diff in diffs} - {wire.UNBOUND}
+    if len(graphs) > 1:
+        raise ValueError("the diffs are bound to different model graphs. Received: "
+                         f"{sorted(g.hex()[:12] for g in graphs)}")
     first = next((e for e in entries if e.method == "hash"), None)
     return Diff(wire.method_of(entries), entries, diffs[0].base_digest, diffs[-1].target_digest,
                 generation=diffs[-1].generation, seed=first.seed if first else 0,
-                num_hashes=first.num_hashes if first else 0)
+                num_hashes=first.num_hashes if first else 0, graph_digest=graphs.pop() if graphs else wire.UNBOUND)
 
 
 def entry_nbytes(entry):
