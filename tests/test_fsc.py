@@ -157,3 +157,22 @@ def test_studies_of_a_run_write_their_tables(tiny_fsc_run):
     assert [row["window"] for row in grid["rows"]] == [[0.1, 0.5], [0.2, 0.9]]
     assert grid["BL_gen1"] == json.load(open(out / "results.json"))["generations"][1]["rows"]["BL"]["accuracy"]
     assert "| 6 | 0.01 | 0.1-0.5 |" in open(out / "study-diff.md").read()
+
+
+@pytest.mark.slow
+def test_evaluate_measures_a_finished_runs_models_again(tiny_fsc_run):
+    from recipes.fsc import run as fsc_run
+    from recipes.speech import evaluate
+
+    out, _, _ = tiny_fsc_run
+    assert evaluate.main(fsc_run.prepare, "python -m recipes.fsc.evaluate", [str(out)]) == 0
+    rows = json.load(open(out / "evaluate.json"))["rows"]
+    saved = json.load(open(out / "results.json"))
+    assert {(r["gen"], r["model"]) for r in rows} == {(g["gen"], key) for g in saved["generations"] for key in g["rows"]}
+    for row in rows:
+        recorded = saved["generations"][row["gen"]]["rows"][row["model"]]
+        # Keras models measured again give the same figure. Figures recorded on the device (LiteRT: a Diff's,
+        # generation 0's BL∞) may differ by one near-tie of the 16 test utterances.
+        expected = recorded.get("keras_accuracy", recorded["accuracy"])
+        on_device = row["model"] == "BLinf" and row["gen"] == 0
+        assert row["accuracy"] == pytest.approx(expected, abs=1 / 16 + 1e-9 if on_device else 1e-9), row

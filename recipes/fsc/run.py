@@ -212,10 +212,7 @@ def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0, settings=
 
 def load_task(run_dir):
     """The FscTask of an existing run directory, to evaluate its models again."""
-    with open(os.path.join(run_dir, "config.json")) as f:
-        saved = json.load(f)
-    settings = dict(saved.get("settings") or SCALES[saved["scale"]], slu=saved["slu"])
-    return prepare(run_dir, data_dir=saved["data"], scale=saved["scale"], seed=saved["seed"], settings=settings)
+    return recipe.load_task(prepare, run_dir)
 
 
 def run(out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default"):

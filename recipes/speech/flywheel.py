@@ -193,6 +193,7 @@ class Flywheel:
             blc = tfdiff.compress_baseline(self.task.new_model(gen), method, seed=gen)
             self.task.train(blc, gen, c.bl_steps, tfdiff.callbacks(blc), f"gen {gen} BLC-{name}-{ratio}x")
         plain = tfdiff.strip(blc)
+        plain.save(self._model_path(f"BLC-{name}-{ratio}x", gen))  # for re-evaluation (recipes/speech/evaluate.py)
         params = sum(v.size for v in tfdiff.named_weights(plain).values())
         return {self.task.metric: self.task.evaluate(plain, gen), **self._robustness(plain, gen),
                 "bytes": tfdiff.compressed_nbytes(blc), "budget_bytes": tfdiff.budget_bytes(params, ratio),

@@ -1,6 +1,8 @@
 """The part every recipe's run.py shares: the strategy, the flywheel, the report, the command line."""
 import argparse
 import json
+import os
+import shutil
 import time
 
 from .distribute import STRATEGIES, make_strategy, output_dir
@@ -16,6 +18,23 @@ def run(prepare, scales, out, data_dir=None, synthetic=False, scale="demo", seed
     flywheel = Flywheel(task, FlywheelConfig(**scales[scale]["flywheel"]), out, scale, distribution)
     results = flywheel.run()
     return results, write_report(results, out)
+
+
+def load_task(prepare, run_dir, data_dir=None):
+    """The task of a finished run, to evaluate its models again: on the run's corpus, or on `data_dir`.
+
+    Another corpus is prepared in RUN_DIR/evaluate/<its name>, with the
+    run's settings and the run's vocabulary, so the models see their own tokens.
+    """
+    with open(os.path.join(run_dir, "config.json")) as f:
+        saved = json.load(f)
+    if data_dir is None:
+        return prepare(run_dir, data_dir=saved["data"], scale=saved["scale"], seed=saved["seed"],
+                       settings=saved["settings"])
+    work = os.path.join(run_dir, "evaluate", os.path.basename(os.path.normpath(data_dir)))
+    os.makedirs(work, exist_ok=True)
+    shutil.copyfile(os.path.join(run_dir, "vocab.txt"), os.path.join(work, "vocab.txt"))
+    return prepare(work, data_dir=data_dir, scale=saved["scale"], seed=saved["seed"], settings=saved["settings"])
 
 
 def main(run_recipe, prog, doc, data_help, scales, argv=None):
