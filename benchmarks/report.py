@@ -67,10 +67,13 @@ def plot(report, out):
         return
     rows = [r for r in report["wire"] if r["bytes"] is not None and r["accuracy"] is not None]
     last = max(r["gen"] for r in rows)
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for r in (r for r in rows if r["gen"] == last):
-        ax.scatter(r["bytes"] / 1024, 100 * r["accuracy"])
-        ax.annotate(r["method"], (r["bytes"] / 1024, 100 * r["accuracy"]), fontsize=7)
+    # A legend, not labels at the points: the lossless tools sit on top of each other.
+    fig, ax = plt.subplots(figsize=(10, 5))
+    markers = "os^vDPX*<>hp"
+    for i, r in enumerate(r for r in rows if r["gen"] == last):
+        ax.scatter(r["bytes"] / 1024, 100 * r["accuracy"], marker=markers[i % len(markers)], s=45,
+                   label=f"{r['method']} ({r['bytes'] / 1024:.0f} KiB, {100 * r['accuracy']:.1f} %)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     ax.set_xscale("log")
     ax.set_xlabel("KiB on the wire for the update")
     ax.set_ylabel("accuracy on the device (%)")

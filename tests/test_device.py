@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import tfdiff
+from benchmarks.fuzz import mutations
 from device import applier
 from device import signing
 from device.converter import ConversionError, convert
@@ -609,25 +610,6 @@ def test_recover_of_a_missing_model_is_an_error(tmp_path):
     assert proc.returncode == 1 and "does not exist" in proc.stderr
 
 
-def _mutations(data, count, seed):
-    """Random damage to a file: flipped bytes, overwritten words, truncation, appended junk."""
-    rng = np.random.default_rng(seed)
-    for _ in range(count):
-        damaged = bytearray(data)
-        kind = rng.integers(4)
-        if kind == 0:
-            for position in rng.integers(0, len(damaged), size=rng.integers(1, 8)):
-                damaged[position] ^= 1 << int(rng.integers(8))
-        elif kind == 1:  # a plausible-looking integer somewhere: offsets, lengths, indices
-            position = int(rng.integers(0, len(damaged) - 4))
-            damaged[position:position + 4] = int(rng.choice([0, 1, 2**31 - 1, 2**32 - 1, len(data)])).to_bytes(4, "little")
-        elif kind == 2:
-            damaged = damaged[:int(rng.integers(0, len(damaged)))]
-        else:
-            damaged += bytes(rng.integers(0, 256, size=int(rng.integers(1, 64)), dtype=np.uint8))
-        yield bytes(damaged)
-
-
 def test_damaged_models_and_diffs_fail_with_one_line_and_change_nothing(world, tmp_path):
     """Fuzzing in process: every failure is a one-line ValueError (DiffFormatError,
     ModelFormatError, ApplyError, SignatureError), never another exception, and a failed
@@ -637,8 +619,8 @@ def test_damaged_models_and_diffs_fail_with_one_line_and_change_nothing(world, t
     diff_bytes = (tmp / "hash-unsigned.tfdiff").read_bytes()
     model, diff = tmp_path / "model.tflite", tmp_path / "d.tfdiff"
     outcomes = {"refused": 0, "applied": 0}
-    cases = [(m, diff_bytes) for m in _mutations(model_bytes, 150, 1)]
-    cases += [(model_bytes, d) for d in _mutations(diff_bytes, 150, 2)]
+    cases = [(m, diff_bytes) for m in mutations(model_bytes, 150, 1)]
+    cases += [(model_bytes, d) for d in mutations(diff_bytes, 150, 2)]
     for model_data, diff_data in cases:
         model.write_bytes(model_data)
         diff.write_bytes(diff_data)

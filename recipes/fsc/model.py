@@ -17,6 +17,7 @@ from tfdiff import keras
 import tensorflow as tf
 
 from recipes.speech.features import FEATURE_DIM
+from recipes.speech.training import Trainer
 
 PAD, UNK = "[PAD]", "[UNK]"
 
@@ -126,7 +127,7 @@ def triplet_loss(audio, text, labels, margin, mining="all"):
     return tf.reduce_sum(violations) / tf.maximum(active, 1.0)
 
 
-class TripletTrainer(keras.Model):
+class TripletTrainer(Trainer):
     """Trains `slu` with `fit` on (features, phrase label) batches.
 
     Every step embeds all supported phrases, so new domains' phrases join
@@ -134,25 +135,14 @@ class TripletTrainer(keras.Model):
     """
 
     def __init__(self, slu, phrase_tokens, config, **kwargs):
-        super().__init__(**kwargs)
-        self.slu = slu
+        super().__init__(slu, **kwargs)
         self.phrase_tokens = tf.constant(phrase_tokens)
         self.config = config
 
-    def call(self, inputs, training=None):
-        return self.slu(inputs, training=training)
-
-    def train_step(self, data):
+    def loss_of(self, data):
         features, labels = data
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        with tf.GradientTape() as tape:
-            audio, text = self.slu([features, self.phrase_tokens], training=True)
-            loss = triplet_loss(audio, text, labels, self.config.margin, self.config.mining)
-            # Replicas' gradients are summed: each contributes its share of the mean.
-            scaled = loss / replicas
-        variables = self.slu.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
-        return {"loss": loss}
+        audio, text = self.trained([features, self.phrase_tokens], training=True)
+        return triplet_loss(audio, text, labels, self.config.margin, self.config.mining)
 
 
 def embed(slu, features, phrase_tokens):

@@ -14,6 +14,7 @@ from tfdiff import keras
 import tensorflow as tf
 
 from recipes.speech.features import FEATURE_DIM
+from recipes.speech.training import Trainer
 
 BLANK = 0
 
@@ -112,31 +113,21 @@ def build_rnnt(config):
     return keras.Model([feats, labels], logits, name="rnnt")
 
 
-class RnntTrainer(keras.Model):
+class RnntTrainer(Trainer):
     """Trains an RNN-T model (plain, or wrapped by tfdiff) with `fit` on
     ((features, labels, frame lengths, label lengths), None) batches."""
 
     def __init__(self, rnnt, **kwargs):
-        super().__init__(**kwargs)
-        self.rnnt = rnnt
+        super().__init__(rnnt, **kwargs)
         self.time_reduction = time_reduction_of(rnnt)
 
-    def call(self, inputs, training=None):
-        return self.rnnt(inputs, training=training)
-
-    def train_step(self, data):
+    def loss_of(self, data):
         from recipes.librispeech.rnnt import rnnt_loss
         (features, labels, frames, lengths), _ = data
         with_blank = tf.pad(labels, [[0, 0], [1, 0]], constant_values=BLANK)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        with tf.GradientTape() as tape:
-            logits = self.rnnt([features, with_blank], training=True)
-            encoded = reduced_length(frames, self.time_reduction)
-            loss = tf.reduce_mean(rnnt_loss(logits, labels, encoded, lengths, blank=BLANK))
-            scaled = loss / replicas
-        variables = self.rnnt.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
-        return {"loss": loss}
+        logits = self.trained([features, with_blank], training=True)
+        encoded = reduced_length(frames, self.time_reduction)
+        return tf.reduce_mean(rnnt_loss(logits, labels, encoded, lengths, blank=BLANK))
 
 
 def signatures(model):

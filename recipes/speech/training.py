@@ -1,8 +1,39 @@
-"""Training helpers shared by the recipes: the paper's hold-and-decay learning
-rate, and a progress bar for `fit`."""
+"""Training helpers shared by the recipes: one trainer for losses that are not
+(y_true, y_pred) functions, the paper's hold-and-decay learning rate, and a
+progress bar for `fit`."""
 from tfdiff import keras
 import tensorflow as tf
 from tqdm import tqdm
+
+
+class Trainer(keras.Model):
+    """Trains `model` with `fit`, for a loss computed from the whole batch (`loss_of`).
+
+    The step is the same in every recipe: the loss under a tape, divided by
+    the replica count (tf.distribute sums the replicas' gradients, so each
+    contributes its share of the mean), applied to `model`'s trainable
+    variables: for a tfdiff model, only the diffs. Subclasses give
+    `loss_of(data)`.
+    """
+
+    def __init__(self, model, **kwargs):
+        super().__init__(**kwargs)
+        self.trained = model
+
+    def call(self, inputs, training=None):
+        return self.trained(inputs, training=training)
+
+    def loss_of(self, data):
+        raise NotImplementedError
+
+    def train_step(self, data):
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            loss = self.loss_of(data)
+            scaled = loss / replicas
+        variables = self.trained.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+        return {"loss": loss}
 
 
 @keras.utils.register_keras_serializable(package="recipes")
