@@ -4,6 +4,8 @@ Layout of version 2, written today (docs/FORMAT.md has the prose):
 
     header   magic "TFDIFF" | u16 version=2 | u32 generation
              | 32B base digest | 32B target digest | 32B graph digest | u32 entry count
+             | u8 coding (0 raw, 1 LZMA2) | u32 entries' raw length
+    entries  the entries, raw or LZMA2-compressed (raw stream, preset 9e)
     entry    u16 name length | name (utf-8) | u8 rank | u32 dims[rank]
              | u8 method | [hash: u32 seed | u8 num_hashes]
              | u8 value dtype | u32 count | payload
@@ -24,6 +26,7 @@ writes a temporary file and renames it into place.
 import contextlib
 import hashlib
 import io
+import lzma
 import os
 import struct
 import tempfile
@@ -45,9 +48,21 @@ _HEADER = struct.Struct("<6sHI32s32s32sI")
 UNBOUND = b"\0" * 32  # the graph digest of a diff not bound to one .tflite graph
 _HEADER_V1 = struct.Struct("<6sHBBII32s32sI")
 _HASH_FIELDS = struct.Struct("<IB")
+_CODING = struct.Struct("<BI")
+# Entropy coding of the entries: LZMA2 in a raw stream (no container bytes).
+# Values and LEB128 gaps are far from random, and the bytes saved carry
+# nothing else: what xz would still squeeze from a raw file.
+_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+MAX_ENTRIES_BYTES = 1 << 30
+
+
+def _inflation_limit(packed_bytes):
+    """The most a compressed entries block may inflate to: trained values compress well under 8x,
+    so a reader never holds more than 8 times what it read (no decompression bomb)."""
+    return min(MAX_ENTRIES_BYTES, 8 * packed_bytes + 65536)
 _DIGEST = 32
 # Bytes of a diff file that are not entries: the header and the sha256 trailer.
-FILE_OVERHEAD_BYTES = _HEADER.size + _DIGEST
+FILE_OVERHEAD_BYTES = _HEADER.size + _CODING.size + _DIGEST
 
 
 class DiffFormatError(ValueError):
@@ -96,22 +111,24 @@ class DiffFile:
     graph_digest: bytes = field(default=UNBOUND, repr=False)
 
     # -- bytes layer -------------------------------------------------------
-    def unsigned_bytes(self):
+    def unsigned_bytes(self, _block=None):
         out = io.BytesIO()
+        entries = b"".join(encode_entry(entry, self.version) for entry in self.entries)
         if self.version == 1:
             out.write(_HEADER_V1.pack(MAGIC, 1, METHOD_IDS[self.method], self.num_hashes, self.seed,
                                       self.generation, self.base_digest, self.target_digest,
                                       len(self.entries)))
+            out.write(entries)
         else:
             out.write(_HEADER.pack(MAGIC, self.version, self.generation, self.base_digest,
                                    self.target_digest, self.graph_digest, len(self.entries)))
-        for entry in self.entries:
-            _write_entry(out, entry, self.version)
+            coding, block = _block or _code_entries(entries)
+            out.write(_CODING.pack(coding, len(entries)) + block)
         body = out.getvalue()
         return body + hashlib.sha256(body).digest()
 
-    def to_bytes(self):
-        data = self.unsigned_bytes()
+    def to_bytes(self, _block=None):
+        data = self.unsigned_bytes(_block)
         if self.signature is not None:
             data += SIGNATURE_MAGIC + self.signature
         return data
@@ -324,6 +341,10 @@ def decode(data, cls=DiffFile):
     else:
         (_, _, generation, base, target, graph, count) = header.unpack(r.take(header.size, "header"))
         file_fields = None
+        coding, raw_length = r.unpack(_CODING.format[1:], "entries header")
+        block = bytes(r.take(len(r.data) - r.pos, "entries"))
+        raw = _decode_entries(coding, block, raw_length)
+        r = _Reader(raw)
     entries = [_read_entry(r, version, file_fields, i) for i in range(count)]
     if r.pos != len(r.data):
         raise DiffFormatError(f"diff has {len(r.data) - r.pos} unexpected bytes after its entries")
@@ -338,10 +359,46 @@ def decode(data, cls=DiffFile):
                generation=generation, seed=seed, num_hashes=num_hashes, signature=signature,
                version=version, graph_digest=bytes(graph))
     # One diff, one encoding: a file that re-encodes differently (padded
-    # varints, a stray byte before the signature) is refused.
-    if diff.to_bytes() != data:
+    # varints, a stray byte before the signature) is refused. The compressed
+    # block is compared as received: another liblzma may compress the same
+    # entries to other bytes, and both are the one diff the signature named.
+    if version >= 2:
+        if b"".join(encode_entry(e, version) for e in entries) != raw:
+            raise DiffFormatError("diff is not canonically encoded")
+        if diff.to_bytes(_block=(coding, block)) != data:
+            raise DiffFormatError("diff is not canonically encoded")
+    elif diff.to_bytes() != data:
         raise DiffFormatError("diff is not canonically encoded")
     return diff
+
+
+def _code_entries(raw):
+    """(coding, bytes): LZMA2 when it is smaller, else the raw entries."""
+    packed = lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+    if len(packed) < len(raw) <= _inflation_limit(len(packed)):
+        return 1, packed
+    return 0, raw  # incompressible, or so compressible (all zeros) that readers would refuse it
+
+
+def _decode_entries(coding, block, raw_length):
+    if coding == 0:
+        if len(block) != raw_length:
+            raise DiffFormatError("diff's raw entries do not have their declared length")
+        return block
+    if coding != 1:
+        raise DiffFormatError(f"unknown entries coding {coding}")
+    if raw_length > _inflation_limit(len(block)):
+        raise DiffFormatError(f"diff's {len(block)} compressed bytes claim {raw_length} bytes of entries; "
+                              "refusing to inflate them")
+    inflater = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+    try:
+        raw = inflater.decompress(block, max_length=raw_length + 1)
+    except lzma.LZMAError as e:
+        raise DiffFormatError(f"diff's compressed entries are damaged: {e}") from None
+    # Capped at the declared length (+1 to see an overlong stream): no bomb inflates further.
+    if len(raw) != raw_length or not inflater.eof or inflater.unused_data:
+        raise DiffFormatError("diff's compressed entries do not hold their declared length")
+    return raw
 
 
 def method_of(entries):

@@ -75,12 +75,16 @@ def test_sparse_reaches_its_planned_schedule_and_fits_budget(tmp_path, budget):
 @pytest.mark.parametrize("method", [tfdiff.SparseDiff(compression=20.0, end_step=12, frequency=3),
                                     tfdiff.HashDiff(compression=20.0)], ids=["sparse", "hash"])
 def test_a_diff_spends_at_least_90_percent_of_its_byte_budget(method):
+    """The plan fills the budget with raw entries; entropy coding then ships fewer bytes."""
+    from device.format import FILE_OVERHEAD_BYTES, encode_entry
     base = _mlp(units=256, inputs=128, outputs=32)
     diff_model = tfdiff.wrap(base, method)
     _train(diff_model)
     diff = tfdiff.extract(diff_model, generation=1)
     budget = 4 * sum(v.size for v in tfdiff.named_weights(base).values()) / 20.0
-    assert 0.9 * budget <= diff.nbytes + 68 <= budget
+    raw = FILE_OVERHEAD_BYTES + sum(len(encode_entry(e)) for e in diff.entries)
+    assert 0.9 * budget <= raw + 68 <= budget
+    assert diff.nbytes <= raw
     assert diff.cut_values == 0
 
 
@@ -98,9 +102,12 @@ def test_hash_tables_are_as_large_as_the_budget_allows():
 
 
 def test_a_budget_too_small_for_the_headers_fails_at_wrap_time():
+    small = _mlp(units=16, inputs=24, outputs=4)
+    with pytest.raises(tfdiff.BudgetError, match=r"smallest feasible compression is \d+\.\dx"):
+        tfdiff.wrap(small, tfdiff.SparseDiff(compression=20.0))
     tiny = _mlp(units=4, inputs=3, outputs=2)
-    with pytest.raises(tfdiff.BudgetError, match=r"smallest feasible compression is \d"):
-        tfdiff.wrap(tiny, tfdiff.SparseDiff(compression=20.0))
+    with pytest.raises(tfdiff.BudgetError, match=r"too small for any diff budget"):
+        tfdiff.wrap(tiny, tfdiff.SparseDiff(compression=2.0))
 
 
 def test_fold_of_hand_made_diffs_matches_the_formula():

@@ -104,3 +104,25 @@ def test_saved_files_get_normal_permissions_and_keep_existing_ones(tmp_path):
     os.chmod(path, 0o640)
     sample_diff("hash").save(path)
     assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_entries_are_entropy_coded_and_a_bomb_is_refused():
+    import lzma
+    from device import format as wire
+    rng = np.random.default_rng(0)
+    indices = np.sort(rng.choice(100000, 4000, replace=False))
+    values = (rng.normal(0, 0.01, 4000)).astype(np.float16)
+    diff = wire.DiffFile("sparse", [wire.Entry("w", (100000,), "sparse", values, indices)], b"a" * 32, b"b" * 32)
+    data = diff.to_bytes()
+    raw = wire.encode_entry(diff.entries[0])
+    assert len(data) < len(raw)  # coded smaller than the raw entries
+    assert len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)) > 0.97 * len(data)  # xz finds nothing left
+    assert wire.decode(data).entries[0].values.tobytes() == values.tobytes()
+    # All zeros compress a thousandfold: written raw, since readers refuse such inflation.
+    zeros = wire.DiffFile("hash", [wire.Entry("t", (500000,), "hash", np.zeros(200000, np.float16), None, 1, 3)],
+                          b"a" * 32, b"b" * 32)
+    assert wire.decode(zeros.to_bytes()).entries[0].values.size == 200000
+    bomb = zeros.unsigned_bytes(_block=(1, lzma.compress(wire.encode_entry(zeros.entries[0]),
+                                                        format=lzma.FORMAT_RAW, filters=wire._LZMA_FILTERS)))
+    with pytest.raises(wire.DiffFormatError, match="refusing to inflate"):
+        wire.decode(bomb)

@@ -80,6 +80,9 @@ def plan(method, shapes, dense=None, budget="wire"):
     limit = budget_bytes(total, method.compression)
     if fixed + len(sizes) * (itemsize + 1) > limit:
         need = fixed + len(sizes) * (itemsize + 1)
+        if need >= 4 * total:
+            raise BudgetError(f"the model is too small for any diff budget: the {need} bytes of headers are "
+                              f"more than its {4 * total} bytes of float32 weights")
         raise BudgetError(f"a {method.compression:g}x budget of {limit} bytes cannot hold even the "
                           f"{need} bytes of headers; the smallest feasible compression is "
                           f"{4 * total / need:.1f}x")

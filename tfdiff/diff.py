@@ -17,7 +17,7 @@ class Diff(wire.DiffFile):
     >>> entry = Entry("dense/0/kernel", (10, 10), "sparse", np.float16([0.5]), np.array([7]))
     >>> diff = tfdiff.Diff("sparse", [entry], b"\\0" * 32, b"\\1" * 32)
     >>> diff.nbytes
-    182
+    187
     """
 
     cut_values = 0

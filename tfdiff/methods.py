@@ -19,7 +19,7 @@ import numpy as np
 from device.format import Entry
 from device.hashing import hash_positions
 
-from ._keras import tf, tfmot
+from ._keras import keras, tf, tfmot
 from .budget import BUDGETS, plan
 
 
@@ -56,6 +56,7 @@ def _check_step(name, value, minimum):
     return value
 
 
+@keras.utils.register_keras_serializable(package="tfdiff")
 class SparseDiff:
     """An additive diff pruned by magnitude during training.
 
@@ -215,6 +216,7 @@ class _HashTables:
         return f"{type(self).__name__}({self.get_config()})"
 
 
+@keras.utils.register_keras_serializable(package="tfdiff")
 class HashDiff(_HashTables):
     """A multiplicative diff shared through K hash functions.
 
@@ -297,6 +299,7 @@ def _registry():
 
 
 
+@keras.utils.register_keras_serializable(package="tfdiff")
 class HashedWeights(_HashTables):
     """HashedNets for the BLC baseline: W[p] = sum_k A[h_k(p)], no base at all.
 

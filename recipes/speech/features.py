@@ -5,6 +5,8 @@ paper's 64 log-mel filterbanks every 10 ms, stacked and downsampled by 3 to
 Computed with core TensorFlow ops (tf.signal); SpecAugment uses
 tensorflow-io's pure-TF `freq_mask` / `time_mask`.
 """
+import warnings
+
 import numpy as np
 import soundfile
 
@@ -67,7 +69,9 @@ def spec_augment(features, freq_param=12, time_param=6, masks=2):
     Masks act on the 10 ms, 64-band view, so a frequency mask hides the same
     bands in all three stacked frames.
     """
-    import tensorflow_io as tfio
+    with warnings.catch_warnings():  # 0.37's compiled kernels do not load on TF 2.21; its pure-TF masks do
+        warnings.simplefilter("ignore")
+        import tensorflow_io as tfio
 
     shape = tf.shape(features)
     mel = tf.reshape(features, [-1, NUM_MELS])
