@@ -23,6 +23,7 @@ def describe():
     with open("/proc/meminfo") as f:
         mem_kb = int(next(line.split()[1] for line in f if line.startswith("MemTotal")))
     import numpy
+    from tfdiff import keras  # noqa: F401  (TensorFlow loads quietly, as in every command of ours)
     import tensorflow
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),

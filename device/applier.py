@@ -75,7 +75,9 @@ class Result:
         return f"Result({self.status!r}, {self.path!r}, patched_elements={self.patched_elements})"
 
 
-def apply(model_path, diff_path, out=None, public_key=None, allow_unsigned=False, max_diff_bytes=None):
+def apply(model_path: "str | os.PathLike", diff_path: "str | os.PathLike", out: "str | os.PathLike | None" = None,
+          public_key: "str | None" = None, allow_unsigned: bool = False,
+          max_diff_bytes: "int | None" = None) -> "Result":
     """Apply the diff at `diff_path` to the .tflite at `model_path`.
 
     Args:
@@ -133,7 +135,7 @@ def trusted_key(model_path, public_key=None):
         f"{os.fspath(model_path) + KEY_SUFFIX} (--allow-unsigned skips the check, for development)")
 
 
-def installed_generation(model_path):
+def installed_generation(model_path: "str | os.PathLike") -> int:
     """The generation the model holds: 0 (as shipped) until a diff was applied to it."""
     path = os.fspath(model_path) + STATE_SUFFIX
     try:
@@ -161,7 +163,7 @@ def _digest_of(model_path):
     return digest
 
 
-def recover(model_path, _locked_already=False):
+def recover(model_path: "str | os.PathLike", _locked_already: bool = False) -> bool:
     """Finish an update interrupted by a crash; returns True if one was found.
 
     Raises ApplyError when a journal is there but does not belong to the
@@ -182,7 +184,7 @@ def recover(model_path, _locked_already=False):
     return True
 
 
-def discard(model_path):
+def discard(model_path: "str | os.PathLike") -> bool:
     """Delete a journal that recovery refused (one left by another model); returns True if one was there.
 
     Only for a journal `recover` reported as foreign: discarding the journal of
@@ -200,7 +202,7 @@ def discard(model_path):
         return found
 
 
-def rollback(model_path):
+def rollback(model_path: "str | os.PathLike") -> int:
     """Restore the generation before the last update, bit for bit, from its undo record.
 
     The undo record (MODEL.tfdiff-undo) is the last update's journal: the old
@@ -315,7 +317,7 @@ def _prepare(model_path, diff, plan_path, installed):
             weight_map = model.weight_map()
             entries = _check_entries(diff, weight_map)
             floats = _floats(mm)
-            before, after = WeightsHasher(), WeightsHasher()
+            after = WeightsHasher()  # the base digest was checked, under the lock, before this
             patched = 0
             header = _JournalHeader(diff.base_digest, diff.target_digest, os.path.getsize(model_path),
                                     len(entries), installed, diff.generation)
@@ -323,7 +325,6 @@ def _prepare(model_path, diff, plan_path, installed):
                 for name in weight_map.names():
                     elements = _elements(model, weight_map, name)
                     values = floats[elements].astype(np.float32)
-                    before.update(name, values.reshape(weight_map.shape(name)))
                     changed = None
                     for entry in entries.get(name, ()):  # a composed diff may patch a weight twice
                         positions = entry.indices if entry.method == "sparse" else np.arange(values.size)
@@ -344,9 +345,7 @@ def _prepare(model_path, diff, plan_path, installed):
         if os.path.exists(plan_path):
             os.unlink(plan_path)
         raise
-    # Checked again on the very bytes journaled: the model cannot have changed
-    # under the lock, but a journal is only ever committed from a checked read.
-    if before.digest() != diff.base_digest or after.digest() != diff.target_digest:
+    if after.digest() != diff.target_digest:
         os.unlink(plan_path)
         raise ApplyError("patched weights do not match the diff's target digest; refusing to write")
     return patched
@@ -386,14 +385,29 @@ def _floats(data):
 
 
 def _digest(model):
-    """The weights digest of a .tflite model as it is on disk."""
+    """The weights digest of a .tflite model as it is on disk.
+
+    Each segment is read as the contiguous run it is in the file and
+    scattered into Keras order, with no index array of file positions: the
+    passes that only hash (before any journal, and after every replay) cost
+    one read of the weights. An element mapped twice leaves another unset,
+    at zero, so such a map can only give a digest no diff names.
+    """
     hasher = WeightsHasher()
     weight_map = model.weight_map()
     floats = _floats(model.data)
     for name in weight_map.names():
-        elements = _elements(model, weight_map, name)
-        hasher.update(name, floats[elements].reshape(weight_map.shape(name)))
-        _release(model.data, elements)
+        shape = weight_map.shape(name)
+        values = np.zeros(int(np.prod(shape, dtype=np.int64)), dtype="<f4")
+        low, high = len(floats), 0
+        for segment in weight_map.segments(name):
+            first = model.buffer_ranges[segment.buffer][0] // 4 + segment.offset
+            values[segment.keras_indices()] = floats[first:first + segment.count]
+            low, high = min(low, first), max(high, first + segment.count)
+        hasher.update(name, values.reshape(shape))
+        if high > low:
+            _release(model.data, np.array([low, high - 1]))
+        del values
     return hasher.digest()
 
 

@@ -33,7 +33,7 @@ class ConversionError(ValueError):
     """A model whose weights cannot be mapped into its .tflite one to one."""
 
 
-def convert(model, path=None, signatures=None):
+def convert(model, path: "str | os.PathLike | None" = None, signatures: "dict | None" = None) -> bytes:
     """Convert `model` to float32 .tflite bytes carrying a tfdiff weight map.
 
     Args:

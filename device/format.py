@@ -145,6 +145,20 @@ class DiffFile:
 
     @classmethod
     def load(cls, path, max_bytes=None):
+        """Read and check a diff file (v1 or v2).
+
+        Args:
+            path: the .tfdiff file.
+            max_bytes: refuse larger files, unread (default 64 MiB).
+
+        Returns:
+            the decoded diff; its signature, if any, is kept but not verified
+            (`device.signing.verify_bytes` checks it over the raw bytes).
+
+        Raises:
+            DiffFormatError: a file too large, truncated, corrupted, foreign
+                or not canonically encoded, with a one-line reason.
+        """
         return decode(read_bounded(path, max_bytes), cls)
 
 

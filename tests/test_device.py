@@ -520,6 +520,18 @@ def test_a_composed_diff_equals_the_chain_bit_for_bit(world, tmp_path):
     assert composed.method == "mixed" and composed.nbytes < sum(os.path.getsize(p) for p in chain)
     with pytest.raises(ValueError, match="does not follow"):
         tfdiff.compose([gen2, gen1])
+    # Killed mid catch-up, the next call finishes it; the undo record takes the device back to gen 0.
+    for stage in ("journal-committed", "half-written"):
+        caught_up.write_bytes((tmp / "base.tflite").read_bytes())
+        for leftover in tmp_path.glob("caught-up.tflite.tfdiff-*"):
+            leftover.unlink()
+        env = dict(os.environ, TFDIFF_CRASH_AT=stage)
+        assert run_cli("apply", caught_up, tmp_path / "catchup.tfdiff", env=env).returncode == -signal.SIGKILL
+        assert run_cli("recover", caught_up).returncode == 0
+        assert caught_up.read_bytes() == stepwise.read_bytes() and applier.installed_generation(caught_up) == 3
+    assert run_cli("rollback", caught_up).returncode == 0
+    assert caught_up.read_bytes() == (tmp / "base.tflite").read_bytes()
+    assert applier.installed_generation(caught_up) == 0
 
 
 def test_a_plain_install_is_the_device_without_tensorflow(world, tmp_path):

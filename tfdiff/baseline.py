@@ -9,7 +9,7 @@ from .wrapper import DiffWrapper
 from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
 
 
-def compress_baseline(model, method, seed=0):
+def compress_baseline(model: "keras.Model", method, seed: int = 0) -> "keras.Model":
     """BLC: a fresh model that is trained from scratch under the byte budget.
 
     The paper's baseline (sec. 4.1): instead of a diff, ship a whole new
@@ -92,7 +92,7 @@ def _prunable_weights(layer):
     return PruneRegistry.make_prunable(layer).get_prunable_weights()
 
 
-def strip(model):
+def strip(model: "keras.Model") -> "keras.Model":
     """A plain Keras model holding the effective weights of a wrapped model.
 
     Like tfmot's `strip_pruning`: DiffWrappers become their inner layer
@@ -152,7 +152,7 @@ def _prunable(layer):
     return PruneRegistry.supports(layer)
 
 
-def compressed_nbytes(model, value_dtype="float16"):
+def compressed_nbytes(model: "keras.Model", value_dtype: str = "float16") -> int:
     """Bytes a compressed (BLC) model takes in tfdiff's wire encoding.
 
     Pruned weights travel as sparse entries (nonzeros + LEB128 gaps), hashed

@@ -15,7 +15,7 @@ from .naming import check_model
 _FOLDABLE = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Dense)
 
 
-def fold_batchnorm(model):
+def fold_batchnorm(model: "keras.Model") -> "keras.Model":
     """An equivalent model with each BatchNormalization folded into the layer before it.
 
     A BatchNormalization is folded when it normalizes the last axis of the

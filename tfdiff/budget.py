@@ -32,7 +32,7 @@ class BudgetError(ValueError):
     """A budget too small to hold even the headers of the diff."""
 
 
-def budget_bytes(num_params, compression):
+def budget_bytes(num_params: int, compression: float) -> int:
     """B = 4N / compression, the bytes a file may take, signature included."""
     return int(4 * num_params // compression)
 

@@ -1,4 +1,6 @@
 """tfdiff.Diff: the learned diff G as it travels, with its budget and report."""
+from typing import Iterable
+
 import numpy as np
 
 from device import format as wire
@@ -90,7 +92,7 @@ class Diff(wire.DiffFile):
         return 4 * self.num_params / self.nbytes
 
 
-def compose(diffs):
+def compose(diffs: "Iterable[Diff]") -> "Diff":
     """One catch-up diff whose result is, bit for bit, the chain's: F_t (+) G_1 (+) ... (+) G_n.
 
     For a device several generations behind. Entries keep their order, so

@@ -6,6 +6,8 @@ model, the folded model and the .tflite weight map alike.
 
 import os
 
+import numpy as np
+
 from device.format import DiffFile, DiffFormatError, weights_digest
 from device.patch import patch_weight
 
@@ -21,7 +23,7 @@ class DiffMismatchError(ValueError):
     """A diff applied to a model it was not made for."""
 
 
-def wrap(model, method, include=None, exclude=None):
+def wrap(model: "keras.Model", method, include=None, exclude=None) -> "keras.Model":
     """A new model whose weighted layers are wrapped in DiffWrapper.
 
     The base weights are copied in and frozen; nested functional and
@@ -75,19 +77,54 @@ def wrap(model, method, include=None, exclude=None):
     return diff_model
 
 
-def callbacks(diff_model):
-    """The callbacks `fit` needs for this diff model (tfmot's pruning step)."""
+def callbacks(diff_model: "keras.Model") -> list:
+    """The callbacks `fit` needs for this diff model (tfmot's pruning step).
+
+    Args:
+        diff_model: a model from `tfdiff.wrap`.
+
+    Returns:
+        a list: `UpdatePruningStep` when a sparse diff is pruned, else empty.
+
+    Example:
+
+    >>> import tfdiff
+    >>> from tfdiff import keras
+    >>> base = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, name="out")])
+    >>> [type(c).__name__ for c in tfdiff.callbacks(tfdiff.wrap(base, tfdiff.SparseDiff(compression=4.0)))]
+    ['UpdatePruningStep']
+    """
     if any(isinstance(layer, PruneLowMagnitude) for layer in _all_layers(diff_model)):
         return [tfmot.sparsity.keras.UpdatePruningStep()]
     return []
 
 
-def extract(diff_model, generation=0):
+def extract(diff_model: "keras.Model", generation: int = 0) -> Diff:
     """The learned diff G, as it will travel: quantized, encoded, budgeted.
 
     The saved file is at most 4 * (diffed weights) / compression bytes,
     signature included. If the pruning schedule has not finished, the
-    smallest diff values are cut until the file fits.
+    smallest diff values are cut until the file fits (`Diff.cut_values`).
+
+    Args:
+        diff_model: a model from `tfdiff.wrap`, trained.
+        generation: the generation the diff produces; devices refuse one
+            not above their installed generation.
+
+    Returns:
+        a `tfdiff.Diff` with its base and target weights digests set.
+
+    Raises:
+        ValueError: no DiffWrapper in `diff_model`, or wrappers of several methods.
+
+    Example:
+
+    >>> import tfdiff
+    >>> from tfdiff import keras
+    >>> base = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, name="out")])
+    >>> diff = tfdiff.extract(tfdiff.wrap(base, tfdiff.HashDiff(compression=4.0)), generation=1)
+    >>> diff.generation, diff.nbytes + 68 <= 4 * (64 * 32 + 32) / 4.0
+    (1, True)
     """
     wrappers = [(path, w) for path, w in _wrappers(diff_model)]
     if not wrappers:
@@ -120,7 +157,7 @@ def seal(diff, base_weights):
     return diff
 
 
-def fold(base_model, diff):
+def fold(base_model: "keras.Model", diff: "Diff | str | os.PathLike") -> "keras.Model":
     """F_t (+) G: a copy of `base_model` carrying the diff, bit for bit as the device.
 
     The arithmetic is device.patch's float32 numpy code, the very code the
@@ -169,7 +206,7 @@ def fold(base_model, diff):
     return model
 
 
-def named_weights(model):
+def named_weights(model: "keras.Model") -> "dict[str, np.ndarray]":
     """{weight name: float32 array} of every weight, wrapped layers unwrapped.
 
     Example:

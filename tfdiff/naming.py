@@ -10,11 +10,11 @@ function that walks a model this way; everything else asks it.
 """
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
-from ._keras import keras
+from ._keras import keras, tf
 from .wrapper import DiffWrapper
 
 
-def weight_variables(model):
+def weight_variables(model: "keras.Model") -> "list[tuple[str, tf.Variable]]":
     """(name, variable) of every base weight of `model`, in model order, wrappers unwrapped.
 
     Example:
