@@ -228,19 +228,22 @@ def test_a_device_without_a_trusted_key_refuses_every_diff(world, tmp_path):
 
 def padded_varint_copy(data):
     """The same diff content, encoded differently: the first LEB128 gap padded with a
-    continuation byte, the length and the sha256 trailer fixed up, the signature kept."""
+    continuation byte, the entries coded again, the lengths and the sha256 trailer fixed up,
+    the signature kept."""
     import hashlib
     import struct
     from device import format as wire
-    body, signature = data[:-wire.SIGNATURE_BYTES - 32], data[-wire.SIGNATURE_BYTES:]
-    entry = wire.decode(data).entries[0]
-    start = wire.FILE_OVERHEAD_BYTES - 32 + wire.entry_header_bytes(entry.name, len(entry.shape), "sparse")
-    (length,) = struct.unpack_from("<I", body, start - 4)
-    first = body[start]
+    diff = wire.decode(data)
+    raw = b"".join(wire.encode_entry(e) for e in diff.entries)
+    entry = diff.entries[0]
+    start = wire.entry_header_bytes(entry.name, len(entry.shape), "sparse")
+    (length,) = struct.unpack_from("<I", raw, start - 4)
+    first = raw[start]
     assert first < 0x80
-    body = (body[:start - 4] + struct.pack("<I", length + 1) + bytes([first | 0x80, 0])
-            + body[start + 1:])
-    return body + hashlib.sha256(body).digest() + signature
+    raw = raw[:start - 4] + struct.pack("<I", length + 1) + bytes([first | 0x80, 0]) + raw[start + 1:]
+    coding, block = wire._code_entries(raw)
+    body = data[:wire._HEADER.size] + wire._CODING.pack(coding, len(raw)) + block
+    return body + hashlib.sha256(body).digest() + data[-wire.SIGNATURE_BYTES:]
 
 
 def test_the_signature_covers_the_bytes_received(world, tmp_path):
