@@ -6,7 +6,7 @@ after the next call, the new one:
 0. Trust: the diff file is read (at most `max_diff_bytes`), its signature
    checked over the raw bytes against the device's trusted key, and only
    then parsed. Its generation must be above the installed one.
-1. Recover: if a journal from an interrupted run exists, finish it first.
+1. Recover: if a journal (device/journal.py) from an interrupted run exists, finish it first.
 2. Check, touching nothing: the model is writable and its weights digest is
    the diff's base.
 3. Prepare: weight by weight, the file positions, old values and new values
@@ -34,17 +34,16 @@ pages released afterwards), patched and streamed to the journal, so neither
 the model nor the patch plan is ever held whole.
 """
 import fcntl
-import hashlib
 import mmap
 import os
 import shutil
-import struct
 import time
 
 import numpy as np
 
 from . import signing
 from .format import UNBOUND, DiffFormatError, WeightsHasher, decode, fsync_dir, read_bounded, replacing, write_atomic
+from .journal import JournalHeader, JournalWriter, chunks, read_header, write_inverse
 from .patch import patched_values
 from .tflite import ModelFormatError, TFLiteFile
 
@@ -56,7 +55,6 @@ LOCK_SUFFIX = ".tfdiff-lock"
 KEY_SUFFIX = ".tfdiff-key.pem"
 KEY_ENVIRONMENT = "TFDIFF_PUBLIC_KEY"
 UNDO_SUFFIX = ".tfdiff-undo"
-_JOURNAL_MAGIC = b"TFDJRNL3"
 _PAGE = mmap.PAGESIZE
 
 
@@ -218,10 +216,10 @@ def rollback(model_path: "str | os.PathLike") -> int:
         undo, journal = model_path + UNDO_SUFFIX, model_path + JOURNAL_SUFFIX
         if not os.path.lexists(undo):
             raise ApplyError(f"{model_path} has no undo record: nothing to roll back")
-        header = _read_journal_header(undo, model_path)
+        header = read_header(undo, model_path)
         if _digest_of(model_path) != header.target:
             raise ApplyError(f"{model_path} is not the model its undo record was made for; refusing to roll back")
-        _write_inverse(undo, journal + ".tmp", header)
+        write_inverse(undo, journal + ".tmp", header)
         _crash_point("rollback-written")
         os.replace(journal + ".tmp", journal)  # the commit point
         fsync_dir(os.path.dirname(os.path.abspath(journal)))
@@ -319,9 +317,9 @@ def _prepare(model_path, diff, plan_path, installed):
             floats = _floats(mm)
             after = WeightsHasher()  # the base digest was checked, under the lock, before this
             patched = 0
-            header = _JournalHeader(diff.base_digest, diff.target_digest, os.path.getsize(model_path),
+            header = JournalHeader(diff.base_digest, diff.target_digest, os.path.getsize(model_path),
                                     len(entries), installed, diff.generation)
-            with _JournalWriter(plan_path, header) as journal:
+            with JournalWriter(plan_path, header) as journal:
                 for name in weight_map.names():
                     elements = _elements(model, weight_map, name)
                     values = floats[elements].astype(np.float32)
@@ -423,107 +421,6 @@ def _release(data, elements, flush=False):
         data.madvise(mmap.MADV_DONTNEED, start, end - start)
 
 
-# -- the journal ----------------------------------------------------------------
-# header | chunks | sha256 of everything before it. A chunk is one weight:
-#     u64 count | i64 file elements[count] | f32 old[count] | f32 new[count]
-# Old values make a replay checkable (each position must hold its old or its
-# new value) and the finished journal an undo record.
-class _JournalHeader:
-    LAYOUT = struct.Struct("<8s32s32sQIII")
-
-    def __init__(self, base, target, model_size, chunks, generation_from, generation_to):
-        self.base, self.target, self.model_size, self.chunks = base, target, model_size, chunks
-        self.generation_from, self.generation_to = generation_from, generation_to
-
-    def pack(self):
-        return self.LAYOUT.pack(_JOURNAL_MAGIC, self.base, self.target, self.model_size, self.chunks,
-                                self.generation_from, self.generation_to)
-
-    @classmethod
-    def unpack(cls, raw):
-        magic, *fields = cls.LAYOUT.unpack(raw)
-        return magic, cls(*fields)
-
-    def inverse(self):
-        return _JournalHeader(self.target, self.base, self.model_size, self.chunks,
-                              self.generation_to, self.generation_from)
-
-
-class _JournalWriter:
-    """Writes header | chunks | sha256, then fsyncs; the caller commits by renaming."""
-
-    def __init__(self, path, header):
-        self.path, self.header = path, header
-
-    def __enter__(self):
-        # O_EXCL | O_NOFOLLOW: never write through a planted file or symlink.
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        self.file, self.sha = os.fdopen(fd, "wb"), hashlib.sha256()
-        self._put(self.header.pack())
-        return self
-
-    def _put(self, data):
-        self.sha.update(data)
-        self.file.write(data)
-
-    def add(self, elements, old, new):
-        self._put(struct.pack("<Q", elements.size))
-        self._put(np.asarray(elements, dtype="<i8").tobytes())
-        self._put(np.asarray(old, dtype="<f4").tobytes())
-        self._put(np.asarray(new, dtype="<f4").tobytes())
-
-    def __exit__(self, kind, *rest):
-        try:
-            if kind is None:
-                self.file.write(self.sha.digest())
-                self.file.flush()
-                os.fsync(self.file.fileno())
-        finally:
-            self.file.close()
-
-
-def _read_journal_header(path, model_path):
-    """The header of a complete journal that names this model's size; ApplyError otherwise."""
-    size = os.path.getsize(path)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        remaining = size - 32
-        while remaining > 0:
-            block = f.read(min(remaining, 1 << 20))
-            h.update(block)
-            remaining -= len(block)
-        if remaining < 0 or f.read(32) != h.digest() or size < _JournalHeader.LAYOUT.size + 32:
-            raise ApplyError(f"journal {path} is damaged: restore the model from a backup, or "
-                             f"`python -m device recover --discard` it")
-        f.seek(0)
-        magic, header = _JournalHeader.unpack(f.read(_JournalHeader.LAYOUT.size))
-    if magic != _JOURNAL_MAGIC or header.model_size != os.path.getsize(model_path):
-        raise ApplyError(f"journal {path} does not belong to {model_path}: "
-                         f"`python -m device recover --discard {model_path}` deletes it")
-    return header
-
-
-def _chunks(path, header):
-    """(elements, old, new) of each chunk of a checked journal."""
-    end = os.path.getsize(path) - 32
-    with open(path, "rb") as f:
-        f.seek(_JournalHeader.LAYOUT.size)
-        for _ in range(header.chunks):
-            (count,) = struct.unpack("<Q", f.read(8))
-            if 16 * count > end - f.tell():
-                raise ApplyError(f"journal {path} is damaged: a chunk runs past its end")
-            elements = np.frombuffer(f.read(8 * count), dtype="<i8")
-            old = np.frombuffer(f.read(4 * count), dtype="<f4")
-            yield elements, old, np.frombuffer(f.read(4 * count), dtype="<f4")
-
-
-def _write_inverse(path, inverse_path, header):
-    """The journal that undoes `path`: same positions, old and new swapped."""
-    with _JournalWriter(inverse_path, header.inverse()) as out:
-        for elements, old, new in _chunks(path, header):
-            out.add(elements, new, old)
-
-
 def _replay(model_path, journal):
     """Write a complete journal's new values into the model, and fsync; returns its header.
 
@@ -531,14 +428,14 @@ def _replay(model_path, journal):
     weight buffers and to hold the journal's old or new value there, so a
     journal of another model is refused with the model untouched.
     """
-    header = _read_journal_header(journal, model_path)
+    header = read_header(journal, model_path)
     with open(model_path, "r+b") as m, mmap.mmap(m.fileno(), 0) as mm:
         model = TFLiteFile(mm)
         model.weight_map()
         floats = _floats(mm)
         bits = floats.view("<u4")
         problem = None
-        for elements, old, new in _chunks(journal, header):
+        for elements, old, new in chunks(journal, header):
             if not model.inside_weights(elements):
                 problem = f"writes outside the weights of {model_path}"
             else:
@@ -549,7 +446,7 @@ def _replay(model_path, journal):
             if problem:
                 break
         if problem is None:
-            for i, (elements, _, new) in enumerate(_chunks(journal, header)):
+            for i, (elements, _, new) in enumerate(chunks(journal, header)):
                 floats[elements] = new
                 _release(mm, elements, flush=True)
                 if i == header.chunks // 2:

@@ -22,7 +22,8 @@ import os
 import numpy as np
 
 from .format import write_atomic
-from .tflite import WEIGHT_MAP_NAME, Segment, TFLiteFile, WeightMap
+from .tflite import TFLiteFile
+from .weightmap import WEIGHT_MAP_NAME, Segment, WeightMap
 
 # Probe bit patterns start at 2**51 as floats: no graph constant is there.
 PROBE_BASE = 0x5A000000

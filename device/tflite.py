@@ -5,12 +5,10 @@ A .tflite file is a flatbuffer whose root `Model` table holds a vector of
 (name -> buffer index). The field slots below are those of LiteRT's
 schema.fbs; everything else in the file is left alone.
 
-`WeightMap` is tfdiff's own metadata entry: for every Keras weight, where
-each of its elements lives in the buffers (docs/FORMAT.md).
+`WeightMap` (device/weightmap.py) is tfdiff's own metadata entry: for every
+Keras weight, where each of its elements lives in the buffers (docs/FORMAT.md).
 """
-import base64
 import hashlib
-import json
 import struct
 import zlib
 
@@ -19,16 +17,14 @@ import numpy as np
 from flatbuffers import number_types
 from flatbuffers.table import Table
 
+from .weightmap import WEIGHT_MAP_NAME, WeightMap
+
 FILE_IDENTIFIER = b"TFL3"
-WEIGHT_MAP_NAME = "tfdiff.weight_map"
 
 # vtable slots (4 + 2 * field id) of the schema.fbs fields we read
 _MODEL_BUFFERS, _MODEL_METADATA = 12, 16
 _BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 4, 6, 8
 _METADATA_NAME, _METADATA_BUFFER = 4, 6
-
-
-MAX_MAP_BYTES = 64 << 20
 
 
 class ModelFormatError(ValueError):
@@ -155,109 +151,3 @@ class TFLiteFile:
         ends = np.array([e // 4 for _, e in self.weight_spans], dtype=np.int64)
         slot = np.searchsorted(starts, elements, side="right") - 1
         return bool(np.all((slot >= 0) & (elements < ends[np.maximum(slot, 0)])))
-
-
-class Segment:
-    """A run of `count` float32 elements at element `offset` of buffer `buffer`.
-
-    Element i of the run is Keras element `start + sum_d digit_d(i) * strides[d]`,
-    the digits being i written in the mixed radix `dims` (row-major). Runs the
-    converter laid out irregularly carry an explicit `index` array instead.
-    """
-
-    def __init__(self, buffer, offset, count, start=0, dims=(), strides=(), index=None):
-        self.buffer, self.offset, self.count = int(buffer), int(offset), int(count)
-        self.start, self.dims, self.strides = int(start), tuple(dims), tuple(strides)
-        self.index = index
-
-    def key_range(self):
-        """(lowest, highest) Keras element of the run, without enumerating it."""
-        if self.index is not None:
-            if self.index.size != self.count:
-                return -1, -1
-            return (int(self.index.min()), int(self.index.max())) if self.count else (0, 0)
-        if int(np.prod(self.dims, dtype=np.int64)) != self.count or any(d < 1 for d in self.dims):
-            return -1, -1
-        low = self.start + sum(min(0, (d - 1) * s) for d, s in zip(self.dims, self.strides))
-        high = self.start + sum(max(0, (d - 1) * s) for d, s in zip(self.dims, self.strides))
-        return low, high
-
-    def keras_indices(self):
-        if self.index is not None:
-            return self.index
-        keys = np.full((), self.start, dtype=np.int64)
-        for d, s in zip(self.dims, self.strides):
-            keys = keys[..., None] + np.arange(d, dtype=np.int64) * s
-        return keys.reshape(-1)
-
-    def to_json(self):
-        out = {"buffer": self.buffer, "offset": self.offset, "count": self.count}
-        if self.index is not None:
-            out["index"] = base64.b64encode(self.index.astype("<i8").tobytes()).decode()
-        else:
-            out.update(start=self.start, dims=list(self.dims), strides=list(self.strides))
-        return out
-
-    @classmethod
-    def from_json(cls, d):
-        if "index" in d:
-            index = np.frombuffer(base64.b64decode(d["index"]), dtype="<i8").astype(np.int64)
-            return cls(d["buffer"], d["offset"], d["count"], index=index)
-        return cls(d["buffer"], d["offset"], d["count"], d["start"], d["dims"], d["strides"])
-
-    @classmethod
-    def describe(cls, buffer, offset, keys):
-        """The compact form of a run whose elements are Keras elements `keys`."""
-        keys = np.asarray(keys, dtype=np.int64)
-        dims, strides, block = [], [], 1
-        while block < keys.size:
-            heads = keys[::block]
-            stride = int(heads[1] - heads[0])
-            steps = np.diff(heads) == stride
-            run = int(np.argmin(steps)) + 1 if not steps.all() else heads.size
-            if (keys.size // block) % run:
-                break
-            dims.insert(0, run)
-            strides.insert(0, stride)
-            block *= run
-        segment = cls(buffer, offset, keys.size, int(keys[0]), dims or [1], strides or [1])
-        if block != keys.size or not np.array_equal(segment.keras_indices(), keys):
-            segment = cls(buffer, offset, keys.size, index=keys)
-        return segment
-
-
-class WeightMap:
-    """Where every element of every Keras weight sits in the .tflite buffers."""
-
-    VERSION = 1
-
-    def __init__(self, weights):
-        self.weights = weights  # name -> (shape, [Segment])
-
-    def names(self):
-        return sorted(self.weights)
-
-    def shape(self, name):
-        return self.weights[name][0]
-
-    def segments(self, name):
-        return self.weights[name][1]
-
-    def to_bytes(self):
-        doc = {"version": self.VERSION,
-               "weights": [{"name": n, "shape": list(s), "segments": [g.to_json() for g in segs]}
-                           for n, (s, segs) in sorted(self.weights.items())]}
-        return zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 9)
-
-    @classmethod
-    def from_bytes(cls, data):
-        # Capped: a crafted map cannot inflate past 64 MiB (a zlib bomb).
-        inflater = zlib.decompressobj()
-        raw = inflater.decompress(data, MAX_MAP_BYTES)
-        if inflater.unconsumed_tail:
-            raise ValueError(f"weight map inflates past {MAX_MAP_BYTES} bytes")
-        doc = json.loads(raw)
-        if doc.get("version") != cls.VERSION:
-            raise ValueError(f"weight map version {doc.get('version')} is not supported")
-        return cls({w["name"]: (tuple(w["shape"]), [Segment.from_json(s) for s in w["segments"]])
-                    for w in doc["weights"]})

@@ -13,7 +13,7 @@ import pytest
 
 import tfdiff
 from benchmarks.fuzz import mutations
-from device import applier
+from device import applier, journal
 from device import signing
 from device.converter import ConversionError, convert
 from device.tflite import TFLiteFile
@@ -412,9 +412,9 @@ def test_sigkill_at_random_instants_some_mid_write(world, tmp_path):
 def make_journal(model, elements, old, new, target=b"\0" * 32):
     """A complete, committed journal for `model`, written with the applier's own writer."""
     path = str(model) + applier.JOURNAL_SUFFIX
-    header = applier._JournalHeader(b"\0" * 32, target, os.path.getsize(model), 1, 0, 1)
-    with applier._JournalWriter(path, header) as journal:
-        journal.add(np.asarray(elements), np.asarray(old, "<f4"), np.asarray(new, "<f4"))
+    header = journal.JournalHeader(b"\0" * 32, target, os.path.getsize(model), 1, 0, 1)
+    with journal.JournalWriter(path, header) as writer:
+        writer.add(np.asarray(elements), np.asarray(old, "<f4"), np.asarray(new, "<f4"))
     return path
 
 
@@ -460,7 +460,7 @@ def test_the_base_is_checked_before_any_journal_is_written(world, tmp_path, monk
 
     def no_journal(*args):
         raise AssertionError("a journal was started for a diff of another base")
-    monkeypatch.setattr(applier._JournalWriter, "__enter__", no_journal)
+    monkeypatch.setattr(journal.JournalWriter, "__enter__", no_journal)
     with pytest.raises(applier.ApplyError, match="is for base model"):
         applier.apply(model, tmp / "hash.tfdiff")
 
@@ -652,7 +652,8 @@ def test_damaged_models_and_diffs_fail_with_one_line_and_change_nothing(world, t
 
 
 def test_a_crafted_weight_map_cannot_reach_outside_the_weights(world, tmp_path):
-    from device.tflite import ModelFormatError, Segment, TFLiteFile, WeightMap
+    from device.tflite import ModelFormatError, TFLiteFile
+    from device.weightmap import Segment, WeightMap
     tmp, _, _ = world
     data = (tmp / "base.tflite").read_bytes()
     model = TFLiteFile(data)

@@ -1,0 +1,119 @@
+"""The applier's journal: every position an update writes, with its old and new value.
+
+    header   "TFDJRNL3" | 32B base digest | 32B target digest | u64 model size
+             | u32 chunk count | u32 generation before | u32 generation after
+    chunk    u64 count | i64 file elements[count] | f32 old[count] | f32 new[count]
+    trailer  32B sha256 of all the bytes above
+
+Old values make a replay checkable (each position must hold its old or its
+new value) and a finished journal an undo record: its inverse (old and new
+swapped) is the journal of a rollback. The applier (device/applier.py)
+decides when a journal is written, committed, replayed and kept.
+"""
+import hashlib
+import os
+import struct
+
+import numpy as np
+
+MAGIC = b"TFDJRNL3"
+
+
+class JournalError(ValueError):
+    """A journal that is damaged, or made for another model."""
+
+
+class JournalHeader:
+    LAYOUT = struct.Struct("<8s32s32sQIII")
+
+    def __init__(self, base, target, model_size, chunks, generation_from, generation_to):
+        self.base, self.target, self.model_size, self.chunks = base, target, model_size, chunks
+        self.generation_from, self.generation_to = generation_from, generation_to
+
+    def pack(self):
+        return self.LAYOUT.pack(MAGIC, self.base, self.target, self.model_size, self.chunks,
+                                self.generation_from, self.generation_to)
+
+    @classmethod
+    def unpack(cls, raw):
+        magic, *fields = cls.LAYOUT.unpack(raw)
+        return magic, cls(*fields)
+
+    def inverse(self):
+        return JournalHeader(self.target, self.base, self.model_size, self.chunks,
+                             self.generation_to, self.generation_from)
+
+
+class JournalWriter:
+    """Writes header | chunks | sha256, then fsyncs; the caller commits by renaming."""
+
+    def __init__(self, path, header):
+        self.path, self.header = path, header
+
+    def __enter__(self):
+        # O_EXCL | O_NOFOLLOW: never write through a planted file or symlink.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        self.file, self.sha = os.fdopen(fd, "wb"), hashlib.sha256()
+        self._put(self.header.pack())
+        return self
+
+    def _put(self, data):
+        self.sha.update(data)
+        self.file.write(data)
+
+    def add(self, elements, old, new):
+        self._put(struct.pack("<Q", elements.size))
+        self._put(np.asarray(elements, dtype="<i8").tobytes())
+        self._put(np.asarray(old, dtype="<f4").tobytes())
+        self._put(np.asarray(new, dtype="<f4").tobytes())
+
+    def __exit__(self, kind, *rest):
+        try:
+            if kind is None:
+                self.file.write(self.sha.digest())
+                self.file.flush()
+                os.fsync(self.file.fileno())
+        finally:
+            self.file.close()
+
+
+def read_header(path, model_path):
+    """The header of a complete journal that names this model's size; JournalError otherwise."""
+    size = os.path.getsize(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        remaining = size - 32
+        while remaining > 0:
+            block = f.read(min(remaining, 1 << 20))
+            h.update(block)
+            remaining -= len(block)
+        if remaining < 0 or f.read(32) != h.digest() or size < JournalHeader.LAYOUT.size + 32:
+            raise JournalError(f"journal {path} is damaged: restore the model from a backup, or "
+                               f"`python -m device recover --discard` it")
+        f.seek(0)
+        magic, header = JournalHeader.unpack(f.read(JournalHeader.LAYOUT.size))
+    if magic != MAGIC or header.model_size != os.path.getsize(model_path):
+        raise JournalError(f"journal {path} does not belong to {model_path}: "
+                           f"`python -m device recover --discard {model_path}` deletes it")
+    return header
+
+
+def chunks(path, header):
+    """(elements, old, new) of each chunk of a checked journal."""
+    end = os.path.getsize(path) - 32
+    with open(path, "rb") as f:
+        f.seek(JournalHeader.LAYOUT.size)
+        for _ in range(header.chunks):
+            (count,) = struct.unpack("<Q", f.read(8))
+            if 16 * count > end - f.tell():
+                raise JournalError(f"journal {path} is damaged: a chunk runs past its end")
+            elements = np.frombuffer(f.read(8 * count), dtype="<i8")
+            old = np.frombuffer(f.read(4 * count), dtype="<f4")
+            yield elements, old, np.frombuffer(f.read(4 * count), dtype="<f4")
+
+
+def write_inverse(path, inverse_path, header):
+    """The journal that undoes `path`: same positions, old and new swapped."""
+    with JournalWriter(inverse_path, header.inverse()) as out:
+        for elements, old, new in chunks(path, header):
+            out.add(elements, new, old)
