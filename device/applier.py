@@ -45,7 +45,7 @@ from . import signing
 from .format import UNBOUND, DiffFormatError, WeightsHasher, decode, fsync_dir, read_bounded, replacing, write_atomic
 from .journal import JournalHeader, JournalWriter, chunks, read_header, write_inverse
 from .patch import patched_values
-from .tflite import ModelFormatError, TFLiteFile
+from .tflite import ModelFormatError, TFLiteFile, graph_digest_of, read_mapped
 
 JOURNAL_SUFFIX = ".tfdiff-journal"
 STATE_SUFFIX = ".tfdiff-state"
@@ -108,10 +108,10 @@ def apply(model_path: "str | os.PathLike", diff_path: "str | os.PathLike", out: 
 
     with _locked(model_path):
         recover(model_path, _locked_already=True)
-        if diff.graph_digest != UNBOUND and signing.graph_digest_of(model_path) != diff.graph_digest:
+        graph = diff.graph_digest if diff.graph_digest == UNBOUND else graph_digest_of(model_path)
+        if graph != diff.graph_digest:
             raise ApplyError(f"diff (generation {diff.generation}) is bound to another model graph "
-                             f"({diff.graph_digest.hex()[:12]}); this model's is "
-                             f"{signing.graph_digest_of(model_path).hex()[:12]}")
+                             f"({diff.graph_digest.hex()[:12]}); this model's is {graph.hex()[:12]}")
         installed = installed_generation(model_path)
         if diff.generation <= installed:
             if out is None and _digest_of(model_path) == diff.target_digest:
@@ -154,11 +154,7 @@ def _write_state(model_path, generation):
 
 
 def _digest_of(model_path):
-    with open(model_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        model = TFLiteFile(mm)
-        digest = _digest(model)
-        del model
-    return digest
+    return read_mapped(model_path, _digest)
 
 
 def recover(model_path: "str | os.PathLike", _locked_already: bool = False) -> bool:
@@ -253,13 +249,9 @@ def _finish(model_path, journal, header):
 def _apply_in_place(model_path, diff, installed):
     if not os.access(model_path, os.W_OK):
         raise ApplyError(f"{model_path} is not writable")
-    # The base is checked before any journal is written, so a diff for another
-    # model costs one read of the weights and no disk writes.
-    current = _digest_of(model_path)
-    if current == diff.target_digest:  # the weights already are the target: record its generation
+    if _is_target(model_path, diff):  # record its generation, nothing else to do
         _write_state(model_path, diff.generation)
         return Result("already", model_path, diff)
-    _check_base(diff, current)
     journal = model_path + JOURNAL_SUFFIX
     patched = _prepare(model_path, diff, journal + ".tmp", installed)
     _crash_point("journal-written")
@@ -273,12 +265,10 @@ def _apply_in_place(model_path, diff, installed):
 
 
 def _apply_to_copy(model_path, diff, out, installed):
-    current = _digest_of(model_path)
-    if current != diff.target_digest:
-        _check_base(diff, current)
+    already = _is_target(model_path, diff)
     with replacing(out) as tmp:
         shutil.copyfile(model_path, tmp)
-        if current == diff.target_digest:
+        if already:
             patched = None
         else:
             plan = tmp + ".plan"
@@ -296,10 +286,19 @@ def _apply_to_copy(model_path, diff, out, installed):
     return Result("applied", out, diff, patched)
 
 
-def _check_base(diff, current):
+def _is_target(model_path, diff):
+    """True if the model already is the diff's target; ApplyError unless it is the diff's base.
+
+    Checked before any journal is written, so a diff for another model costs
+    one read of the weights and no disk writes.
+    """
+    current = _digest_of(model_path)
+    if current == diff.target_digest:
+        return True
     if current != diff.base_digest:
         raise ApplyError(f"diff (generation {diff.generation}) is for base model "
                          f"{diff.base_digest.hex()[:12]}, but this model is {current.hex()[:12]}")
+    return False
 
 
 # -- preparing: every check happens here, before any write to the model ------
@@ -323,18 +322,16 @@ def _prepare(model_path, diff, plan_path, installed):
                 for name in weight_map.names():
                     elements = _elements(model, weight_map, name)
                     values = floats[elements].astype(np.float32)
-                    changed = None
-                    for entry in entries.get(name, ()):  # a composed diff may patch a weight twice
-                        positions = entry.indices if entry.method == "sparse" else np.arange(values.size)
-                        if changed is None:
-                            changed, old = positions, values[positions].copy()
-                        else:
-                            changed = np.union1d(changed, positions)
-                            old = floats[elements[changed]].astype(np.float32)
-                        values[positions] = patched_values(entry, values[positions], positions)
-                    if changed is not None:
-                        journal.add(elements[changed], old, values[changed])
+                    if name in entries:
+                        old, touched = values.copy(), np.zeros(values.size, dtype=bool)
+                        for entry in entries[name]:  # a composed diff may patch a weight twice, in order
+                            positions = entry.indices if entry.method == "sparse" else np.arange(values.size)
+                            values[positions] = patched_values(entry, values[positions], positions)
+                            touched[positions] = True
+                        changed = np.flatnonzero(touched)
+                        journal.add(elements[changed], old[changed], values[changed])
                         patched += changed.size
+                        del old, touched
                     after.update(name, values.reshape(weight_map.shape(name)))
                     _release(mm, elements)
                     del elements, values

@@ -25,7 +25,6 @@ writes a temporary file and renames it into place.
 """
 import contextlib
 import hashlib
-import io
 import lzma
 import os
 import struct
@@ -111,27 +110,25 @@ class DiffFile:
     graph_digest: bytes = field(default=UNBOUND, repr=False)
 
     # -- bytes layer -------------------------------------------------------
-    def unsigned_bytes(self, _block=None):
-        out = io.BytesIO()
-        entries = b"".join(encode_entry(entry, self.version) for entry in self.entries)
+    def unsigned_bytes(self):
+        return self._encoded(b"".join(encode_entry(entry, self.version) for entry in self.entries))
+
+    def to_bytes(self):
+        return self._signed(self.unsigned_bytes())
+
+    def _encoded(self, raw, coded=None):
+        """The unsigned file around the raw entries; v2 codes them, or takes `coded` (coding, block) as read."""
         if self.version == 1:
-            out.write(_HEADER_V1.pack(MAGIC, 1, METHOD_IDS[self.method], self.num_hashes, self.seed,
-                                      self.generation, self.base_digest, self.target_digest,
-                                      len(self.entries)))
-            out.write(entries)
+            body = _HEADER_V1.pack(MAGIC, 1, METHOD_IDS[self.method], self.num_hashes, self.seed,
+                                   self.generation, self.base_digest, self.target_digest, len(self.entries)) + raw
         else:
-            out.write(_HEADER.pack(MAGIC, self.version, self.generation, self.base_digest,
-                                   self.target_digest, self.graph_digest, len(self.entries)))
-            coding, block = _block or _code_entries(entries)
-            out.write(_CODING.pack(coding, len(entries)) + block)
-        body = out.getvalue()
+            coding, block = coded or _code_entries(raw)
+            body = (_HEADER.pack(MAGIC, self.version, self.generation, self.base_digest, self.target_digest,
+                                 self.graph_digest, len(self.entries)) + _CODING.pack(coding, len(raw)) + block)
         return body + hashlib.sha256(body).digest()
 
-    def to_bytes(self, _block=None):
-        data = self.unsigned_bytes(_block)
-        if self.signature is not None:
-            data += SIGNATURE_MAGIC + self.signature
-        return data
+    def _signed(self, unsigned):
+        return unsigned if self.signature is None else unsigned + SIGNATURE_MAGIC + self.signature
 
     @property
     def nbytes(self):
@@ -240,28 +237,23 @@ def entry_header_bytes(name, rank, method):
 
 def encode_entry(entry, version=VERSION):
     """The bytes of one entry as a diff file holds it (what the entry costs on the wire)."""
-    out = io.BytesIO()
-    _write_entry(out, entry, version)
-    return out.getvalue()
-
-
-def _write_entry(out, entry, version=VERSION):
     name = entry.name.encode("utf-8")
     values = np.ascontiguousarray(entry.values)
     dtype_id = VALUE_DTYPE_IDS.get(values.dtype)
     if dtype_id is None:
         raise ValueError(f"entry {entry.name}: values must be float16 or float32, got {values.dtype}")
-    out.write(struct.pack("<H", len(name)) + name)
-    out.write(struct.pack(f"<B{len(entry.shape)}I", len(entry.shape), *entry.shape))
+    parts = [struct.pack("<H", len(name)), name,
+             struct.pack(f"<B{len(entry.shape)}I", len(entry.shape), *entry.shape)]
     if version >= 2:
-        out.write(struct.pack("<B", METHOD_IDS[entry.method]))
+        parts.append(struct.pack("<B", METHOD_IDS[entry.method]))
         if entry.method == "hash":
-            out.write(_HASH_FIELDS.pack(entry.seed, entry.num_hashes))
-    out.write(struct.pack("<BI", dtype_id, values.size))
+            parts.append(_HASH_FIELDS.pack(entry.seed, entry.num_hashes))
+    parts.append(struct.pack("<BI", dtype_id, values.size))
     if entry.method == "sparse":
         gaps = encode_gaps(entry.indices)
-        out.write(struct.pack("<I", len(gaps)) + gaps)
-    out.write(values.astype(values.dtype.newbyteorder("<"), copy=False).tobytes())
+        parts += [struct.pack("<I", len(gaps)), gaps]
+    parts.append(values.astype(values.dtype.newbyteorder("<"), copy=False).tobytes())
+    return b"".join(parts)
 
 
 class _Reader:
@@ -283,7 +275,7 @@ class _Reader:
         return s.unpack(self.take(s.size, what))
 
 
-def _read_entry(r, version, file_fields, index):
+def _read_entry(r, version, header_fields, index):
     (name_len,) = r.unpack("H", f"entry {index} name length")
     try:
         name = bytes(r.take(name_len, f"entry {index} name")).decode("utf-8")
@@ -292,7 +284,7 @@ def _read_entry(r, version, file_fields, index):
     (rank,) = r.unpack("B", f"entry {name} rank")
     shape = r.unpack(f"{rank}I", f"entry {name} shape")
     if version == 1:
-        method, seed, num_hashes = file_fields
+        method, seed, num_hashes = header_fields
     else:
         (method_id,) = r.unpack("B", f"entry {name} method")
         method, seed, num_hashes = _method(method_id), 0, 0
@@ -351,24 +343,23 @@ def decode(data, cls=DiffFile):
     if version == 1:
         (_, _, method_id, num_hashes, seed, generation, base, target, count) = header.unpack(
             r.take(header.size, "header"))
-        file_fields = (_method(method_id), seed, num_hashes)
+        header_fields = (_method(method_id), seed, num_hashes)
+        raw = bytes(r.data[r.pos:])
     else:
         (_, _, generation, base, target, graph, count) = header.unpack(r.take(header.size, "header"))
-        file_fields = None
+        header_fields = None
         coding, raw_length = r.unpack(_CODING.format[1:], "entries header")
         block = bytes(r.take(len(r.data) - r.pos, "entries"))
         raw = _decode_entries(coding, block, raw_length)
         r = _Reader(raw)
-    entries = [_read_entry(r, version, file_fields, i) for i in range(count)]
+    entries = [_read_entry(r, version, header_fields, i) for i in range(count)]
     if r.pos != len(r.data):
         raise DiffFormatError(f"diff has {len(r.data) - r.pos} unexpected bytes after its entries")
     if version == 1:
-        method, seed, num_hashes = file_fields
+        method, seed, num_hashes = header_fields
         graph = UNBOUND
     else:
-        method, seed, num_hashes = method_of(entries), 0, 0
-        if method == "hash" and entries:
-            seed, num_hashes = entries[0].seed, entries[0].num_hashes
+        method, seed, num_hashes = file_fields(entries)
     diff = cls(method=method, entries=entries, base_digest=bytes(base), target_digest=bytes(target),
                generation=generation, seed=seed, num_hashes=num_hashes, signature=signature,
                version=version, graph_digest=bytes(graph))
@@ -376,12 +367,9 @@ def decode(data, cls=DiffFile):
     # varints, a stray byte before the signature) is refused. The compressed
     # block is compared as received: another liblzma may compress the same
     # entries to other bytes, and both are the one diff the signature named.
-    if version >= 2:
-        if b"".join(encode_entry(e, version) for e in entries) != raw:
-            raise DiffFormatError("diff is not canonically encoded")
-        if diff.to_bytes(_block=(coding, block)) != data:
-            raise DiffFormatError("diff is not canonically encoded")
-    elif diff.to_bytes() != data:
+    raw_again = b"".join(encode_entry(e, version) for e in entries)
+    coded = (coding, block) if version >= 2 else None
+    if raw_again != raw or diff._signed(diff._encoded(raw_again, coded)) != data:
         raise DiffFormatError("diff is not canonically encoded")
     return diff
 
@@ -415,10 +403,16 @@ def _decode_entries(coding, block, raw_length):
     return raw
 
 
-def method_of(entries):
-    """"sparse" or "hash" when every entry uses it, "mixed" otherwise (an empty diff: "sparse")."""
+def file_fields(entries):
+    """(method, seed, num_hashes) a v2 diff reports for its entries.
+
+    The method is "sparse" or "hash" when every entry uses it, "mixed"
+    otherwise (an empty diff: "sparse"); a hash diff reports its first
+    entry's seed and K (each entry carries its own).
+    """
     methods = {entry.method for entry in entries}
-    return methods.pop() if len(methods) == 1 else ("mixed" if methods else "sparse")
+    method = methods.pop() if len(methods) == 1 else ("mixed" if methods else "sparse")
+    return (method, entries[0].seed, entries[0].num_hashes) if method == "hash" else (method, 0, 0)
 
 
 def _method(code):

@@ -7,7 +7,7 @@ PKCS#8 for the private key, SubjectPublicKeyInfo for the public one.
 import os
 
 from .format import SIGNATURE_BYTES, SIGNATURE_MAGIC, UNBOUND, DiffFile, DiffFormatError, write_atomic
-from .tflite import TFLiteFile
+from .tflite import graph_digest_of
 
 
 class SignatureError(ValueError):
@@ -79,16 +79,6 @@ def sign(diff_path, private_key_path, out=None, model=None, unbound=False):
     diff.signature = key.sign(diff.unsigned_bytes())
     diff.save(out or diff_path)
     return diff
-
-
-def graph_digest_of(model_path):
-    """The graph digest (tflite.TFLiteFile.graph_digest) of a .tflite file."""
-    import mmap
-    with open(model_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        model = TFLiteFile(mm)
-        digest = model.graph_digest()
-        del model
-    return digest
 
 
 def verify_bytes(data, public_key_path):

@@ -9,6 +9,7 @@ schema.fbs; everything else in the file is left alone.
 Keras weight, where each of its elements lives in the buffers (docs/FORMAT.md).
 """
 import hashlib
+import mmap
 import struct
 import zlib
 
@@ -151,3 +152,17 @@ class TFLiteFile:
         ends = np.array([e // 4 for _, e in self.weight_spans], dtype=np.int64)
         slot = np.searchsorted(starts, elements, side="right") - 1
         return bool(np.all((slot >= 0) & (elements < ends[np.maximum(slot, 0)])))
+
+
+def read_mapped(path, read):
+    """`read(TFLiteFile)` of the .tflite at `path`, through a read-only mmap closed afterwards."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        model = TFLiteFile(mm)
+        result = read(model)
+        del model  # its views of the mmap must go before the mmap closes
+    return result
+
+
+def graph_digest_of(path):
+    """The graph digest (`TFLiteFile.graph_digest`) of the .tflite at `path`."""
+    return read_mapped(path, TFLiteFile.graph_digest)

@@ -13,7 +13,7 @@ import pytest
 
 import tfdiff
 from benchmarks.fuzz import mutations
-from device import applier, journal
+from device import applier, journal, tflite
 from device import signing
 from device.converter import ConversionError, convert
 from device.tflite import TFLiteFile
@@ -287,7 +287,7 @@ def test_a_diff_bound_to_another_graph_is_refused(world, tmp_path):
     other = keras.Model(base.inputs, keras.layers.Activation("tanh")(base.outputs[0]))
     model = tmp_path / "other.tflite"
     convert(other, model)
-    assert signing.graph_digest_of(model) != signing.graph_digest_of(tmp / "base.tflite")
+    assert tflite.graph_digest_of(model) != tflite.graph_digest_of(tmp / "base.tflite")
     before = model.read_bytes()
     proc = run_cli("apply", model, tmp / "sparse.tfdiff")
     assert proc.returncode == 1 and "another model graph" in proc.stderr, proc.stderr
@@ -397,7 +397,8 @@ def test_sigkill_at_random_instants_some_mid_write(world, tmp_path):
     seen_before_recovery = []
     for _ in range(8):
         model.write_bytes((tmp / "base.tflite").read_bytes())
-        os.unlink(str(model) + applier.STATE_SUFFIX) if os.path.exists(str(model) + applier.STATE_SUFFIX) else None
+        if os.path.exists(str(model) + applier.STATE_SUFFIX):
+            os.unlink(str(model) + applier.STATE_SUFFIX)
         proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         time.sleep(rng.uniform(0.5, 0.95) * full_run)
         proc.send_signal(signal.SIGKILL)

@@ -122,7 +122,7 @@ def test_entries_are_entropy_coded_and_a_bomb_is_refused():
     zeros = wire.DiffFile("hash", [wire.Entry("t", (500000,), "hash", np.zeros(200000, np.float16), None, 1, 3)],
                           b"a" * 32, b"b" * 32)
     assert wire.decode(zeros.to_bytes()).entries[0].values.size == 200000
-    bomb = zeros.unsigned_bytes(_block=(1, lzma.compress(wire.encode_entry(zeros.entries[0]),
-                                                        format=lzma.FORMAT_RAW, filters=wire._LZMA_FILTERS)))
+    raw = wire.encode_entry(zeros.entries[0])
+    bomb = zeros._encoded(raw, (1, lzma.compress(raw, format=lzma.FORMAT_RAW, filters=wire._LZMA_FILTERS)))
     with pytest.raises(wire.DiffFormatError, match="refusing to inflate"):
         wire.decode(bomb)

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from device import applier, signing
+from device import applier, tflite
 from device.format import decode
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
@@ -25,7 +25,7 @@ def test_golden_diffs_decode_reencode_and_patch_byte_for_byte(method, prefix, tm
     assert diff.method == method and diff.generation == 1
     assert diff.version == (1 if prefix else 2)
     if not prefix:  # v2 diffs name the graph they are for: the golden base model's
-        assert diff.graph_digest == signing.graph_digest_of(os.path.join(GOLDEN, "base.tflite"))
+        assert diff.graph_digest == tflite.graph_digest_of(os.path.join(GOLDEN, "base.tflite"))
     assert diff.to_bytes() == data
     model = tmp_path / "model.tflite"
     shutil.copyfile(os.path.join(GOLDEN, "base.tflite"), model)

@@ -10,7 +10,7 @@ that folded model, and every later diff is learned on it.
 import numpy as np
 
 from ._keras import keras
-from .naming import check_model
+from .naming import check_model, layers_with_paths
 
 _FOLDABLE = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Dense)
 
@@ -71,7 +71,7 @@ def fold_batchnorm(model: "keras.Model") -> "keras.Model":
         return layer.__class__.from_config(config)
 
     folded = keras.models.clone_model(model, clone_function=clone_layer)
-    sources, targets = _leaf_layers(model), _leaf_layers(folded)
+    sources, targets = ([layer for _, layer, _ in layers_with_paths(m)] for m in (model, folded))
     for source, target in zip(sources, targets):
         if id(source) in folded_bns:
             continue
@@ -80,13 +80,6 @@ def fold_batchnorm(model: "keras.Model") -> "keras.Model":
         else:
             target.set_weights(source.get_weights())
     return folded
-
-
-def _leaf_layers(model):
-    leaves = []
-    for layer in model.layers:
-        leaves += _leaf_layers(layer) if isinstance(layer, keras.Model) else [layer]
-    return leaves
 
 
 def _foldable_pairs(model):

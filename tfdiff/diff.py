@@ -147,10 +147,9 @@ def compose(diffs: "Iterable[Diff]") -> "Diff":
     if len(graphs) > 1:
         raise ValueError("the diffs are bound to different model graphs. Received: "
                          f"{sorted(g.hex()[:12] for g in graphs)}")
-    first = next((e for e in entries if e.method == "hash"), None)
-    return Diff(wire.method_of(entries), entries, diffs[0].base_digest, diffs[-1].target_digest,
-                generation=diffs[-1].generation, seed=first.seed if first else 0,
-                num_hashes=first.num_hashes if first else 0, graph_digest=graphs.pop() if graphs else wire.UNBOUND)
+    method, seed, num_hashes = wire.file_fields(entries)
+    return Diff(method, entries, diffs[0].base_digest, diffs[-1].target_digest, generation=diffs[-1].generation,
+                seed=seed, num_hashes=num_hashes, graph_digest=graphs.pop() if graphs else wire.UNBOUND)
 
 
 def entry_nbytes(entry):

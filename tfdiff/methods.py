@@ -212,6 +212,11 @@ class _HashTables:
                      for k in range(self.num_hashes)]
             return tf.reshape(tf.stack(slots), [self.num_hashes] + list(base.shape))
 
+    def entry(self, name, base_value, table_value):
+        """The weight's wire entry: its table, stored as `value_dtype`."""
+        values = np.asarray(table_value, dtype=np.float32).astype(self.value_dtype)
+        return Entry(name, tuple(np.shape(base_value)), "hash", values, None, self.seed, self.num_hashes)
+
     def __repr__(self):
         return f"{type(self).__name__}({self.get_config()})"
 
@@ -256,10 +261,6 @@ class HashDiff(_HashTables):
         shared = tf.reduce_sum(tf.gather(table, slots), axis=0)
         return base + tf.abs(base) * shared
 
-    def entry(self, name, base_value, table_value):
-        values = np.asarray(table_value, dtype=np.float32).astype(self.value_dtype)
-        return Entry(name, tuple(np.shape(base_value)), "hash", values, None, self.seed,
-                     self.num_hashes)
 
 
 class TfOps:
@@ -327,9 +328,6 @@ class HashedWeights(_HashTables):
     def effective(self, base, table, slots):
         return tf.reduce_sum(tf.gather(table, slots), axis=0)
 
-    def entry(self, name, base_value, table_value):
-        values = np.asarray(table_value, dtype=np.float32).astype(self.value_dtype)
-        return Entry(name, tuple(np.shape(base_value)), "hash", values, None, self.seed, self.num_hashes)
 
 
 METHODS["HashedWeights"] = HashedWeights

@@ -12,8 +12,8 @@ class Trainer(keras.Model):
     The step is the same in every recipe: the loss under a tape, divided by
     the replica count (tf.distribute sums the replicas' gradients, so each
     contributes its share of the mean), applied to `model`'s trainable
-    variables: for a tfdiff model, only the diffs. Subclasses give
-    `loss_of(data)`.
+    variables: for a tfdiff model, only the diffs. Subclasses define
+    `loss_of(data)`, the batch's scalar loss.
     """
 
     def __init__(self, model, **kwargs):
@@ -22,9 +22,6 @@ class Trainer(keras.Model):
 
     def call(self, inputs, training=None):
         return self.trained(inputs, training=training)
-
-    def loss_of(self, data):
-        raise NotImplementedError
 
     def train_step(self, data):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync

@@ -15,7 +15,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def make():
     import device
-    import device.signing
+    import device.tflite
     import tfdiff
     from tfdiff import keras
 
@@ -34,7 +34,7 @@ def make():
         diff_model.compile(keras.optimizers.Adam(0.01), "mse")
         diff_model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=tfdiff.callbacks(diff_model))
         diff = tfdiff.extract(diff_model, generation=1)
-        diff.graph_digest = device.signing.graph_digest_of(os.path.join(HERE, "base.tflite"))
+        diff.graph_digest = device.tflite.graph_digest_of(os.path.join(HERE, "base.tflite"))
         diff.save(os.path.join(HERE, f"{name}.tfdiff"))
         patched = os.path.join(HERE, f"{name}-patched.tflite")
         shutil.copyfile(os.path.join(HERE, "base.tflite"), patched)
