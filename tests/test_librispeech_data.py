@@ -44,3 +44,12 @@ def test_growing_subsets_are_nested_and_sized_by_hours(corpus):
 def test_loader_explains_a_wrong_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="--data must point"):
         data.load_subset(str(tmp_path), "test-clean")
+
+
+def test_grammar_sentences_cover_a_small_vocabulary_and_rarely_repeat():
+    lines = text.grammar_sentences(5000, seed=0)
+    vocabulary = set(text.grammar_vocabulary())
+    words = {w.lower() for line in lines for w in line.split()}
+    assert words <= vocabulary and len(words) > 0.9 * len(vocabulary)
+    assert len(set(lines)) > 0.95 * len(lines)  # test sentences are new sentences, not recalled ones
+    assert all(line == line.upper() and 2 <= len(line.split()) <= 16 for line in lines)

@@ -65,3 +65,18 @@ def test_time_reduction_concatenates_adjacent_frames_and_pads_the_end():
     assert config.get_config() == CONFIG.get_config()
     with pytest.raises(ValueError, match="time_reduction=2"):
         rnnt_model.RnntConfig(enc_layers=1, time_reduction=2)
+
+
+def test_batched_beam_search_equals_one_hypothesis_at_a_time():
+    keras.utils.set_random_seed(3)
+    recognizer = rnnt_model.KerasRecognizer(rnnt_model.build_rnnt(CONFIG))
+    calls = []
+    joint = recognizer.joint
+    recognizer.joint = lambda frame, predicted: calls.append(len(predicted)) or joint(frame, predicted)
+    for x in np.random.default_rng(2).normal(size=(2, 9, 192)).astype(np.float32):
+        batched = rnnt_model.beam(recognizer, x, 16, 1, width=4)
+        assert max(calls) > 1  # the rounds really were batched
+        calls.clear()
+        assert rnnt_model.beam(recognizer, x, 16, 1, width=4, batched=False) == batched
+        assert max(calls) == 1
+        calls.clear()

@@ -5,8 +5,10 @@ starting with blank) -> joint logits [B, T, U+1, V], made of three
 sub-models named "encoder", "prediction" and "joint", which is what
 tfdiff.wrap diffs and device.convert maps. For the device the recognizer
 is exported as three TFLite signatures, all patchable by device.apply:
-`encoder` (a whole utterance), `prediction_step` (one label, LSTM states in
-and out, computed with the LSTM cells' own weights) and `joint`.
+`encoder` (a whole utterance), `prediction_step` (one label per hypothesis,
+LSTM states in and out, computed with the LSTM cells' own weights) and
+`joint` (one row per hypothesis); the last two take any number of rows, so
+beam search scores all its hypotheses in one call each.
 """
 import numpy as np
 
@@ -144,9 +146,10 @@ def signatures(model):
     def encoder(features):
         return {"encoded": enc_model(features, training=False)}
 
-    state_specs = [tf.TensorSpec([1, units], tf.float32)] * (2 * len(cells))
+    # A batch of hypotheses: any number of rows.
+    state_specs = [tf.TensorSpec([None, units], tf.float32)] * (2 * len(cells))
 
-    @tf.function(input_signature=[tf.TensorSpec([1], tf.int32)] + state_specs)
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)] + state_specs)
     def prediction_step(label, *states):
         x = embed(label)
         new_states = []
@@ -155,7 +158,7 @@ def signatures(model):
             new_states += [h, c]
         return {"prediction": proj(x), **{f"state{i}": s for i, s in enumerate(new_states)}}
 
-    @tf.function(input_signature=[tf.TensorSpec([1, width], tf.float32)] * 2)
+    @tf.function(input_signature=[tf.TensorSpec([None, width], tf.float32)] * 2)
     def joint(encoded, predicted):
         return {"logits": joint_model([encoded[:, None, None, :], predicted[:, None, None, :]],
                                       training=False)[:, 0, 0]}
@@ -171,7 +174,12 @@ def _config_of(model):
 
 
 class KerasRecognizer:
-    """Greedy / beam decoding with the Keras model, step by step like the device."""
+    """Greedy / beam decoding with the Keras model, step by step like the device.
+
+    `predict(labels, states)` runs the prediction network one step for each
+    of n hypotheses (labels [n], states [n, units] each) and `joint(frame,
+    predicted)` scores one encoder frame against n predictions: [n, V].
+    """
 
     def __init__(self, model):
         self.functions = signatures(model)
@@ -180,13 +188,14 @@ class KerasRecognizer:
     def encode(self, features):
         return self.functions["encoder"](features[None].astype(np.float32))["encoded"].numpy()[0]
 
-    def predict(self, label, states):
-        out = self.functions["prediction_step"](np.array([label], np.int32), *states)
+    def predict(self, labels, states):
+        out = self.functions["prediction_step"](np.asarray(labels, np.int32), *states)
         n = 2 * self.config["pred_layers"]
         return out["prediction"].numpy(), [out[f"state{i}"].numpy() for i in range(n)]
 
-    def joint(self, encoded, predicted):
-        return self.functions["joint"](encoded[None], predicted)["logits"].numpy()[0]
+    def joint(self, frame, predicted):
+        frames = np.broadcast_to(frame, predicted.shape).astype(np.float32)
+        return self.functions["joint"](frames, predicted)["logits"].numpy()
 
 
 class TfliteRecognizer:
@@ -204,7 +213,7 @@ class TfliteRecognizer:
         units = self.runners["prediction_step"].get_input_details()["states_0"]["shape"][-1]
         self.encode(np.zeros((1, self.runners["encoder"].get_input_details()["features"]["shape"][-1]), np.float32),
                     reset=False)
-        self.predict(BLANK, [np.zeros((1, units), np.float32)] * self.n_states)
+        self.predict([BLANK], [np.zeros((1, units), np.float32)] * self.n_states)
         self.joint(np.zeros(width, np.float32), np.zeros((1, width), np.float32))
 
     def encode(self, features, reset=True):
@@ -212,51 +221,66 @@ class TfliteRecognizer:
             self.interpreter.reset_all_variables()
         return self.runners["encoder"](features=features[None].astype(np.float32))["encoded"][0]
 
-    def predict(self, label, states):
-        inputs = {"label": np.array([label], np.int32)}
+    def predict(self, labels, states):
+        inputs = {"label": np.asarray(labels, np.int32)}
         inputs.update({f"states_{i}": s for i, s in enumerate(states)})
         out = self.runners["prediction_step"](**inputs)
         return out["prediction"], [out[f"state{i}"] for i in range(self.n_states)]
 
-    def joint(self, encoded, predicted):
-        return self.runners["joint"](encoded=encoded[None], predicted=predicted)["logits"][0]
+    def joint(self, frame, predicted):
+        frames = np.ascontiguousarray(np.broadcast_to(frame, predicted.shape), np.float32)
+        return self.runners["joint"](encoded=frames, predicted=predicted)["logits"]
 
 
 def greedy(recognizer, features, units, layers, max_symbols=5):
     """Greedy RNN-T decoding through a recognizer's three steps."""
     encoded = recognizer.encode(features)
     states = [np.zeros((1, units), np.float32) for _ in range(2 * layers)]
-    predicted, states = recognizer.predict(BLANK, states)
+    predicted, states = recognizer.predict([BLANK], states)
     out = []
     for t in range(encoded.shape[0]):
         for _ in range(max_symbols):
-            k = int(np.argmax(recognizer.joint(encoded[t], predicted)))
+            k = int(np.argmax(recognizer.joint(encoded[t], predicted)[0]))
             if k == BLANK:
                 break
             out.append(k)
-            predicted, states = recognizer.predict(k, states)
+            predicted, states = recognizer.predict([k], states)
     return out
 
 
-def beam(recognizer, features, units, layers, width=16, max_symbols=5):
+def beam(recognizer, features, units, layers, width=16, max_symbols=5, batched=True):
     """RNN-T beam search (recipes.librispeech.rnnt.beam_search) through a recognizer's three steps.
 
     The prediction network runs once per distinct label history: each
-    history extends a cached shorter one by one label.
+    history extends a cached shorter one by one label. `batched` computes a
+    round's new histories in one prediction call and scores all its
+    hypotheses in one joint call; otherwise one call per hypothesis (the
+    same numbers, 1-row batches: tests/test_rnnt_model.py).
     """
     from .rnnt import beam_search
 
     encoded = recognizer.encode(features)
-    cache = {(): recognizer.predict(BLANK, [np.zeros((1, units), np.float32) for _ in range(2 * layers)])}
+    start = recognizer.predict([BLANK], [np.zeros((1, units), np.float32) for _ in range(2 * layers)])
+    cache = {(): (start[0][0], [s[0] for s in start[1]])}  # history -> (prediction, states), one row each
 
-    def predicted(history):
-        if history not in cache:
-            _, states = predicted(history[:-1])
-            cache[history] = recognizer.predict(history[-1], states)
-        return cache[history]
+    def extend(histories):
+        new = [h for h in dict.fromkeys(histories) if h not in cache]
+        groups = [new] if batched else [[h] for h in new]
+        for group in filter(None, groups):
+            parents = [cache[h[:-1]][1] for h in group]
+            states = [np.stack([p[i] for p in parents]) for i in range(2 * layers)]
+            predicted, states = recognizer.predict([h[-1] for h in group], states)
+            for row, history in enumerate(group):
+                cache[history] = (predicted[row], [s[row] for s in states])
 
-    def joint(t, history):
-        logits = recognizer.joint(encoded[t], predicted(history)[0]).astype(np.float64)
-        return logits - np.logaddexp.reduce(logits)
+    def joint(t, histories):
+        extend(histories)
+        predicted = np.stack([cache[h][0] for h in histories])
+        if batched:
+            logits = recognizer.joint(encoded[t], predicted)
+        else:
+            logits = np.concatenate([recognizer.joint(encoded[t], row[None]) for row in predicted])
+        logits = logits.astype(np.float64)
+        return logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
 
     return beam_search(joint, encoded.shape[0], beam=width, max_symbols=max_symbols, blank=BLANK)

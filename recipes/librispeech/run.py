@@ -29,14 +29,15 @@ from .rnnt import word_error_rate
 
 SCALES = {
     "demo": dict(rnnt=dict(enc_layers=2, enc_units=96, pred_units=96, proj=96, embed_dim=32, joint_dim=96,
-                           vocab_size=256, time_reduction=2), hours=2.0, speakers=30, batch=32, learning_rate=3e-3,
+                           vocab_size=256, time_reduction=2), hours=2.0, speakers=30, text="grammar", batch=32,
+                 learning_rate=3e-3,
                  flywheel=dict(generations=6, ratios=(10,), bl_steps=800, diff_steps=150)),
     "paper": dict(rnnt={}, hours=None, speakers=None, batch=64, learning_rate=1e-3,
                   flywheel=dict(generations=6, ratios=(10,), bl_steps=35000, diff_steps=12000,
                                 diff_prune=(1000 / 12000, 11000 / 12000), blc_prune=(20000 / 35000, 1.0),
                                 prune_frequency=100)),
     "tiny": dict(rnnt=dict(enc_layers=1, enc_units=16, pred_units=16, proj=16, embed_dim=8, joint_dim=16,
-                           vocab_size=80), hours=0.01, speakers=4, batch=4, learning_rate=1e-3,
+                           vocab_size=80), hours=0.01, speakers=4, text="grammar", batch=4, learning_rate=1e-3,
                  flywheel=dict(generations=2, ratios=(4,), bl_steps=6, diff_steps=4,
                                prune_frequency=1)),
 }
@@ -53,7 +54,7 @@ def prepare_data(out, data_dir=None, synthetic=False, scale="demo", settings=Non
         if not os.path.exists(os.path.join(data_dir, "test-synth")):
             from .synth import generate
             settings = settings or SCALES[scale]
-            generate(data_dir, settings["hours"], speakers=settings["speakers"])
+            generate(data_dir, settings["hours"], speakers=settings["speakers"], text=settings.get("text", "grammar"))
     subsets = [s for s in TRAIN_SUBSETS if os.path.isdir(os.path.join(data_dir, s))]
     if not subsets:
         raise FileNotFoundError(f"no training subset ({', '.join(TRAIN_SUBSETS)}) under {data_dir}")
