@@ -6,7 +6,6 @@ length-bucketed batches of the corpus's generation-0 hours), as
 Prints one JSON line with the corpus's mean frames and labels per utterance.
 """
 import argparse
-import copy
 import json
 import time
 
@@ -17,7 +16,7 @@ def run(data_dir, out, steps=60, warmup=10):
     from recipes.librispeech import run as librispeech
     from tfdiff import keras
 
-    task = librispeech.prepare(out, data_dir=data_dir, scale="demo", settings=copy.deepcopy(librispeech.SCALES["demo"]))
+    task = librispeech.prepare(out, data_dir=data_dir, scale="demo")
     marks = {}
 
     class Clock(keras.callbacks.Callback):

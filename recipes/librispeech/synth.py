@@ -12,6 +12,7 @@ are voice-disjoint (80 / 20): the test voices were never heard in training.
 About H hours of training audio are written; nothing is downloaded.
 """
 import argparse
+import itertools
 import os
 import random
 import zlib
@@ -80,8 +81,7 @@ def _text_source(text, seed):
         return lambda: grammar_sentence(rng).upper()
     texts = sentences()
     random.Random(seed).shuffle(texts)
-    cursor = iter(range(10 ** 12))
-    return lambda: texts[next(cursor) % len(texts)]
+    return itertools.cycle(texts).__next__
 
 
 def main(argv=None):
