@@ -1,6 +1,6 @@
 """python -m device convert | apply | recover | bench
 
-    convert MODEL.keras OUT.tflite            (server; needs TensorFlow)
+    convert MODEL.keras OUT.tflite [--quantize int8]   (server; needs TensorFlow)
     apply MODEL.tflite DIFF [--out OUT] [--public-key KEY | --allow-unsigned]
     recover MODEL.tflite [--discard]          (finish an interrupted apply)
     rollback MODEL.tflite                     (back to the previous generation)
@@ -28,7 +28,9 @@ def main(argv=None):
     commands = parser.add_subparsers(dest="command", required=True)
     convert = commands.add_parser("convert", help="Keras model -> patchable .tflite (server; needs TensorFlow)")
     convert.add_argument("model", help="a saved Keras model (.keras, .h5 or SavedModel)")
-    convert.add_argument("out", help="the .tflite to write (float32, with tfdiff's weight map)")
+    convert.add_argument("out", help="the .tflite to write (with tfdiff's weight map)")
+    convert.add_argument("--quantize", choices=["int8"], default=None,
+                         help="int8: dynamic-range quantization (int8 kernels, per-channel scales); default float32")
     apply = commands.add_parser("apply", help="patch a .tflite with a diff")
     apply.add_argument("model", help="the device's .tflite (patched in place unless --out)")
     apply.add_argument("diff", help="the received .tfdiff file")
@@ -55,7 +57,7 @@ def main(argv=None):
     try:
         if args.command == "convert":
             from .converter import convert_file
-            data = convert_file(args.model, args.out)
+            data = convert_file(args.model, args.out, quantize=args.quantize)
             print(f"wrote {args.out} ({len(data)} bytes)")
         elif args.command == "apply":
             from .applier import apply as run_apply

@@ -7,16 +7,17 @@ after the next call, the new one:
    checked over the raw bytes against the device's trusted key, and only
    then parsed. Its generation must be above the installed one.
 1. Recover: if a journal (device/journal.py) from an interrupted run exists, finish it first.
-2. Check, touching nothing: the model is writable and its weights digest is
-   the diff's base.
-3. Prepare: weight by weight, the file positions, old values and new values
-   are streamed into MODEL.tfdiff-journal.tmp, and fsynced; the patched
+2. Check, touching nothing: the diff's entries fit the model's weights
+   (names, shapes, float32 or int8), the model is writable and its weights
+   digest is the diff's base.
+3. Prepare: weight by weight, the 4-byte words the patch changes, with their
+   old and new bits, are streamed into MODEL.tfdiff-journal.tmp, and fsynced; the patched
    weights must hash to the diff's target.
 4. Commit: the journal is renamed to MODEL.tfdiff-journal. Before this
    rename the model is untouched and a stray .tmp is discarded (under the
    lock); after it the update will complete.
 5. Replay the journal into the model through a writable mmap, msync, fsync.
-   Every position must lie in a weight buffer and hold its old or new value,
+   Every word must lie in a weight's bytes and hold its old or new bits,
    or nothing is written: a journal of another model is refused, and
    `discard` removes it.
 6. Re-check the model against the target digest, record the new generation
@@ -44,8 +45,8 @@ import numpy as np
 from . import signing
 from .format import UNBOUND, DiffFormatError, WeightsHasher, decode, fsync_dir, read_bounded, replacing, write_atomic
 from .journal import JournalHeader, JournalWriter, chunks, read_header, write_inverse
-from .patch import patched_values
-from .tflite import ModelFormatError, TFLiteFile, graph_digest_of, read_mapped
+from .patch import patch_mismatch, patched_values
+from .tflite import TFLiteFile, graph_digest_of, read_mapped
 
 JOURNAL_SUFFIX = ".tfdiff-journal"
 STATE_SUFFIX = ".tfdiff-state"
@@ -108,6 +109,8 @@ def apply(model_path: "str | os.PathLike", diff_path: "str | os.PathLike", out: 
 
     with _locked(model_path):
         recover(model_path, _locked_already=True)
+        # Names, shapes and kinds first: a float32 diff for an int8 model (or the reverse) says so.
+        read_mapped(model_path, lambda model: _check_entries(diff, model.weight_map()))
         graph = diff.graph_digest if diff.graph_digest == UNBOUND else graph_digest_of(model_path)
         if graph != diff.graph_digest:
             raise ApplyError(f"diff (generation {diff.generation}) is bound to another model graph "
@@ -313,15 +316,13 @@ def _prepare(model_path, diff, plan_path, installed):
             model = TFLiteFile(mm)
             weight_map = model.weight_map()
             entries = _check_entries(diff, weight_map)
-            floats = _floats(mm)
             after = WeightsHasher()  # the base digest was checked, under the lock, before this
             patched = 0
             header = JournalHeader(diff.base_digest, diff.target_digest, os.path.getsize(model_path),
                                     len(entries), installed, diff.generation)
             with JournalWriter(plan_path, header) as journal:
                 for name in weight_map.names():
-                    elements = _elements(model, weight_map, name)
-                    values = floats[elements].astype(np.float32)
+                    values = model.weight_values(name).reshape(-1)
                     if name in entries:
                         old, touched = values.copy(), np.zeros(values.size, dtype=bool)
                         for entry in entries[name]:  # a composed diff may patch a weight twice, in order
@@ -329,13 +330,13 @@ def _prepare(model_path, diff, plan_path, installed):
                             values[positions] = patched_values(entry, values[positions], positions)
                             touched[positions] = True
                         changed = np.flatnonzero(touched)
-                        journal.add(elements[changed], old[changed], values[changed])
+                        journal.add(*_word_changes(mm, model.byte_positions(name)[changed], values[changed]))
                         patched += changed.size
                         del old, touched
                     after.update(name, values.reshape(weight_map.shape(name)))
-                    _release(mm, elements)
-                    del elements, values
-            del floats, model
+                    _release(mm, model.weight_spans_of(name))
+                    del values
+            del model
     except BaseException:
         if os.path.exists(plan_path):
             os.unlink(plan_path)
@@ -346,6 +347,23 @@ def _prepare(model_path, diff, plan_path, installed):
     return patched
 
 
+def _word_changes(data, positions, new_values):
+    """(words, old, new): the 4-byte words holding changed elements, before and after, as uint32 bits.
+
+    The journal writes whole words; an int8 element shares its word with its
+    neighbours, which keep the bytes they have.
+    """
+    raw = np.frombuffer(data, dtype=np.uint8)
+    words = np.unique(positions // 4)
+    before = raw[(4 * words)[:, None] + np.arange(4)]
+    after = before.copy()
+    row = np.searchsorted(words, positions // 4)
+    width = new_values.dtype.itemsize
+    after[row[:, None], (positions % 4)[:, None] + np.arange(width)] = new_values.view(np.uint8).reshape(-1, width)
+    del raw
+    return words, before.view("<u4").reshape(-1), after.view("<u4").reshape(-1)
+
+
 def _check_entries(diff, weight_map):
     entries = {}
     for entry in diff.entries:
@@ -354,68 +372,39 @@ def _check_entries(diff, weight_map):
         if tuple(weight_map.shape(entry.name)) != tuple(entry.shape):
             raise ApplyError(f"weight {entry.name} has shape {weight_map.shape(entry.name)}, "
                              f"the diff expects {entry.shape}")
+        problem = patch_mismatch(entry, weight_map.dtype(entry.name))
+        if problem:
+            raise ApplyError(problem)
         entries.setdefault(entry.name, []).append(entry)
     return entries
 
 
-def _elements(model, weight_map, name):
-    """Index in the file, counted in float32s, of every element of a weight, in Keras order."""
-    shape = weight_map.shape(name)
-    size = int(np.prod(shape, dtype=np.int64))
-    elements = np.empty(size, dtype=np.int64)
-    seen = np.zeros(size, dtype=bool)
-    for segment in weight_map.segments(name):  # bounds and overlaps: TFLiteFile.weight_map checked them
-        start, _ = model.buffer_ranges[segment.buffer]
-        first = start // 4 + segment.offset
-        keys = segment.keras_indices()
-        elements[keys] = np.arange(first, first + segment.count)
-        seen[keys] = True
-    if not seen.all():  # counts sum to size, so this proves each element is mapped exactly once
-        raise ModelFormatError(f"weight map of {name} maps some elements twice and others never")
-    return elements
-
-
-def _floats(data):
-    return np.frombuffer(data, dtype="<f4", count=len(data) // 4)
-
-
 def _digest(model):
-    """The weights digest of a .tflite model as it is on disk.
-
-    Each segment is read as the contiguous run it is in the file and
-    scattered into Keras order, with no index array of file positions: the
-    passes that only hash (before any journal, and after every replay) cost
-    one read of the weights. An element mapped twice leaves another unset,
-    at zero, so such a map can only give a digest no diff names.
-    """
+    """The weights digest of a .tflite model as it is on disk, one weight at a time (pages released)."""
     hasher = WeightsHasher()
     weight_map = model.weight_map()
-    floats = _floats(model.data)
     for name in weight_map.names():
-        shape = weight_map.shape(name)
-        values = np.zeros(int(np.prod(shape, dtype=np.int64)), dtype="<f4")
-        low, high = len(floats), 0
-        for segment in weight_map.segments(name):
-            first = model.buffer_ranges[segment.buffer][0] // 4 + segment.offset
-            values[segment.keras_indices()] = floats[first:first + segment.count]
-            low, high = min(low, first), max(high, first + segment.count)
-        hasher.update(name, values.reshape(shape))
-        if high > low:
-            _release(model.data, np.array([low, high - 1]))
-        del values
+        hasher.update(name, model.weight_values(name))
+        _release(model.data, model.weight_spans_of(name))
     return hasher.digest()
 
 
-def _release(data, elements, flush=False):
-    """Drop the pages of a weight from our resident memory once it is done."""
-    if not isinstance(data, mmap.mmap) or elements.size == 0:
+def _release(data, spans, flush=False):
+    """Drop the pages of byte spans [(begin, end)] from our resident memory once they are done."""
+    if not isinstance(data, mmap.mmap) or not spans:
         return
-    start = 4 * int(elements.min()) // _PAGE * _PAGE
-    end = min(len(data), 4 * int(elements.max()) + 4)
+    start = min(b for b, _ in spans) // _PAGE * _PAGE
+    end = min(len(data), max(e for _, e in spans))
+    if end <= start:
+        return
     if flush:
         data.flush(start, end - start)
     if hasattr(mmap, "MADV_DONTNEED"):
         data.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+
+def _word_span(words):
+    return [(4 * int(words.min()), 4 * int(words.max()) + 4)] if words.size else []
 
 
 def _replay(model_path, journal):
@@ -429,29 +418,28 @@ def _replay(model_path, journal):
     with open(model_path, "r+b") as m, mmap.mmap(m.fileno(), 0) as mm:
         model = TFLiteFile(mm)
         model.weight_map()
-        floats = _floats(mm)
-        bits = floats.view("<u4")
+        bits = np.frombuffer(mm, dtype="<u4", count=len(mm) // 4)
         problem = None
-        for elements, old, new in chunks(journal, header):
-            if not model.inside_weights(elements):
+        for words, old, new in chunks(journal, header):
+            if not model.inside_weights(words):
                 problem = f"writes outside the weights of {model_path}"
             else:
-                held = bits[elements]
-                if not np.all((held == old.view("<u4")) | (held == new.view("<u4"))):
+                held = bits[words]
+                if not np.all((held == old) | (held == new)):
                     problem = f"does not belong to {model_path} (the values there differ)"
-            _release(mm, elements)
+            _release(mm, _word_span(words))
             if problem:
                 break
         if problem is None:
-            for i, (elements, _, new) in enumerate(chunks(journal, header)):
-                floats[elements] = new
-                _release(mm, elements, flush=True)
+            for i, (words, _, new) in enumerate(chunks(journal, header)):
+                bits[words] = new
+                _release(mm, _word_span(words), flush=True)
                 if i == header.chunks // 2:
                     _crash_point("half-written")
                 _pause_for_tests()
             mm.flush()
             os.fsync(m.fileno())
-        del floats, bits, model  # views of the mmap: gone before it closes
+        del bits, model  # views of the mmap: gone before it closes
     if problem:
         raise ApplyError(f"journal {journal} {problem}: `python -m device recover --discard {model_path}` "
                          "deletes it")

@@ -16,6 +16,16 @@ Because the probe values are all distinct, the converter cannot merge two
 weights into one buffer, even when their real values are equal. A weight
 the converter computed with (folded into another) is not found and is
 reported by name.
+
+With `quantize="int8"` (TFLite's dynamic-range quantization) a second probe
+is converted, with the probe values' signs drawn at random: the weights
+TFLite keeps in float32 are found as above, and each int8 tensor is the
+float probe's tensor whose sign pattern it repeats element for element
+(which also proves the two share a layout). The real int8 values and
+scales are then computed here (symmetric, per output channel where TFLite
+quantizes per channel: scale = max|w| / 127, q = round(w / scale)) and
+written into that probe, so generation 0's scales are known exactly; a
+device keeps them for good, and diffs move the int8 values only.
 """
 import os
 
@@ -28,14 +38,17 @@ from .weightmap import WEIGHT_MAP_NAME, Segment, WeightMap
 # Probe bit patterns start at 2**51 as floats: no graph constant is there.
 PROBE_BASE = 0x5A000000
 PROBE_LIMIT = 0x7F000000 - PROBE_BASE
+QUANTIZE = (None, "int8")
+_INT8 = 9  # schema.fbs TensorType.INT8
 
 
 class ConversionError(ValueError):
     """A model whose weights cannot be mapped into its .tflite one to one."""
 
 
-def convert(model, path: "str | os.PathLike | None" = None, signatures: "dict | None" = None) -> bytes:
-    """Convert `model` to float32 .tflite bytes carrying a tfdiff weight map.
+def convert(model, path: "str | os.PathLike | None" = None, signatures: "dict | None" = None,
+            quantize: "str | None" = None) -> bytes:
+    """Convert `model` to .tflite bytes carrying a tfdiff weight map.
 
     Args:
         model: a tf_keras model (plain, or folded by tfdiff).
@@ -43,6 +56,9 @@ def convert(model, path: "str | os.PathLike | None" = None, signatures: "dict | 
         signatures: optional {name: tf.function with an input signature}
             to export instead of the model's own call; their variables must
             be the model's.
+        quantize: None for float32; "int8" for dynamic-range quantization
+            (int8 kernels with per-channel scales, float32 activations), whose
+            weight map covers the int8 buffers.
 
     Returns:
         the .tflite file's bytes.
@@ -58,24 +74,28 @@ def convert(model, path: "str | os.PathLike | None" = None, signatures: "dict | 
     """
     import tfdiff  # the server's bridge: tfdiff's public API only
 
+    if quantize not in QUANTIZE:
+        raise ValueError(f"`quantize` must be one of {QUANTIZE}. Received: quantize={quantize!r}")
     slots = tfdiff.weight_variables(model)
     _check_weights(slots)
     originals = [variable.numpy() for _, variable in slots]
     total = sum(v.size for v in originals)
     if total > PROBE_LIMIT:
         raise ConversionError(f"model has {total} weights; the probe supports {PROBE_LIMIT}")
+    weights = [(name, v.shape) for (name, _), v in zip(slots, originals)]
+    signs = np.random.default_rng(0).integers(0, 2, total).astype(bool) if quantize else None
     try:
-        first = 0
-        for (_, variable), value in zip(slots, originals):
-            ids = np.arange(first, first + value.size, dtype=np.uint32) + np.uint32(PROBE_BASE)
-            variable.assign(ids.view(np.float32).reshape(value.shape))
-            first += value.size
-        probe = bytearray(_convert(model, signatures))
+        probe = bytearray(_probe(model, slots, originals, signatures))
+        if quantize:
+            quantized_probe = _probe(model, slots, originals, signatures, signs)
     finally:
         for (_, variable), value in zip(slots, originals):
             variable.assign(value)
 
-    weight_map = _locate(TFLiteFile(probe), [(name, v.shape) for (name, _), v in zip(slots, originals)])
+    weight_map = _locate(TFLiteFile(probe), weights)
+    if quantize:
+        return _convert_int8(quantized_probe, weight_map, TFLiteFile(probe), weights, signs,
+                             dict(zip([n for n, _ in slots], originals)), path)
     model_file = TFLiteFile(probe)
     for (name, _), value in zip(slots, originals):
         flat = value.reshape(-1).astype("<f4")
@@ -90,8 +110,8 @@ def convert(model, path: "str | os.PathLike | None" = None, signatures: "dict | 
     return data
 
 
-def convert_file(model_path, out):
-    """Load a saved Keras model (.keras, .h5 or SavedModel) and convert it to `out`."""
+def convert_file(model_path, out, quantize=None):
+    """Load a saved Keras model (.keras, .h5 or SavedModel) and convert it to `out` (`quantize` as for convert)."""
     from tfdiff import keras
 
     if not os.path.exists(model_path):
@@ -100,7 +120,7 @@ def convert_file(model_path, out):
         model = keras.models.load_model(model_path, compile=False)
     except (ValueError, OSError, TypeError) as e:
         raise ConversionError(f"cannot load Keras model {model_path}: {str(e).splitlines()[0]}") from None
-    return convert(model, out)
+    return convert(model, out, quantize=quantize)
 
 
 def _check_weights(slots):
@@ -110,7 +130,90 @@ def _check_weights(slots):
                                   "can be mapped and patched")
 
 
-def _convert(model, signatures):
+def _probe(model, slots, originals, signatures, signs=None):
+    """The .tflite of `model` with every weight element set to its probe value (negated where `signs`)."""
+    first = 0
+    for (_, variable), value in zip(slots, originals):
+        ids = np.arange(first, first + value.size, dtype=np.uint32) + np.uint32(PROBE_BASE)
+        if signs is not None:
+            ids |= signs[first:first + value.size].astype(np.uint32) << np.uint32(31)
+        variable.assign(ids.view(np.float32).reshape(value.shape))
+        first += value.size
+    return _convert(model, signatures, quantize=signs is not None)
+
+
+def _convert_int8(probe, float_map, float_probe, weights, signs, values, path):
+    """The int8 .tflite: `probe` (converted with quantization) with the real int8 values and scales."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    probe = bytearray(probe)
+    tree = schema.ModelT.InitFromObj(schema.Model.GetRootAs(probe, 0))
+    int8_tensors = {}  # buffer -> tensor
+    for subgraph in tree.subgraphs:
+        for tensor in subgraph.tensors:
+            if tensor.type == _INT8 and tensor.buffer and tree.buffers[tensor.buffer].data is not None:
+                int8_tensors[tensor.buffer] = tensor
+    quantized = TFLiteFile(probe)
+    # int8 bytes are not searched for float probe values: they could spell one by chance.
+    kept_float = _locate(quantized, weights, sign_bit=True, missing_ok=True, skip=set(int8_tensors))
+    located, dtypes = {}, {}
+    for name, shape in weights:
+        if name in kept_float.weights:
+            located[name] = kept_float.weights[name]
+            continue
+        segments = []
+        for segment in float_map.segments(name):
+            start, length = float_probe.buffer_ranges[segment.buffer]
+            ids = np.frombuffer(float_probe.data, dtype="<u4", count=length // 4, offset=start) - PROBE_BASE
+            matches = [b for b, t in int8_tensors.items()
+                       if len(tree.buffers[b].data) == ids.size
+                       and np.array_equal(tree.buffers[b].data.view(np.int8) < 0, signs[ids])]
+            if len(matches) != 1:
+                raise ConversionError(f"weight {name}: found {len(matches)} int8 tensors that hold it, not one")
+            segments.append(type(segment)(matches[0], segment.offset, segment.count, index=segment.keras_indices()))
+        located[name] = (tuple(shape), [_compact(s) for s in segments])
+        dtypes[name] = "int8"
+    weight_map = WeightMap(located, dtypes)
+
+    filled = {}  # buffer -> float32 values in the tensor's layout
+    for name, _ in weights:
+        flat = values[name].reshape(-1).astype(np.float32)
+        for segment in weight_map.segments(name):
+            if name in dtypes:
+                target = filled.setdefault(segment.buffer, np.zeros(len(tree.buffers[segment.buffer].data), np.float32))
+            else:
+                target = tree.buffers[segment.buffer].data.view("<f4")
+            target[segment.offset:segment.offset + segment.count] = flat[segment.keras_indices()]
+    for buffer, real in filled.items():
+        tensor = int8_tensors[buffer]
+        tree.buffers[buffer].data = _quantize(real, tensor)
+    data = _with_metadata(tree, WEIGHT_MAP_NAME, weight_map.to_bytes())
+    if path is not None:
+        write_atomic(os.fspath(path), data)
+    return data
+
+
+def _quantize(real, tensor):
+    """int8 bytes of a tensor's float32 values, its scales set on `tensor`: symmetric, per channel
+    along the tensor's quantized dimension when TFLite gave it one scale per channel, else per tensor."""
+    channels = len(tensor.quantization.scale)
+    shape = [int(d) for d in tensor.shape]
+    axis = tensor.quantization.quantizedDimension if channels > 1 else None
+    values = real.reshape(shape)
+    reduce = tuple(i for i in range(values.ndim) if i != axis)
+    peak = np.max(np.abs(values), axis=reduce, keepdims=True).astype(np.float32)
+    scale = np.where(peak > 0, peak / np.float32(127), np.float32(1)).astype(np.float32)
+    q = np.clip(np.rint(values / scale), -127, 127).astype(np.int8)
+    tensor.quantization.scale = [float(x) for x in scale.reshape(-1)]
+    tensor.quantization.zeroPoint = [0] * scale.size
+    return q.reshape(-1).view(np.uint8)
+
+
+def _compact(segment):
+    return Segment.describe(segment.buffer, segment.offset, segment.keras_indices())
+
+
+def _convert(model, signatures, quantize=False):
     import tensorflow as tf
 
     if signatures is None:
@@ -123,20 +226,22 @@ def _convert(model, signatures):
         functions = [fn.get_concrete_function() for fn in signatures.values()]
     converter = tf.lite.TFLiteConverter.from_concrete_functions(functions, model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    converter.optimizations = []
+    converter.optimizations = [tf.lite.Optimize.DEFAULT] if quantize else []
     return converter.convert()
 
 
-def _locate(model_file, weights):
-    """The WeightMap of a converted probe model."""
+def _locate(model_file, weights, sign_bit=False, missing_ok=False, skip=()):
+    """The WeightMap of a converted probe model (of the weights found, with `missing_ok`)."""
     total = sum(int(np.prod(shape)) for _, shape in weights)
     where_buffer = np.full(total, -1, dtype=np.int64)
     where_pos = np.full(total, -1, dtype=np.int64)
     seen = np.zeros(total, dtype=np.int64)
     for index, (start, length) in enumerate(model_file.buffer_ranges):
-        if length == 0 or length % 4:
+        if length == 0 or length % 4 or index in skip:
             continue
         words = np.frombuffer(model_file.data, dtype="<u4", count=length // 4, offset=start)
+        if sign_bit:
+            words = words & np.uint32(0x7FFFFFFF)
         positions = np.flatnonzero((words >= PROBE_BASE) & (words < PROBE_BASE + total))
         ids = words[positions].astype(np.int64) - PROBE_BASE
         seen += np.bincount(ids, minlength=total)
@@ -154,7 +259,7 @@ def _locate(model_file, weights):
             buffers, positions = where_buffer[first:first + size], where_pos[first:first + size]
             located[name] = (tuple(shape), _segments(buffers, positions))
         first += size
-    if missing:
+    if missing and not missing_ok:
         raise ConversionError(f"weights not stored as-is in the .tflite (the converter folded or "
                               f"computed with them), so no diff could be patched in: {', '.join(missing)}. A "
                               "BatchNormalization after a Conv or Dense layer: convert "
@@ -175,17 +280,17 @@ def _segments(buffers, positions):
 
 
 def _with_metadata(data, name, payload):
-    """The model with one more metadata entry (and its buffer)."""
+    """The model (bytes, or an unpacked schema.ModelT) with one more metadata entry (and its buffer)."""
     import flatbuffers
     from tensorflow.lite.python import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
+    model = data if isinstance(data, schema.ModelT) else schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(payload, dtype=np.uint8)
     model.buffers.append(buffer)
     entry = schema.MetadataT()
     entry.name, entry.buffer = name, len(model.buffers) - 1
     model.metadata = [m for m in (model.metadata or []) if m.name != name.encode()] + [entry]
-    builder = flatbuffers.Builder(len(data) + len(payload) + 1024)
+    builder = flatbuffers.Builder(1 << 20)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())

@@ -9,6 +9,8 @@ Layout of version 2, written today (docs/FORMAT.md has the prose):
     entry    u16 name length | name (utf-8) | u8 rank | u32 dims[rank]
              | u8 method | [hash: u32 seed | u8 num_hashes]
              | u8 value dtype | u32 count | payload
+               value dtype: 1 float16, 2 float32, 3 int8 (deltas in quantized units,
+               only on the int8 weights of a quantized model: device/patch.py)
                sparse payload: u32 index-block bytes | LEB128 gaps | values
                hash payload:   values (the table A)
     trailer  32B sha256 of all the bytes above
@@ -39,7 +41,7 @@ VERSION = 2
 VERSIONS = (1, 2)
 METHODS = {1: "sparse", 2: "hash"}
 METHOD_IDS = {name: code for code, name in METHODS.items()}
-VALUE_DTYPES = {1: np.float16, 2: np.float32}
+VALUE_DTYPES = {1: np.float16, 2: np.float32, 3: np.int8}
 VALUE_DTYPE_IDS = {np.dtype(t): code for code, t in VALUE_DTYPES.items()}
 SIGNATURE_MAGIC = b"SIG1"
 SIGNATURE_BYTES = len(SIGNATURE_MAGIC) + 64
@@ -241,7 +243,7 @@ def encode_entry(entry, version=VERSION):
     values = np.ascontiguousarray(entry.values)
     dtype_id = VALUE_DTYPE_IDS.get(values.dtype)
     if dtype_id is None:
-        raise ValueError(f"entry {entry.name}: values must be float16 or float32, got {values.dtype}")
+        raise ValueError(f"entry {entry.name}: values must be float16, float32 or int8, got {values.dtype}")
     parts = [struct.pack("<H", len(name)), name,
              struct.pack(f"<B{len(entry.shape)}I", len(entry.shape), *entry.shape)]
     if version >= 2:
@@ -466,7 +468,7 @@ def decode_gaps(block, count, name="?"):
 
 # -- digests of weights -------------------------------------------------------
 class WeightsHasher:
-    """sha256 of a model's weights: name, shape and float32 bytes, in name order.
+    """sha256 of a model's weights: name, shape and bytes (float32, or int8 marked as such), in name order.
 
     Both sides hash Keras layout, so the server's fold and the device's
     .tflite agree when, and only when, they hold the same bits. Weights are
@@ -481,8 +483,10 @@ class WeightsHasher:
         if self._previous is not None and name <= self._previous:
             raise ValueError(f"weights must come in name order: {name!r} after {self._previous!r}")
         self._previous = name
-        array = np.ascontiguousarray(array, dtype="<f4")
-        self._sha.update(name.encode("utf-8") + b"\0")
+        int8 = np.asarray(array).dtype == np.int8
+        array = np.ascontiguousarray(array, dtype="i1" if int8 else "<f4")
+        # An int8 weight is marked, so it never hashes like float32 bytes that happen to match.
+        self._sha.update(name.encode("utf-8") + (b"\0int8\0" if int8 else b"\0"))
         self._sha.update(struct.pack(f"<B{array.ndim}I", array.ndim, *array.shape))
         self._sha.update(array.tobytes())
 

@@ -1,12 +1,14 @@
-"""The applier's journal: every position an update writes, with its old and new value.
+"""The applier's journal: every 4-byte word an update writes, with its old and new bits.
 
     header   "TFDJRNL3" | 32B base digest | 32B target digest | u64 model size
              | u32 chunk count | u32 generation before | u32 generation after
-    chunk    u64 count | i64 file elements[count] | f32 old[count] | f32 new[count]
+    chunk    u64 count | i64 words[count] | u32 old[count] | u32 new[count]
     trailer  32B sha256 of all the bytes above
 
-Old values make a replay checkable (each position must hold its old or its
-new value) and a finished journal an undo record: its inverse (old and new
+A word is 4 bytes at file offset 4 * word: one float32 weight element, or
+four int8 elements (an int8 update writes the words of the elements it
+changes, their neighbours' bytes as they were). Old values make a replay
+checkable (each word must hold its old or its new bits) and a finished journal an undo record: its inverse (old and new
 swapped) is the journal of a rollback. The applier (device/applier.py)
 decides when a journal is written, committed, replayed and kept.
 """
@@ -61,11 +63,11 @@ class JournalWriter:
         self.sha.update(data)
         self.file.write(data)
 
-    def add(self, elements, old, new):
-        self._put(struct.pack("<Q", elements.size))
-        self._put(np.asarray(elements, dtype="<i8").tobytes())
-        self._put(np.asarray(old, dtype="<f4").tobytes())
-        self._put(np.asarray(new, dtype="<f4").tobytes())
+    def add(self, words, old, new):
+        self._put(struct.pack("<Q", words.size))
+        self._put(np.asarray(words, dtype="<i8").tobytes())
+        self._put(np.asarray(old, dtype="<u4").tobytes())
+        self._put(np.asarray(new, dtype="<u4").tobytes())
 
     def __exit__(self, kind, *rest):
         try:
@@ -99,7 +101,7 @@ def read_header(path, model_path):
 
 
 def chunks(path, header):
-    """(elements, old, new) of each chunk of a checked journal."""
+    """(words, old, new) of each chunk of a checked journal, old and new as uint32 bits."""
     end = os.path.getsize(path) - 32
     with open(path, "rb") as f:
         f.seek(JournalHeader.LAYOUT.size)
@@ -107,13 +109,13 @@ def chunks(path, header):
             (count,) = struct.unpack("<Q", f.read(8))
             if 16 * count > end - f.tell():
                 raise JournalError(f"journal {path} is damaged: a chunk runs past its end")
-            elements = np.frombuffer(f.read(8 * count), dtype="<i8")
-            old = np.frombuffer(f.read(4 * count), dtype="<f4")
-            yield elements, old, np.frombuffer(f.read(4 * count), dtype="<f4")
+            words = np.frombuffer(f.read(8 * count), dtype="<i8")
+            old = np.frombuffer(f.read(4 * count), dtype="<u4")
+            yield words, old, np.frombuffer(f.read(4 * count), dtype="<u4")
 
 
 def write_inverse(path, inverse_path, header):
     """The journal that undoes `path`: same positions, old and new swapped."""
     with JournalWriter(inverse_path, header.inverse()) as out:
-        for elements, old, new in chunks(path, header):
-            out.add(elements, new, old)
+        for words, old, new in chunks(path, header):
+            out.add(words, new, old)

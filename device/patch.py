@@ -1,4 +1,4 @@
-"""The float32 arithmetic of F_t (+) G: one definition for server and device.
+"""The arithmetic of F_t (+) G: one definition for server and device.
 
 `tfdiff.fold` on the server and `device.apply` on the device both call
 `patched_values`, on arrays holding the same elements, so they produce the
@@ -7,10 +7,32 @@ order, with no reductions whose order a library could choose.
 
     sparse: w' = w + float32(delta)
     hash:   w' = w + |w| * ((A[h_0(p)] + A[h_1(p)]) + ... + A[h_{K-1}(p)])
+
+The int8 weights of a quantized model (`device.convert(..., quantize="int8")`)
+take int8 deltas in quantized units, in integer arithmetic that saturates at
+TFLite's symmetric weight range:
+
+    sparse int8: q' = min(127, max(-127, q + delta))
+
+Their scales never change, so the device needs none of them.
 """
 import numpy as np
 
 from .hashing import hash_positions
+
+INT8_LIMIT = 127  # TFLite's int8 weights are symmetric: -128 is never used
+
+
+def patch_mismatch(entry, weight_dtype):
+    """Why `entry` cannot patch a weight stored as `weight_dtype` ("float32" or "int8"), or None."""
+    int8_entry = entry.method == "sparse" and entry.values.dtype == np.int8
+    if weight_dtype == "int8" and not int8_entry:
+        return (f"weight {entry.name} is int8 in this model, but the diff holds {entry.values.dtype} "
+                f"{entry.method} values for it: a diff made for a float32 model")
+    if weight_dtype != "int8" and entry.values.dtype == np.int8:
+        return (f"weight {entry.name} is float32 in this model, but the diff holds int8 deltas for it: "
+                "a diff made for an int8 model")
+    return None
 
 
 def patched_values(entry, base_values, positions):
@@ -18,7 +40,8 @@ def patched_values(entry, base_values, positions):
 
     Args:
         entry: a `device.format.Entry` (method "sparse" or "hash").
-        base_values: float32 array, the current values of those elements.
+        base_values: the current values of those elements: float32, or
+            int8 for a quantized weight (then the entry holds int8 deltas).
         positions: int array, their row-major positions in the Keras weight;
             for sparse entries they must be positions the entry stores.
 
@@ -30,6 +53,15 @@ def patched_values(entry, base_values, positions):
     >>> patched_values(e, np.float32([2.0]), np.array([1])).tolist()
     [2.5]
     """
+    if np.asarray(base_values).dtype == np.int8:
+        problem = patch_mismatch(entry, "int8")
+        if problem:
+            raise ValueError(problem)
+        slot = np.searchsorted(entry.indices, positions)
+        total = np.asarray(base_values, dtype=np.int16) + entry.values[slot].astype(np.int16)
+        return np.clip(total, -INT8_LIMIT, INT8_LIMIT).astype(np.int8)
+    if entry.values.dtype == np.int8:
+        raise ValueError(patch_mismatch(entry, "float32"))
     base_values = np.asarray(base_values, dtype=np.float32)
     if entry.method == "sparse":
         slot = np.searchsorted(entry.indices, positions)
@@ -47,8 +79,9 @@ def patched_values(entry, base_values, positions):
 
 
 def patch_weight(entry, weight):
-    """The whole weight after the entry: what fold computes, in Keras layout."""
-    flat = np.asarray(weight, dtype=np.float32).reshape(-1).copy()
+    """The whole weight after the entry: what fold computes, in Keras layout (float32, or int8 kept int8)."""
+    weight = np.asarray(weight)
+    flat = weight.astype(np.int8 if weight.dtype == np.int8 else np.float32).reshape(-1).copy()
     positions = entry.indices if entry.method == "sparse" else np.arange(flat.size)
     flat[positions] = patched_values(entry, flat[positions], positions)
     return flat.reshape(np.shape(weight))

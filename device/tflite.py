@@ -18,7 +18,7 @@ import numpy as np
 from flatbuffers import number_types
 from flatbuffers.table import Table
 
-from .weightmap import WEIGHT_MAP_NAME, WeightMap
+from .weightmap import DTYPES, WEIGHT_MAP_NAME, WeightMap
 
 FILE_IDENTIFIER = b"TFL3"
 
@@ -103,6 +103,7 @@ class TFLiteFile:
             if any(not isinstance(d, int) or d < 0 for d in shape):
                 raise ModelFormatError(f"weight map: {name} has shape {shape}")
             size = int(np.prod(shape, dtype=np.int64))
+            itemsize = DTYPES[weight_map.dtype(name)].itemsize
             segments = weight_map.segments(name)
             if sum(s.count for s in segments) != size:
                 raise ModelFormatError(f"weight map: the segments of {name} do not hold its {size} elements")
@@ -110,17 +111,23 @@ class TFLiteFile:
                 if not 0 <= s.buffer < len(self.buffer_ranges):
                     raise ModelFormatError(f"weight map: {name} names buffer {s.buffer}, which does not exist")
                 start, length = self.buffer_ranges[s.buffer]
-                if s.offset < 0 or s.count < 0 or 4 * (s.offset + s.count) > length or start % 4:
+                if s.offset < 0 or s.count < 0 or itemsize * (s.offset + s.count) > length or start % 4:
                     raise ModelFormatError(f"weight map: a segment of {name} lies outside buffer {s.buffer}")
                 low, high = s.key_range()
                 if s.count and (low < 0 or high >= size):
                     raise ModelFormatError(f"weight map: a segment of {name} points outside its shape")
-                spans.append((start + 4 * s.offset, start + 4 * (s.offset + s.count), name))
+                first = start + itemsize * s.offset
+                spans.append((first, first + itemsize * s.count, name))
         spans.sort()
+        self._spans_by_name = {}
+        for begin, end, name in spans:
+            self._spans_by_name.setdefault(name, []).append((begin, end))
         for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
-            if begin < end:
+            # Whole 4-byte words: an update writes words (device/journal.py), so no word may hold two weights.
+            if begin < -(-end // 4) * 4:
                 raise ModelFormatError(f"weight map: {first} and {second} overlap in the file")
         self.weight_spans = [(begin, end) for begin, end, _ in spans]
+        self._weight_map = weight_map
 
     def graph_digest(self):
         """sha256 of every byte that is not a weight: the graph, its other constants, the weight map.
@@ -141,17 +148,55 @@ class TFLiteFile:
         del data
         return h.digest()
 
-    def inside_weights(self, elements):
-        """Whether every file element (index in float32s) lies in some weight's bytes.
+    def inside_weights(self, words):
+        """Whether every 4-byte word (file offset / 4) holds bytes of some weight.
 
         Call after `weight_map()`, which checks and records the spans.
         """
         if not self.weight_spans:
-            return elements.size == 0
+            return words.size == 0
         starts = np.array([b // 4 for b, _ in self.weight_spans], dtype=np.int64)
-        ends = np.array([e // 4 for _, e in self.weight_spans], dtype=np.int64)
-        slot = np.searchsorted(starts, elements, side="right") - 1
-        return bool(np.all((slot >= 0) & (elements < ends[np.maximum(slot, 0)])))
+        ends = np.array([-(-e // 4) for _, e in self.weight_spans], dtype=np.int64)
+        slot = np.searchsorted(starts, words, side="right") - 1
+        return bool(np.all((slot >= 0) & (words < ends[np.maximum(slot, 0)])))
+
+    def weight_spans_of(self, name):
+        """[(begin, end)] byte spans of weight `name` in the file."""
+        return self._spans_by_name.get(name, [])
+
+    def byte_positions(self, name):
+        """File offset of every element of weight `name`, in Keras (row-major) order.
+
+        Call after `weight_map()`. An element mapped twice leaves another
+        unmapped, which raises ModelFormatError.
+        """
+        weight_map = self._weight_map
+        itemsize = DTYPES[weight_map.dtype(name)].itemsize
+        size = int(np.prod(weight_map.shape(name), dtype=np.int64))
+        positions = np.full(size, -1, dtype=np.int64)
+        for segment in weight_map.segments(name):  # bounds and overlaps: _check did them
+            first = self.buffer_ranges[segment.buffer][0] + itemsize * segment.offset
+            positions[segment.keras_indices()] = first + itemsize * np.arange(segment.count, dtype=np.int64)
+        if size and positions.min() < 0:  # counts sum to size, so each element is mapped exactly once
+            raise ModelFormatError(f"weight map of {name} maps some elements twice and others never")
+        return positions
+
+    def weight_values(self, name):
+        """The weight as it is in the file, in its Keras shape: float32, or int8 for a quantized one.
+
+        Each segment is read as the contiguous run it is, with no index
+        array of file positions: one read of the weight. An element mapped
+        twice leaves another at zero, a weight no diff names.
+        """
+        weight_map = self._weight_map
+        dtype = DTYPES[weight_map.dtype(name)]
+        shape = weight_map.shape(name)
+        values = np.zeros(int(np.prod(shape, dtype=np.int64)), dtype=dtype)
+        for segment in weight_map.segments(name):
+            first = self.buffer_ranges[segment.buffer][0] + dtype.itemsize * segment.offset
+            values[segment.keras_indices()] = np.frombuffer(self.data, dtype=dtype, count=segment.count,
+                                                            offset=first)
+        return values.reshape(shape)
 
 
 def read_mapped(path, read):

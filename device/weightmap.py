@@ -3,6 +3,11 @@
 `device.convert` stores it as the metadata entry `tfdiff.weight_map`, a
 zlib-compressed JSON document (docs/FORMAT.md); `tflite.TFLiteFile` reads
 and checks it against the file's buffers.
+
+A weight is float32, or int8 in a model converted with `quantize="int8"`
+(dynamic-range quantization: the kernel travels as int8 with per-channel
+scales in its tensor's table). A map with an int8 weight is version 2;
+an all-float map stays version 1, byte for byte.
 """
 import base64
 import json
@@ -12,10 +17,12 @@ import numpy as np
 
 WEIGHT_MAP_NAME = "tfdiff.weight_map"
 MAX_MAP_BYTES = 64 << 20
+# The element types a weight can have in the file, and their sizes in bytes.
+DTYPES = {"float32": np.dtype("<f4"), "int8": np.dtype("i1")}
 
 
 class Segment:
-    """A run of `count` float32 elements at element `offset` of buffer `buffer`.
+    """A run of `count` elements at element `offset` of buffer `buffer` (elements of the weight's dtype).
 
     Element i of the run is Keras element `start + sum_d digit_d(i) * strides[d]`,
     the digits being i written in the mixed radix `dims` (row-major). Runs the
@@ -86,10 +93,15 @@ class Segment:
 class WeightMap:
     """Where every element of every Keras weight sits in the .tflite buffers."""
 
-    VERSION = 1
+    VERSIONS = (1, 2)
 
-    def __init__(self, weights):
+    def __init__(self, weights, dtypes=None):
         self.weights = weights  # name -> (shape, [Segment])
+        self.dtypes = {name: d for name, d in (dtypes or {}).items() if d != "float32"}  # the exceptions
+
+    def dtype(self, name):
+        """"float32" or "int8": the element type of the weight in the file."""
+        return self.dtypes.get(name, "float32")
 
     def names(self):
         return sorted(self.weights)
@@ -101,9 +113,12 @@ class WeightMap:
         return self.weights[name][1]
 
     def to_bytes(self):
-        doc = {"version": self.VERSION,
-               "weights": [{"name": n, "shape": list(s), "segments": [g.to_json() for g in segs]}
-                           for n, (s, segs) in sorted(self.weights.items())]}
+        weights = [{"name": n, "shape": list(s), "segments": [g.to_json() for g in segs]}
+                   for n, (s, segs) in sorted(self.weights.items())]
+        for weight in weights:
+            if weight["name"] in self.dtypes:
+                weight["dtype"] = self.dtypes[weight["name"]]
+        doc = {"version": 2 if self.dtypes else 1, "weights": weights}
         return zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 9)
 
     @classmethod
@@ -114,7 +129,11 @@ class WeightMap:
         if inflater.unconsumed_tail:
             raise ValueError(f"weight map inflates past {MAX_MAP_BYTES} bytes")
         doc = json.loads(raw)
-        if doc.get("version") != cls.VERSION:
+        if doc.get("version") not in cls.VERSIONS:
             raise ValueError(f"weight map version {doc.get('version')} is not supported")
+        dtypes = {w["name"]: w["dtype"] for w in doc["weights"] if "dtype" in w}
+        if doc["version"] == 1 and dtypes or any(d not in DTYPES for d in dtypes.values()):
+            raise ValueError(f"weight map declares element types {sorted(set(dtypes.values()))}; "
+                             f"version {doc['version']} maps know {sorted(DTYPES) if doc['version'] > 1 else ['float32']}")
         return cls({w["name"]: (tuple(w["shape"]), [Segment.from_json(s) for s in w["segments"]])
-                    for w in doc["weights"]})
+                    for w in doc["weights"]}, dtypes)

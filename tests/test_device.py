@@ -410,12 +410,12 @@ def test_sigkill_at_random_instants_some_mid_write(world, tmp_path):
     assert any(d not in (old, new) for d in seen_before_recovery), "no kill landed mid-write"
 
 
-def make_journal(model, elements, old, new, target=b"\0" * 32):
-    """A complete, committed journal for `model`, written with the applier's own writer."""
+def make_journal(model, words, old, new, target=b"\0" * 32):
+    """A complete, committed journal for `model`, written with the applier's own writer (float32 values)."""
     path = str(model) + applier.JOURNAL_SUFFIX
     header = journal.JournalHeader(b"\0" * 32, target, os.path.getsize(model), 1, 0, 1)
     with journal.JournalWriter(path, header) as writer:
-        writer.add(np.asarray(elements), np.asarray(old, "<f4"), np.asarray(new, "<f4"))
+        writer.add(np.asarray(words), np.asarray(old, "<f4").view("<u4"), np.asarray(new, "<f4").view("<u4"))
     return path
 
 

@@ -24,7 +24,7 @@ _EXPORTS = {
     "weight_variables": ".naming", "fold_batchnorm": ".batchnorm",
     "DiffMismatchError": ".model", "compress_baseline": ".baseline", "strip": ".baseline",
     "Diff": ".diff", "compose": ".diff", "BudgetError": ".budget", "budget_bytes": ".budget",
-    "compressed_nbytes": ".baseline", "keras": "._keras",
+    "compressed_nbytes": ".baseline", "keras": "._keras", "Int8Model": ".quantized",
 }
 
 from device import __version__  # noqa: E402, F401  (one version for both packages)

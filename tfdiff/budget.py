@@ -37,7 +37,7 @@ def budget_bytes(num_params: int, compression: float) -> int:
     return int(4 * num_params // compression)
 
 
-def plan(method, shapes, dense=None, budget="wire"):
+def plan(method, shapes, dense=None, budget="wire", int8_names=()):
     """The kept (sparse) or table (hash) fraction that makes the file fit its budget.
 
     Args:
@@ -47,6 +47,8 @@ def plan(method, shapes, dense=None, budget="wire"):
         dense: {weight name: shape} of weights that travel whole (BLC's
             unprunable biases, say): they count in N and cost every value.
         budget: "wire" or "nominal" (see the module docstring).
+        int8_names: weights of an int8 device model, whose sparse values
+            travel as one-byte int8 deltas.
 
     Returns:
         a float in (0, 1].
@@ -88,6 +90,7 @@ def plan(method, shapes, dense=None, budget="wire"):
                           f"{4 * total / need:.1f}x")
     room = (limit - fixed) * (1 - _GAP_SLACK if method.wire_method == "sparse" else 1)
     params = sum(sizes.values())
+    itemsize = {name: (1 if name in int8_names else itemsize) for name in sizes}
     if budget == "nominal":
         fraction = 1.0 / method.compression
         cost = _values_bytes(method.wire_method, fraction, sizes, itemsize)
@@ -96,15 +99,17 @@ def plan(method, shapes, dense=None, budget="wire"):
         return fraction
     if method.wire_method == "sparse":
         return _solve("sparse", sizes, itemsize, room)
+    itemsize = max(itemsize.values())
     return min(1.0, math.floor(room / itemsize - len(sizes)) / params)
 
 
 def _values_bytes(method, fraction, sizes, itemsize):
+    """Bytes of the values at this fraction; `itemsize` is {weight name: bytes per value}."""
     if method != "sparse":
-        return sum(max(1, math.floor(n * fraction)) for n in sizes.values()) * itemsize
+        return sum(max(1, math.floor(n * fraction)) * itemsize[name] for name, n in sizes.items())
     # tfmot keeps round(n * fraction) values of each weight: ceil bounds it.
-    kept = sum(max(1, math.ceil(n * fraction)) for n in sizes.values())
-    return kept * (itemsize + _expected_gap_bytes(fraction))
+    gap = _expected_gap_bytes(fraction)
+    return sum(max(1, math.ceil(n * fraction)) * (itemsize[name] + gap) for name, n in sizes.items())
 
 
 def _expected_gap_bytes(density):

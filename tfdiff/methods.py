@@ -9,6 +9,9 @@ never asks which method it holds:
     constants(base, diff)           per-weight constants of the forward pass, or None
     effective(base, diff, consts)   the weight the wrapped layer computes with
     entry(name, base, diff)         that weight's wire entry (device.format.Entry)
+    quantized_effective(base, diff, scale), quantized_entry(name, base, diff, scale)
+                                    the same for a weight the device holds in int8
+                                    (tfdiff/quantized.py); SparseDiff only
     prunable                        whether tfmot prunes the diff (with `schedule()`)
     wire_method                     the entry kind it travels as ("sparse" or "hash")
 """
@@ -21,6 +24,8 @@ from device.hashing import hash_positions
 
 from ._keras import keras, tf, tfmot
 from .budget import BUDGETS, plan
+
+_INT8_LIMIT = 127.0  # TFLite's symmetric int8 weight range, as device/patch.py saturates
 
 
 def _check_compression(compression):
@@ -115,10 +120,10 @@ class SparseDiff:
         itemsize = np.dtype(self.value_dtype).itemsize
         return 1.0 - min(1.0, 3.0 / (itemsize + 1)) / self.compression
 
-    def planned(self, shapes, dense=None):
-        """A copy whose kept fraction makes a diff of `shapes` fit the budget."""
+    def planned(self, shapes, dense=None, int8_names=()):
+        """A copy whose kept fraction makes a diff of `shapes` fit the budget (`int8_names`: 1-byte deltas)."""
         return type(self)(**{**self.get_config(),
-                             "kept_fraction": plan(self, shapes, dense, self.budget)})
+                             "kept_fraction": plan(self, shapes, dense, self.budget, int8_names)})
 
     def schedule(self):
         return tfmot.sparsity.keras.PolynomialDecay(
@@ -152,6 +157,25 @@ class SparseDiff:
         values = flat.astype(self.value_dtype)
         indices = np.flatnonzero(values)
         return Entry(name, tuple(np.shape(base_value)), "sparse", values[indices], indices)
+
+    # -- int8 weights: deltas in quantized units ------------------------------
+    def quantized_effective(self, base, diff, scale):
+        """The int8 weight the device will hold, dequantized: scale * sat(q + sat(round(D / scale))).
+
+        `base` is scale * q exactly, so round(base / scale) is q. Rounding
+        passes its gradient straight through; saturation stops it.
+        """
+        q = tf.round(base / scale)
+        step = diff / scale
+        step = tf.clip_by_value(step + tf.stop_gradient(tf.round(step) - step), -_INT8_LIMIT, _INT8_LIMIT)
+        return scale * tf.clip_by_value(q + step, -_INT8_LIMIT, _INT8_LIMIT)
+
+    def quantized_entry(self, name, base_value, diff_value, scale):
+        """int8 deltas: sat(rint(D / scale)), the nonzero ones (device/patch.py adds them, saturating)."""
+        step = np.asarray(diff_value, np.float32).reshape(-1) / np.asarray(scale, np.float32).reshape(-1)
+        deltas = np.clip(np.rint(step), -_INT8_LIMIT, _INT8_LIMIT).astype(np.int8)
+        indices = np.flatnonzero(deltas)
+        return Entry(name, tuple(np.shape(base_value)), "sparse", deltas[indices], indices)
 
     def __repr__(self):
         return f"SparseDiff({self.get_config()})"

@@ -14,6 +14,7 @@ from device.patch import patch_weight
 from ._keras import keras, tfmot
 from .diff import Diff
 from .methods import deserialize_method
+from .quantized import quantize_with
 from .naming import (PruneLowMagnitude, check_model, layers_with_paths, weight_name, weight_variables,
                      weight_variables_with_layers)
 from .wrapper import DiffWrapper
@@ -23,7 +24,7 @@ class DiffMismatchError(ValueError):
     """A diff applied to a model it was not made for."""
 
 
-def wrap(model: "keras.Model", method, include=None, exclude=None) -> "keras.Model":
+def wrap(model: "keras.Model", method, include=None, exclude=None, int8=None) -> "keras.Model":
     """A new model whose weighted layers are wrapped in DiffWrapper.
 
     The base weights are copied in and frozen; nested functional and
@@ -37,6 +38,10 @@ def wrap(model: "keras.Model", method, include=None, exclude=None) -> "keras.Mod
         include: layer names (or a predicate on the layer) to diff; all
             weighted layers when None.
         exclude: layer names (or a predicate) to leave untouched.
+        int8: a `tfdiff.Int8Model`, the int8 .tflite the device holds: its
+            (dequantized) weights are the base, and its int8 weights train
+            through a fake quantization on their frozen scales and travel as
+            int8 deltas (SparseDiff only).
 
     Example:
 
@@ -57,7 +62,21 @@ def wrap(model: "keras.Model", method, include=None, exclude=None) -> "keras.Mod
     if not shapes:
         raise ValueError("`include` / `exclude` leave no weighted layer to diff. Received: "
                          f"include={include!r}, exclude={exclude!r}")
-    method = method.planned(shapes)
+    int8_names = set(int8.int8_names) if int8 is not None else set()
+    if int8 is not None:
+        missing = sorted(set(int8.values) ^ {name for name, _ in weight_variables(model)})
+        if missing:
+            raise ValueError(f"`int8` is not a model of these weights; they differ in {missing[:3]}. "
+                             f"Received: int8 with {len(int8.values)} weights")
+        if not hasattr(method, "quantized_effective"):
+            raise ValueError(f"{type(method).__name__} cannot learn a diff of int8 weights; use SparseDiff. "
+                             f"Received: method={method!r}")
+        unselected = sorted(int8_names - set(shapes))
+        if unselected:
+            raise ValueError(f"every int8 weight must be diffed (its digest is the device's int8 values); "
+                             f"`include` / `exclude` leave out {unselected[:3]}")
+    method = method.planned(shapes, int8_names=int8_names) if int8_names else method.planned(shapes)
+    paths = {id(inner): path for path, _, inner in layers_with_paths(model)}
 
     def clone_layer(layer):
         if isinstance(layer, keras.Model):
@@ -65,7 +84,8 @@ def wrap(model: "keras.Model", method, include=None, exclude=None) -> "keras.Mod
         clone = layer.__class__.from_config(layer.get_config())
         if not layer.weights or not selected(layer):
             return clone
-        wrapped = DiffWrapper(clone, method)
+        quantized = [i for i, v in enumerate(layer.weights) if weight_name(paths[id(layer)], i, v) in int8_names]
+        wrapped = DiffWrapper(clone, method, int8_weights=quantized)
         if method.prunable:
             wrapped = PruneLowMagnitude(wrapped, pruning_schedule=method.schedule())
         return wrapped
@@ -74,6 +94,11 @@ def wrap(model: "keras.Model", method, include=None, exclude=None) -> "keras.Mod
     target = dict(weight_variables(diff_model))
     for name, variable in weight_variables(model):
         target[name].assign(variable)
+    if int8 is not None:
+        int8.assign_to(diff_model)
+        for path, wrapper in _wrappers(diff_model):
+            for index, scale in wrapper.int8_scales.items():
+                scale.assign(int8.scales[weight_name(path, index, wrapper.base_weights[index])])
     return diff_model
 
 
@@ -134,15 +159,20 @@ def extract(diff_model: "keras.Model", generation: int = 0) -> Diff:
         raise ValueError(f"all DiffWrappers must share one method. Found: {sorted(methods)}")
     method = wrappers[0][1].method
     entries = []
+    base_weights = named_weights(diff_model)
     for path, wrapper in wrappers:
         masks = _masks(diff_model, wrapper)
+        scales = wrapper.int8_scales
         for index, (base, diff) in enumerate(zip(wrapper.base_weights, wrapper.diff_weights)):
             diff_value = diff.numpy()
             if index in masks:
                 diff_value = diff_value * masks[index]
             name = weight_name(path, index, base)
-            entries.append(method.entry(name, base.numpy(), diff_value))
-    base_weights = named_weights(diff_model)
+            if index in scales:  # the device holds int8: the base is its q, the entry int8 deltas
+                base_weights[name] = quantize_with(base.numpy(), scales[index].numpy())
+                entries.append(method.quantized_entry(name, base.numpy(), diff_value, scales[index].numpy()))
+            else:
+                entries.append(method.entry(name, base.numpy(), diff_value))
     diff = Diff(method=method.name, entries=entries, base_digest=b"", target_digest=b"",
                 generation=generation, seed=getattr(method, "seed", 0),
                 num_hashes=getattr(method, "num_hashes", 0))

@@ -26,6 +26,10 @@ class DiffWrapper(keras.layers.Wrapper, PrunableLayer):
     Args:
         layer: the `tf_keras` layer to freeze.
         method: a `tfdiff.SparseDiff` or `tfdiff.HashDiff`.
+        int8_weights: indices (in `layer.weights`) of the weights an int8
+            device model holds as int8; each gets a frozen per-element scale
+            and trains through the method's fake quantization
+            (`tfdiff.wrap(..., int8=...)` sets both).
         **kwargs: base layer arguments; `name` defaults to the layer's name.
 
     Example:
@@ -38,7 +42,7 @@ class DiffWrapper(keras.layers.Wrapper, PrunableLayer):
     ['diff_kernel_table:0', 'diff_bias_table:0']
     """
 
-    def __init__(self, layer, method, **kwargs):
+    def __init__(self, layer, method, int8_weights=(), **kwargs):
         if not isinstance(layer, keras.layers.Layer):
             raise ValueError(f"`layer` must be a tf_keras Layer. Received: layer={layer!r}")
         if isinstance(layer, (DiffWrapper, keras.Model)):
@@ -47,10 +51,15 @@ class DiffWrapper(keras.layers.Wrapper, PrunableLayer):
         kwargs.setdefault("name", layer.name)
         super().__init__(layer, **kwargs)
         self.method = deserialize_method(method)
+        self.int8_weights = tuple(int(i) for i in int8_weights)
+        if self.int8_weights and not hasattr(self.method, "quantized_effective"):
+            raise ValueError(f"{type(self.method).__name__} cannot learn a diff of int8 weights; use "
+                             f"SparseDiff. Received: method={self.method!r}, int8_weights={self.int8_weights}")
         self.supports_masking = getattr(layer, "supports_masking", False)
         self._slots = []
         self._diffs = []
         self._constants = []
+        self._scales = {}
 
     def build(self, input_shape=None):
         if not self.layer.built:
@@ -61,6 +70,12 @@ class DiffWrapper(keras.layers.Wrapper, PrunableLayer):
         self._diffs = [self.method.create_diff(self, variable) for _, _, variable in self._slots]
         self._constants = [self.method.constants(variable, diff)
                            for (_, _, variable), diff in zip(self._slots, self._diffs)]
+        if any(not 0 <= i < len(self._slots) for i in self.int8_weights):
+            raise ValueError(f"`int8_weights` must index the layer's {len(self._slots)} weights. "
+                             f"Received: int8_weights={self.int8_weights}")
+        self._scales = {i: self.add_weight(name="int8_scale_" + self._slots[i][2].name.split("/")[-1].split(":")[0],
+                                           shape=self._slots[i][2].shape, initializer="ones", trainable=False)
+                        for i in self.int8_weights}
         self.built = True
 
     # -- weights: only the diffs ever train --------------------------------
@@ -77,8 +92,13 @@ class DiffWrapper(keras.layers.Wrapper, PrunableLayer):
         return list(self._diffs) if self.trainable else []
 
     @property
+    def int8_scales(self):
+        """{weight index: its frozen per-element scale variable} of the int8 weights."""
+        return dict(self._scales)
+
+    @property
     def non_trainable_weights(self):
-        frozen = self.layer.weights
+        frozen = self.layer.weights + [self._scales[i] for i in sorted(self._scales)]
         return frozen + ([] if self.trainable else list(self._diffs))
 
     def get_prunable_weights(self):
@@ -86,7 +106,9 @@ class DiffWrapper(keras.layers.Wrapper, PrunableLayer):
 
     # -- forward pass --------------------------------------------------------
     def effective_weights(self):
-        return [self.method.effective(v, d, c) for (_, _, v), d, c in zip(self._slots, self._diffs, self._constants)]
+        return [self.method.quantized_effective(v, d, self._scales[i]) if i in self._scales
+                else self.method.effective(v, d, c)
+                for i, ((_, _, v), d, c) in enumerate(zip(self._slots, self._diffs, self._constants))]
 
     def call(self, inputs, training=None, mask=None, **kwargs):
         if training is not None and _accepts(self.layer, "training"):
@@ -105,6 +127,8 @@ class DiffWrapper(keras.layers.Wrapper, PrunableLayer):
     def get_config(self):
         config = super().get_config()
         config["method"] = serialize_method(self.method)
+        if self.int8_weights:
+            config["int8_weights"] = list(self.int8_weights)
         return config
 
     @classmethod
