@@ -184,9 +184,21 @@ def _convert_int8(probe, float_map, float_probe, weights, signs, values, path):
             else:
                 target = tree.buffers[segment.buffer].data.view("<f4")
             target[segment.offset:segment.offset + segment.count] = flat[segment.keras_indices()]
+    rescaled = {}  # the probe's scales -> the real ones
     for buffer, real in filled.items():
         tensor = int8_tensors[buffer]
+        probe_scales = tuple(tensor.quantization.scale)
         tree.buffers[buffer].data = _quantize(real, tensor)
+        rescaled[probe_scales] = tensor.quantization.scale
+    # An op's int8 output that carries a weight's scales (an Embedding's GATHER, dequantized after it)
+    # was given the probe's: it gets the real ones. Probe scales (~2**53 / 127) match nothing else.
+    for subgraph in tree.subgraphs:
+        for tensor in subgraph.tensors:
+            quantization = tensor.quantization
+            if quantization is not None and quantization.scale is not None:
+                key = tuple(quantization.scale)
+                if key in rescaled and quantization.scale is not rescaled[key]:
+                    quantization.scale = list(rescaled[key])
     data = _with_metadata(tree, WEIGHT_MAP_NAME, weight_map.to_bytes())
     if path is not None:
         write_atomic(os.fspath(path), data)

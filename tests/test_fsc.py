@@ -176,3 +176,31 @@ def test_evaluate_measures_a_finished_runs_models_again(tiny_fsc_run):
         expected = recorded.get("keras_accuracy", recorded["accuracy"])
         on_device = row["model"] == "BLinf" and row["gen"] == 0
         assert row["accuracy"] == pytest.approx(expected, abs=1 / 16 + 1e-9 if on_device else 1e-9), row
+
+
+@pytest.mark.slow
+def test_tiny_int8_run_measures_int8_models_and_ships_int8_deltas(tmp_path):
+    import subprocess
+    import sys
+
+    import tfdiff
+
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "recipes.fsc.run", "--synthetic", "--scale", "tiny", "--out", str(out),
+                           "--quantize", "int8", "--set", "flywheel.ratios=[8]"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.load(open(out / "results.json"))
+    assert saved["flywheel"]["quantize"] == "int8" and saved["flywheel"]["methods"] == ["sparse"]
+    gen0, gen1 = saved["generations"]
+    assert set(gen1["rows"]) == {"BL", "BLinf", "BLC-sparse-8x", "Diff-sparse-8x"}
+    # BL and BLC are measured after the same int8 conversion as the device's model.
+    for key in ("BL", "BLC-sparse-8x"):
+        assert "keras_accuracy" in gen1["rows"][key] and (out / "devices" / f"{key}-g1.tflite").exists(), key
+    assert gen0["rows"]["BL"]["accuracy"] == gen0["rows"]["BLinf"]["accuracy"]
+    row = gen1["rows"]["Diff-sparse-8x"]
+    assert row["device_bit_exact"] is True and row["bytes"] <= row["budget_bytes"] and row["cut_values"] == 0
+    base = tfdiff.Int8Model.load(out / "devices" / "gen0.tflite")
+    diff = tfdiff.Diff.load(out / "diffs" / "Diff-sparse-8x-g1.tfdiff")
+    assert base.int8_names and {e.name for e in diff.entries if e.values.dtype == np.int8} == set(base.int8_names)
+    assert "int8 device models" in open(out / "results.md").read()

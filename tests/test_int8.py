@@ -60,6 +60,16 @@ def random_diff(base, generation=1, fraction=0.1, seed=0):
     return tfdiff.Diff("sparse", entries, base.digest(), wire.weights_digest(values), generation=generation)
 
 
+def tflite_dynamic_range(model):
+    import tensorflow as tf
+
+    specs = [tf.TensorSpec([1] + list(model.inputs[0].shape[1:]), model.inputs[0].dtype)]
+    call = tf.function(lambda x: model(x, training=False)).get_concrete_function(*specs)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([call], model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return converter.convert()
+
+
 def litert(path, x):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -87,6 +97,12 @@ def test_int8_patch_is_bit_exact_for_every_layer_kind(kind, tmp_path):
         tolerance = base.scales[name] / 2 + 1e-7 if name in base.scales else 0
         assert np.all(np.abs(base.dequantized()[name] - value) <= tolerance), name
 
+    # Our int8 values and scales are TFLite's own: the same outputs as its dynamic-range model.
+    x = sample(model, kind)
+    reference = tmp_path / "tflite-drq.tflite"
+    reference.write_bytes(tflite_dynamic_range(model))
+    np.testing.assert_allclose(litert(path, x), litert(reference, x), rtol=0, atol=1e-6)
+
     diff = random_diff(base)
     diff.save(tmp_path / "gen1.tfdiff")
     patched = tmp_path / "patched.tflite"
@@ -100,7 +116,6 @@ def test_int8_patch_is_bit_exact_for_every_layer_kind(kind, tmp_path):
         np.testing.assert_array_equal(on_device.values[name], expected.values[name], err_msg=name)
         np.testing.assert_array_equal(on_device.scales.get(name), base.scales.get(name))
     assert tflite.graph_digest_of(patched) == tflite.graph_digest_of(path)
-    x = sample(model, kind)
     before, after = litert(path, x), litert(patched, x)
     assert np.all(np.isfinite(after)) and not np.allclose(before, after)
 

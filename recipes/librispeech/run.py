@@ -132,8 +132,8 @@ class LibriTask:
         keras.utils.set_random_seed(self.seed + gen)
         return rnnt_model.build_rnnt(self.config)
 
-    def convert(self, model, path):
-        return device.convert(model, path, signatures=rnnt_model.signatures(model))
+    def convert(self, model, path, quantize=None):
+        return device.convert(model, path, signatures=rnnt_model.signatures(model), quantize=quantize)
 
     def train(self, model, gen, steps, callbacks, label, learning_rate=None):
         chosen = self.subsets[gen]

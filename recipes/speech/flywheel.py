@@ -14,6 +14,12 @@ grown data set:
   with device.apply and evaluated there, with LiteRT;
 - BLinf: the generation-0 model, never updated.
 
+With `quantize="int8"` every device model is TFLite's dynamic-range int8
+(tfdiff/quantized.py): generation 0 is converted to int8 once, diffs are
+learned against the chain's int8 weights and ship int8 deltas, and BL, BLC
+and BLinf are measured after the same int8 conversion, so every column
+compares int8 models under LiteRT.
+
 Every finished row is written to results.json at once, with the models and
 diffs it needs, so an interrupted run resumes where it stopped.
 """
@@ -49,11 +55,12 @@ class FlywheelConfig:
             N / ratio values), see tfdiff/budget.py.
         num_hashes: K of the hash methods.
         prune_frequency: steps between pruning-mask updates.
+        quantize: None (float32 device models) or "int8" (sparse diffs only).
     """
 
     def __init__(self, generations=4, ratios=(20, 40), methods=("sparse", "hash"), bl_steps=1000,
                  diff_steps=400, diff_prune=(0.05, 0.55), blc_prune=(0.3, 0.8), diff_learning_rate=None,
-                 budget="wire", num_hashes=3, prune_frequency=10):
+                 budget="wire", num_hashes=3, prune_frequency=10, quantize=None):
         if generations < 2:
             raise ValueError(f"`generations` must be at least 2. Received: generations={generations}")
         for name, window in (("diff_prune", diff_prune), ("blc_prune", blc_prune)):
@@ -65,9 +72,18 @@ class FlywheelConfig:
         self.diff_prune, self.blc_prune = tuple(diff_prune), tuple(blc_prune)
         self.diff_learning_rate = diff_learning_rate
         self.budget, self.num_hashes, self.prune_frequency = budget, num_hashes, prune_frequency
+        if quantize not in (None, "int8"):
+            raise ValueError(f"`quantize` must be None or 'int8'. Received: quantize={quantize!r}")
+        if quantize and set(methods) != {"sparse"}:
+            raise ValueError("int8 device models take sparse diffs only (a hash diff of int8 weights is not "
+                             f"built: docs/FORMAT.md). Received: methods={list(methods)}, quantize={quantize!r}")
+        self.quantize = quantize
 
     def get_config(self):
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
+        config = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
+        if config["quantize"] is None:  # float runs keep the settings they were recorded with
+            del config["quantize"]
+        return config
 
     @classmethod
     def from_config(cls, config):
@@ -138,7 +154,6 @@ class Flywheel:
 
     # -- the run ---------------------------------------------------------------
     def run(self):
-        metric = self.task.metric
         c = self.config
         base_tflite = os.path.join(self.run_dir, "devices", "gen0.tflite")
         if "BL" not in self._row(0):
@@ -147,13 +162,13 @@ class Flywheel:
                 model = self.task.new_model(0)
                 self.task.train(model, 0, c.bl_steps, [], "gen 0 BL")
             model.save(self._model_path("BL", 0))
-            self._record(0, "BL", {metric: self.task.evaluate(model, 0), **self._robustness(model, 0),
+            self._record(0, "BL", {**self._measured(model, 0, "BL"), **self._robustness(model, 0),
                                    "steps": c.bl_steps, "train_seconds": time.time() - start})
         if not os.path.exists(base_tflite):
-            getattr(self.task, "convert", device.convert)(self._load_model("BL", 0), base_tflite)
+            self._convert(self._load_model("BL", 0), base_tflite)
         if "BLinf" not in self._row(0):
             value, extras = self.task.evaluate_tflite(base_tflite, 0)
-            self._record(0, "BLinf", {metric: value, **extras, "tflite_bytes": os.path.getsize(base_tflite)})
+            self._record(0, "BLinf", {self.task.metric: value, **extras, "tflite_bytes": os.path.getsize(base_tflite)})
         for gen in range(1, c.generations):
             self._generation(gen, base_tflite)
         return self.results
@@ -166,12 +181,13 @@ class Flywheel:
                 model = self.task.new_model(gen)
                 self.task.train(model, gen, c.bl_steps, [], f"gen {gen} BL")
             model.save(self._model_path("BL", gen))
-            self._record(gen, "BL", {metric: self.task.evaluate(model, gen), **self._robustness(model, gen),
+            self._record(gen, "BL", {**self._measured(model, gen, "BL"), **self._robustness(model, gen),
                                      "steps": c.bl_steps, "train_seconds": time.time() - start})
         if "BLinf" not in rows:
             static = self._load_model("BL", 0)
-            self._record(gen, "BLinf", {metric: self.task.evaluate(static, gen),
-                                        **self._robustness(static, gen)})
+            measured = ({metric: self.task.evaluate_tflite(base_tflite, gen)[0]} if c.quantize
+                        else {metric: self.task.evaluate(static, gen)})
+            self._record(gen, "BLinf", {**measured, **self._robustness(static, gen)})
         for name in c.methods:
             for ratio in c.ratios:
                 key = f"BLC-{name}-{ratio}x"
@@ -180,6 +196,19 @@ class Flywheel:
                 key = f"Diff-{name}-{ratio}x"
                 if key not in rows:
                     self._record(gen, key, self._diff(gen, name, ratio, base_tflite))
+
+    def _convert(self, model, path):
+        convert = getattr(self.task, "convert", device.convert)
+        return convert(model, path, quantize=self.config.quantize) if self.config.quantize else convert(model, path)
+
+    def _measured(self, model, gen, key):
+        """{metric: value} of a Keras model, or of its int8 .tflite under LiteRT when the devices are int8."""
+        if not self.config.quantize:
+            return {self.task.metric: self.task.evaluate(model, gen)}
+        path = os.path.join(self.run_dir, "devices", f"{key}-g{gen}.tflite")
+        self._convert(model, path)
+        value, _ = self.task.evaluate_tflite(path, gen)
+        return {self.task.metric: value, "keras_" + self.task.metric: self.task.evaluate(model, gen)}
 
     def _robustness(self, model, gen):
         return self.task.robustness(model, gen) if hasattr(self.task, "robustness") else {}
@@ -195,42 +224,53 @@ class Flywheel:
         plain = tfdiff.strip(blc)
         plain.save(self._model_path(f"BLC-{name}-{ratio}x", gen))  # for re-evaluation (recipes/speech/evaluate.py)
         params = sum(v.size for v in tfdiff.named_weights(plain).values())
-        return {self.task.metric: self.task.evaluate(plain, gen), **self._robustness(plain, gen),
+        return {**self._measured(plain, gen, f"BLC-{name}-{ratio}x"), **self._robustness(plain, gen),
                 "bytes": tfdiff.compressed_nbytes(blc), "budget_bytes": tfdiff.budget_bytes(params, ratio),
                 "trained_from": "scratch", "steps": c.bl_steps, "train_seconds": time.time() - start}
 
     def _diff(self, gen, name, ratio, base_tflite):
         c, key = self.config, f"Diff-{name}-{ratio}x"
         start = time.time()
+        device_model = os.path.join(self.run_dir, "devices", f"{key}.tflite")
+        if gen == 1 and not os.path.exists(device_model):
+            shutil.copyfile(base_tflite, device_model)
         previous = self._load_model("BL" if gen == 1 else key, 0 if gen == 1 else gen - 1)
+        # An int8 chain learns against the int8 weights its device holds (their scales frozen).
+        int8 = tfdiff.Int8Model.load(device_model) if c.quantize else None
         method = c.method(name, ratio, c.diff_steps, c.diff_prune, seed=gen)
         with self.strategy.scope():
-            diff_model = tfdiff.wrap(previous, method)
+            diff_model = tfdiff.wrap(previous, method, int8=int8)
             self.task.train(diff_model, gen, c.diff_steps, tfdiff.callbacks(diff_model), f"gen {gen} {key}",
                             learning_rate=c.diff_learning_rate)
         diff = tfdiff.extract(diff_model, generation=gen)
         diff_path = os.path.join(self.run_dir, "diffs", f"{key}-g{gen}.tfdiff")
         diff.save(diff_path)
-        folded = tfdiff.fold(previous, diff)
+        if int8 is None:
+            folded = tfdiff.fold(previous, diff)
+        else:  # the server's int8 model: device.patch's integer arithmetic, digest-checked
+            server = int8.patched(diff)
+            folded = server.assign_to(keras.models.clone_model(previous))
         folded.save(self._model_path(key, gen))
         train_seconds = time.time() - start
 
-        device_model = os.path.join(self.run_dir, "devices", f"{key}.tflite")
-        if gen == 1 and not os.path.exists(device_model):
-            shutil.copyfile(base_tflite, device_model)
         start = time.time()
         device.apply(device_model, diff_path, allow_unsigned=True)  # the server checks its own diff
         apply_seconds = time.time() - start
         value, extras = self.task.evaluate_tflite(device_model, gen)
         params = sum(v.size for v in tfdiff.named_weights(previous).values())
+        if int8 is None:
+            exact = {"device_matches_fold": device_weights_equal(device_model, folded)}
+        else:
+            held = tfdiff.Int8Model.load(device_model).values
+            exact = {"device_bit_exact": all(held[n].dtype == v.dtype and np.array_equal(held[n], v)
+                                             for n, v in server.values.items())}
         # bytes as saved (unsigned); the budget holds the 68-byte signature too.
         return {self.task.metric: value, **self._robustness(folded, gen), "bytes": diff.nbytes,
                 "budget_bytes": tfdiff.budget_bytes(params, ratio),
                 "nominal_compression": round(diff.nominal_compression, 2),
                 "wire_compression": round(diff.wire_compression, 2), "cut_values": diff.cut_values,
-                **extras, "device_matches_fold": device_weights_equal(device_model, folded),
-                "keras_" + self.task.metric: self.task.evaluate(folded, gen), "steps": c.diff_steps,
-                "train_seconds": train_seconds, "apply_seconds": apply_seconds}
+                **extras, **exact, "keras_" + self.task.metric: self.task.evaluate(folded, gen),
+                "steps": c.diff_steps, "train_seconds": train_seconds, "apply_seconds": apply_seconds}
 
 
 def device_weights_equal(tflite_path, keras_model):

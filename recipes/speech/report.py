@@ -23,7 +23,8 @@ def markdown_table(results):
                for m in flywheel["methods"] for r in flywheel["ratios"] for kind in ("BLC", "Diff")]
     label = "# dom." if results["task"] == "fsc" else "hours"
     head = ["Gen", label, "BL"] + [title for title, _ in columns] + ["BL∞"]
-    lines = [f"{'Accuracy' if metric == 'accuracy' else 'WER'} (%), {results['task']}, scale {results['scale']}",
+    quantized = ", int8 device models (every column measured on an int8 .tflite)" if results["flywheel"].get("quantize") else ""
+    lines = [f"{'Accuracy' if metric == 'accuracy' else 'WER'} (%), {results['task']}, scale {results['scale']}{quantized}",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in results["generations"]:
         rows = g["rows"]
