@@ -1,9 +1,12 @@
-"""python -m benchmarks {all,wire,apply,train,latency,fuzz} --out DIR [--run FSC_RUN] [--tiny]
+"""python -m benchmarks {all,wire,apply,train,latency,fuzz,int8} --out DIR [--run FSC_RUN]
+                       [--int8-run FSC_INT8_RUN] [--tiny]
 
 Writes DIR/benchmarks.json (every figure, with the machine), DIR/BENCHMARKS.md
-and DIR/*.png. `wire` and `latency` need a finished FSC run (--run); without
-one, `all` first runs the FSC demo into DIR/fsc-run. --tiny shrinks every
-part for the test suite.
+and DIR/*.png. `wire`, `latency` and `int8` need a finished FSC run (--run);
+without one, it is first run (the demo) into DIR/fsc-run. `int8` compares it
+with a run of int8 devices (--int8-run, made like --run but with
+`--quantize int8`; without one, into DIR/fsc-run-int8). --tiny shrinks
+every part for the test suite.
 """
 import argparse
 import json
@@ -12,10 +15,10 @@ import sys
 
 from benchmarks import machine
 
-PARTS = ("wire", "apply", "train", "latency", "fuzz")
+PARTS = ("wire", "apply", "train", "latency", "fuzz", "int8")
 
 
-def run(parts, out, run_dir=None, tiny=False):
+def run(parts, out, run_dir=None, tiny=False, int8_run=None):
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "benchmarks.json")
     report = json.load(open(path)) if os.path.exists(path) else {}
@@ -24,7 +27,7 @@ def run(parts, out, run_dir=None, tiny=False):
     measured = report.setdefault("measured", {})
     for part in parts:
         measured[part] = {k: report["machine"][k] for k in ("commit", "date")}
-    if ("wire" in parts or "latency" in parts) and run_dir is None:
+    if ({"wire", "latency", "int8"} & set(parts)) and run_dir is None:
         from recipes.fsc.run import run as fsc_run
         run_dir = os.path.join(out, "fsc-run")
         fsc_run(run_dir, synthetic=True, scale="tiny" if tiny else "demo")
@@ -50,6 +53,19 @@ def run(parts, out, run_dir=None, tiny=False):
                              runs=20 if tiny else 200, rounds=1 if tiny else 3)
         report["latency_ratio"] = result["ratio"]
         report["latency"] = result
+    if "int8" in parts:
+        from benchmarks import int8
+        if int8_run is None:
+            from recipes.fsc.run import SCALES, run as fsc_run
+            from recipes.speech.recipe import override
+            with open(os.path.join(run_dir, "results.json")) as f:
+                settings = json.load(f)
+            scale = settings["scale"]
+            override(SCALES[scale], ["flywheel.quantize=int8", 'flywheel.methods=["sparse"]',
+                                     f"flywheel.ratios={json.dumps(settings['flywheel']['ratios'])}"])
+            int8_run = os.path.join(out, "fsc-run-int8")
+            fsc_run(int8_run, synthetic=True, scale=scale)
+        report["int8"] = int8.run(run_dir, int8_run, runs=20 if tiny else 200, rounds=1 if tiny else 3)
     if "fuzz" in parts:
         from benchmarks import fuzz
         report["fuzz"] = fuzz.run(count=60 if tiny else 2000)
@@ -67,10 +83,11 @@ def main(argv=None):
     parser.add_argument("part", choices=("all",) + PARTS)
     parser.add_argument("--out", required=True)
     parser.add_argument("--run", help="a finished FSC run directory (for wire and latency)")
+    parser.add_argument("--int8-run", help="a finished FSC run with --quantize int8 (for int8)")
     parser.add_argument("--tiny", action="store_true", help="tiny inputs, for tests")
     args = parser.parse_args(argv)
     parts = PARTS if args.part == "all" else (args.part,)
-    run(parts, args.out, args.run, args.tiny)
+    run(parts, args.out, args.run, args.tiny, args.int8_run)
     print(open(os.path.join(args.out, "BENCHMARKS.md")).read())
     return 0
 

@@ -47,6 +47,26 @@ def markdown(report):
         lines += ["## Inference latency, patched against freshly converted", "",
                   f"patched {r['patched_ms']:.3f} ms, fresh conversion of the folded model {r['fresh_ms']:.3f} ms: "
                   f"ratio {r['ratio']:.2f}; identical files: {r['same_bytes']}.", ""]
+    if "int8" in report:
+        r = report["int8"]
+        lines += ["## int8 against float32 device models (FSC flywheel)", "",
+                  f"Float run `{r['float_run']}`, int8 run `{r['int8_run']}` (`--quantize int8`). BL: the "
+                  "generation's fresh model, on its float32 or int8 .tflite; Diff: the patched device model "
+                  "(int8: bit for bit the server's, `int8_bit_exact`). Bytes: the diff file, unsigned.", "",
+                  "| gen | model | float32 acc. (%) | int8 acc. (%) | float32 bytes | int8 bytes | budget | int8 bit-exact |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for row in r["rows"]:
+            lines.append(f"| {row['gen']} | {row['model']} | {100 * row['float32_accuracy']:.1f} | "
+                         f"{100 * row['int8_accuracy']:.1f} | {row['float32_bytes'] or '-'} | {row['int8_bytes'] or '-'} | "
+                         f"{row['budget_bytes'] or '-'} | {'-' if row['int8_bit_exact'] is None else row['int8_bit_exact']} |")
+        lines += ["", f"LiteRT latency of the patched models each chain ends with ({r['threads']} thread, median of "
+                  f"{r['rounds']} rounds of {r['runs']} runs):", "",
+                  "| ratio | float32 ms | int8 ms | int8 / float32 | float32 .tflite bytes | int8 .tflite bytes |",
+                  "|---|---|---|---|---|---|"]
+        for t in r["latency"]:
+            lines.append(f"| {t['ratio']}x | {t['float32_ms']:.3f} | {t['int8_ms']:.3f} | {t['int8_to_float32']:.2f} | "
+                         f"{t['float32_model_bytes']} | {t['int8_model_bytes']} |")
+        lines.append("")
     if "fuzz" in report:
         r = report["fuzz"]
         lines += ["## Damaged models and diffs (benchmarks/fuzz.py)", "",

@@ -29,3 +29,15 @@ def tiny_fsc_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsc") / "run"
     results, table = run_recipe_mirrored("fsc", out)
     return out, results, table
+
+
+@pytest.fixture(scope="session")
+def tiny_fsc_int8_run(tmp_path_factory):
+    """One tiny synthetic FSC run with int8 devices, ratio 8x only, through the command line."""
+    import subprocess
+    out = tmp_path_factory.mktemp("fsc-int8") / "run"
+    proc = subprocess.run([sys.executable, "-m", "recipes.fsc.run", "--synthetic", "--scale", "tiny", "--out", str(out),
+                           "--quantize", "int8", "--set", "flywheel.ratios=[8]"], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out

@@ -179,17 +179,10 @@ def test_evaluate_measures_a_finished_runs_models_again(tiny_fsc_run):
 
 
 @pytest.mark.slow
-def test_tiny_int8_run_measures_int8_models_and_ships_int8_deltas(tmp_path):
-    import subprocess
-    import sys
-
+def test_tiny_int8_run_measures_int8_models_and_ships_int8_deltas(tiny_fsc_int8_run):
     import tfdiff
 
-    out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "recipes.fsc.run", "--synthetic", "--scale", "tiny", "--out", str(out),
-                           "--quantize", "int8", "--set", "flywheel.ratios=[8]"],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tiny_fsc_int8_run
     saved = json.load(open(out / "results.json"))
     assert saved["flywheel"]["quantize"] == "int8" and saved["flywheel"]["methods"] == ["sparse"]
     gen0, gen1 = saved["generations"]
