@@ -29,9 +29,10 @@ def train(model, epochs, callbacks=()):
 
 
 @pytest.mark.slow
-def test_patched_tflite_decodes_like_the_folded_keras_model(tmp_path):
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["unidirectional", "bidirectional"])
+def test_patched_tflite_decodes_like_the_folded_keras_model(tmp_path, bidirectional):
     keras.utils.set_random_seed(0)
-    base = rnnt_model.build_rnnt(CONFIG)
+    base = rnnt_model.build_rnnt(rnnt_model.RnntConfig(**{**CONFIG.get_config(), "enc_bidirectional": bidirectional}))
     losses = train(base, 6)
     assert losses[-1] < losses[0]
     device.convert(base, tmp_path / "base.tflite", signatures=rnnt_model.signatures(base))

@@ -56,11 +56,13 @@ class FlywheelConfig:
         num_hashes: K of the hash methods.
         prune_frequency: steps between pruning-mask updates.
         quantize: None (float32 device models) or "int8" (sparse diffs only).
+        blc_methods: the methods BLC is trained with (None: all `methods`);
+            each BLC trains as long as BL, so a run short of time drops some.
     """
 
     def __init__(self, generations=4, ratios=(20, 40), methods=("sparse", "hash"), bl_steps=1000,
                  diff_steps=400, diff_prune=(0.05, 0.55), blc_prune=(0.3, 0.8), diff_learning_rate=None,
-                 budget="wire", num_hashes=3, prune_frequency=10, quantize=None):
+                 budget="wire", num_hashes=3, prune_frequency=10, quantize=None, blc_methods=None):
         if generations < 2:
             raise ValueError(f"`generations` must be at least 2. Received: generations={generations}")
         for name, window in (("diff_prune", diff_prune), ("blc_prune", blc_prune)):
@@ -78,11 +80,16 @@ class FlywheelConfig:
             raise ValueError("int8 device models take sparse diffs only (a hash diff of int8 weights is not "
                              f"built: docs/FORMAT.md). Received: methods={list(methods)}, quantize={quantize!r}")
         self.quantize = quantize
+        if blc_methods is not None and not set(blc_methods) <= set(methods):
+            raise ValueError(f"`blc_methods` must be among `methods`. Received: blc_methods={blc_methods!r}, "
+                             f"methods={list(methods)}")
+        self.blc_methods = None if blc_methods is None else tuple(blc_methods)
 
     def get_config(self):
         config = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
-        if config["quantize"] is None:  # float runs keep the settings they were recorded with
-            del config["quantize"]
+        for key in ("quantize", "blc_methods"):  # runs recorded without them keep their settings
+            if config[key] is None:
+                del config[key]
         return config
 
     @classmethod
@@ -191,7 +198,7 @@ class Flywheel:
         for name in c.methods:
             for ratio in c.ratios:
                 key = f"BLC-{name}-{ratio}x"
-                if key not in rows:
+                if key not in rows and name in (c.blc_methods or c.methods):
                     self._record(gen, key, self._blc(gen, name, ratio))
                 key = f"Diff-{name}-{ratio}x"
                 if key not in rows:

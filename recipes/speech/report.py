@@ -19,8 +19,10 @@ def markdown_table(results):
     """The paper's Table 1 layout: one row per generation, BLC and Diff per method and ratio."""
     metric = "accuracy" if results["task"] == "fsc" else "wer"
     flywheel = results["flywheel"]
+    blc_methods = flywheel.get("blc_methods") or flywheel["methods"]
     columns = [(f"{METHOD_TITLES[m]} {r}x {kind}", f"{kind}-{m}-{r}x")
-               for m in flywheel["methods"] for r in flywheel["ratios"] for kind in ("BLC", "Diff")]
+               for m in flywheel["methods"] for r in flywheel["ratios"] for kind in ("BLC", "Diff")
+               if kind == "Diff" or m in blc_methods]
     label = "# dom." if results["task"] == "fsc" else "hours"
     head = ["Gen", label, "BL"] + [title for title, _ in columns] + ["BL∞"]
     quantized = ", int8 device models (every column measured on an int8 .tflite)" if results["flywheel"].get("quantize") else ""
