@@ -78,14 +78,17 @@ def load_test_set(data_dir):
 
 # -- features --------------------------------------------------------------------
 def compute_features(utterances, cache):
-    """30 ms features of every utterance, cached as one array plus offsets."""
+    """30 ms features of every utterance, cached as one array plus offsets (and the utterances' paths)."""
+    paths = np.array([u.path for u in utterances])
     if os.path.exists(cache):
         saved = np.load(cache)
-        return np.split(saved["frames"], saved["offsets"][1:-1])
+        # A cache of other utterances (another test subset, say) is computed again.
+        if "paths" in saved and np.array_equal(saved["paths"], paths):
+            return np.split(saved["frames"], saved["offsets"][1:-1])
     feats = [speech_features.utterance_features(speech_features.read_audio(u.path)).astype(np.float16)
              for u in tqdm(utterances, desc=os.path.basename(cache), unit="utt")]
     offsets = np.cumsum([0] + [f.shape[0] for f in feats])
-    np.savez(cache + ".tmp.npz", frames=np.concatenate(feats), offsets=offsets)
+    np.savez(cache + ".tmp.npz", frames=np.concatenate(feats), offsets=offsets, paths=paths)
     os.replace(cache + ".tmp.npz", cache)
     return feats
 
