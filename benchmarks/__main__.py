@@ -62,7 +62,7 @@ def run(parts, out, run_dir=None, tiny=False, int8_run=None):
                 settings = json.load(f)
             scale = settings["scale"]
             override(SCALES[scale], ["flywheel.quantize=int8", 'flywheel.methods=["sparse"]',
-                                     f"flywheel.ratios={json.dumps(settings['flywheel']['ratios'])}"])
+                                     f"flywheel.ratios={json.dumps(settings['flywheel']['ratios'])}"])  # compared: sparse
             int8_run = os.path.join(out, "fsc-run-int8")
             fsc_run(int8_run, synthetic=True, scale=scale)
         report["int8"] = int8.run(run_dir, int8_run, runs=20 if tiny else 200, rounds=1 if tiny else 3)

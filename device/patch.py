@@ -13,8 +13,10 @@ take int8 deltas in quantized units, in integer arithmetic that saturates at
 TFLite's symmetric weight range:
 
     sparse int8: q' = min(127, max(-127, q + delta))
+    hash int8:   q' = min(127, max(-127, q + rint(|q| * ((A[h_0(p)] + A[h_1(p)]) + ... + A[h_{K-1}(p)]))))
 
-Their scales never change, so the device needs none of them.
+(the hash sum and product in float32 as for float weights, rint rounding
+half to even). Their scales never change, so the device needs none of them.
 """
 import numpy as np
 
@@ -24,9 +26,12 @@ INT8_LIMIT = 127  # TFLite's int8 weights are symmetric: -128 is never used
 
 
 def patch_mismatch(entry, weight_dtype):
-    """Why `entry` cannot patch a weight stored as `weight_dtype` ("float32" or "int8"), or None."""
-    int8_entry = entry.method == "sparse" and entry.values.dtype == np.int8
-    if weight_dtype == "int8" and not int8_entry:
+    """Why `entry` cannot patch a weight stored as `weight_dtype` ("float32" or "int8"), or None.
+
+    A hash entry fits either kind (its table is float; the base digest tells
+    the models apart); a sparse one must hold int8 deltas exactly for an int8 weight.
+    """
+    if weight_dtype == "int8" and entry.method == "sparse" and entry.values.dtype != np.int8:
         return (f"weight {entry.name} is int8 in this model, but the diff holds {entry.values.dtype} "
                 f"{entry.method} values for it: a diff made for a float32 model")
     if weight_dtype != "int8" and entry.values.dtype == np.int8:
@@ -53,27 +58,27 @@ def patched_values(entry, base_values, positions):
     >>> patched_values(e, np.float32([2.0]), np.array([1])).tolist()
     [2.5]
     """
-    if np.asarray(base_values).dtype == np.int8:
-        problem = patch_mismatch(entry, "int8")
-        if problem:
-            raise ValueError(problem)
-        slot = np.searchsorted(entry.indices, positions)
-        total = np.asarray(base_values, dtype=np.int16) + entry.values[slot].astype(np.int16)
-        return np.clip(total, -INT8_LIMIT, INT8_LIMIT).astype(np.int8)
-    if entry.values.dtype == np.int8:
-        raise ValueError(patch_mismatch(entry, "float32"))
-    base_values = np.asarray(base_values, dtype=np.float32)
+    int8 = np.asarray(base_values).dtype == np.int8
+    problem = patch_mismatch(entry, "int8" if int8 else "float32")
+    if problem:
+        raise ValueError(problem)
     if entry.method == "sparse":
         slot = np.searchsorted(entry.indices, positions)
-        delta = entry.values[slot].astype(np.float32)
-        return base_values + delta
+        if int8:
+            total = np.asarray(base_values, dtype=np.int16) + entry.values[slot].astype(np.int16)
+            return np.clip(total, -INT8_LIMIT, INT8_LIMIT).astype(np.int8)
+        return np.asarray(base_values, dtype=np.float32) + entry.values[slot].astype(np.float32)
     if entry.method == "hash":
+        base_values = np.asarray(base_values, dtype=np.float32)  # exact for int8
         table = entry.values.astype(np.float32)
         positions = np.asarray(positions, dtype=np.uint32)
         total = None
         for k in range(entry.num_hashes):
             term = table[hash_positions(positions, entry.seed, k, table.size)]
             total = term if total is None else total + term
+        if int8:
+            step = np.rint(np.abs(base_values) * total)
+            return np.clip(base_values + step, -INT8_LIMIT, INT8_LIMIT).astype(np.int8)
         return base_values + np.abs(base_values) * total
     raise ValueError(f"unknown diff method {entry.method!r}")
 

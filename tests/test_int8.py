@@ -43,12 +43,18 @@ def sample(model, kind, n=4):
     return rng.normal(size=(n,) + shape).astype(np.float32)
 
 
-def random_diff(base, generation=1, fraction=0.1, seed=0):
-    """A sparse diff of the int8 model `base`: int8 deltas (some saturating) and float16 ones."""
+def random_diff(base, generation=1, fraction=0.1, seed=0, method="sparse"):
+    """A diff of the int8 model `base`: sparse (int8 deltas, some saturating, and float16 ones) or hash."""
     rng = np.random.default_rng(seed)
     entries, values = [], dict(base.values)
     for name, value in sorted(base.values.items()):
         positions = np.flatnonzero(rng.random(value.size) < fraction)
+        if method == "hash":  # steps of up to a few quantization units, saturating at the largest |q|
+            table = rng.normal(0, 0.05, max(1, value.size // 10)).astype(np.float16)
+            entry = Entry(name, value.shape, "hash", table, None, seed=7, num_hashes=3)
+            entries.append(entry)
+            values[name] = patch_weight(entry, values[name])
+            continue
         if value.dtype == np.int8:
             deltas = rng.integers(-127, 128, positions.size).astype(np.int8)
             deltas[deltas == 0] = 1
@@ -57,7 +63,8 @@ def random_diff(base, generation=1, fraction=0.1, seed=0):
         entry = Entry(name, value.shape, "sparse", deltas, positions)
         entries.append(entry)
         values[name] = patch_weight(entry, values[name])
-    return tfdiff.Diff("sparse", entries, base.digest(), wire.weights_digest(values), generation=generation)
+    return tfdiff.Diff(method, entries, base.digest(), wire.weights_digest(values), generation=generation,
+                       seed=7 if method == "hash" else 0, num_hashes=3 if method == "hash" else 0)
 
 
 def tflite_dynamic_range(model):
@@ -120,6 +127,17 @@ def test_int8_patch_is_bit_exact_for_every_layer_kind(kind, tmp_path):
     assert np.all(np.isfinite(after)) and not np.allclose(before, after)
 
 
+def test_int8_hash_step_is_rounded_and_saturated_like_the_server():
+    q = np.int8([0, 1, -3, 100, -100, 127, 5, 2, 6])
+    entry = Entry("w", (9,), "hash", np.float16([0.5]), None, seed=1, num_hashes=2)  # every position: sum 1.0
+    # q + |q| * 1.0: zero stays zero (the step is multiplicative), negatives reach zero, positives double
+    # and saturate at 127.
+    assert patch_weight(entry, q).tolist() == [0, 2, 0, 127, 0, 127, 10, 4, 12]
+    quarter = Entry("w", (9,), "hash", np.float16([0.25]), None, seed=1, num_hashes=1)
+    # q + rint(|q| * 0.25), half to even: 0.25 -> 0, 0.75 -> 1, 31.75 -> 32 (saturates), 0.5 -> 0, 1.5 -> 2.
+    assert patch_weight(quarter, q).tolist() == [0, 1, -2, 125, -75, 127, 6, 2, 8]
+
+
 def test_int8_saturates_at_127_identically_on_server_and_device(tmp_path):
     model = layer_model("dense")
     path = tmp_path / "base.tflite"
@@ -172,14 +190,17 @@ def test_a_float_diff_is_refused_by_an_int8_model_and_the_reverse(tmp_path):
     assert run_cli("apply", tmp_path / "float.tflite", tmp_path / "float.tfdiff", "--allow-unsigned").returncode == 0
 
 
-def test_int8_diff_trains_through_fake_quantization_and_ships_int8_deltas(tmp_path):
+@pytest.mark.parametrize("method", ["sparse", "hash"])
+def test_int8_diff_trains_through_fake_quantization_and_ships_int8_deltas(tmp_path, method):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((4, 32))
     hidden = keras.layers.LSTM(40, name="lstm")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(32, name="out")(hidden))
     convert(model, tmp_path / "base.tflite", quantize="int8")
     base = tfdiff.Int8Model.load(tmp_path / "base.tflite")
-    diff_model = tfdiff.wrap(model, tfdiff.SparseDiff(compression=10.0, end_step=20, frequency=5), int8=base)
+    method = (tfdiff.SparseDiff(compression=10.0, end_step=20, frequency=5) if method == "sparse"
+              else tfdiff.HashDiff(compression=10.0, seed=3))
+    diff_model = tfdiff.wrap(model, method, int8=base)
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 4, 32)).astype(np.float32), rng.normal(size=(64, 32)).astype(np.float32)
     # At the start the diff model computes with the device's (dequantized) weights.
@@ -190,7 +211,10 @@ def test_int8_diff_trains_through_fake_quantization_and_ships_int8_deltas(tmp_pa
     diff_model.fit(x, y, epochs=6, batch_size=16, verbose=0, callbacks=tfdiff.callbacks(diff_model))
     diff = tfdiff.extract(diff_model, generation=1)
     kinds = {e.name: e.values.dtype for e in diff.entries}
-    assert {n for n, d in kinds.items() if d == np.int8} == set(base.int8_names)
+    if isinstance(method, tfdiff.SparseDiff):
+        assert {n for n, d in kinds.items() if d == np.int8} == set(base.int8_names)
+    else:
+        assert set(kinds.values()) == {np.dtype(np.float16)} and {e.method for e in diff.entries} == {"hash"}
     assert diff.nbytes + wire.SIGNATURE_BYTES <= diff.budget and diff.cut_values == 0
     diff.save(tmp_path / "gen1.tfdiff")
     assert device.apply(tmp_path / "base.tflite", tmp_path / "gen1.tfdiff", allow_unsigned=True).status == "applied"
@@ -206,6 +230,10 @@ def test_int8_diff_trains_through_fake_quantization_and_ships_int8_deltas(tmp_pa
         for index, weight in enumerate(wrapper.effective_weights()):
             name = [n for n, v in tfdiff.weight_variables(diff_model) if v is wrapper.base_weights[index]][0]
             if index in wrapper.int8_scales:
-                np.testing.assert_array_equal(weight.numpy(), dequantized[name], err_msg=name)
+                if isinstance(method, tfdiff.SparseDiff):  # integer deltas travel exactly
+                    np.testing.assert_array_equal(weight.numpy(), dequantized[name], err_msg=name)
+                else:  # the table travels as float16: a rounded step may land one unit away, rarely
+                    steps = np.abs(weight.numpy() - dequantized[name]) / base.scales[name]
+                    assert np.all(steps < 1 + 1e-3) and np.mean(steps > 0.5) < 0.01, name
                 checked += 1
     assert checked == len(base.int8_names)

@@ -9,9 +9,9 @@ never asks which method it holds:
     constants(base, diff)           per-weight constants of the forward pass, or None
     effective(base, diff, consts)   the weight the wrapped layer computes with
     entry(name, base, diff)         that weight's wire entry (device.format.Entry)
-    quantized_effective(base, diff, scale), quantized_entry(name, base, diff, scale)
+    quantized_effective(base, diff, scale, consts), quantized_entry(name, base, diff, scale)
                                     the same for a weight the device holds in int8
-                                    (tfdiff/quantized.py); SparseDiff only
+                                    (tfdiff/quantized.py): SparseDiff and HashDiff
     prunable                        whether tfmot prunes the diff (with `schedule()`)
     wire_method                     the entry kind it travels as ("sparse" or "hash")
 """
@@ -159,7 +159,7 @@ class SparseDiff:
         return Entry(name, tuple(np.shape(base_value)), "sparse", values[indices], indices)
 
     # -- int8 weights: deltas in quantized units ------------------------------
-    def quantized_effective(self, base, diff, scale):
+    def quantized_effective(self, base, diff, scale, constants=None):
         """The int8 weight the device will hold, dequantized: scale * sat(q + sat(round(D / scale))).
 
         `base` is scale * q exactly, so round(base / scale) is q. Rounding
@@ -208,8 +208,8 @@ class _HashTables:
         itemsize = np.dtype(self.value_dtype).itemsize
         return max(1, int(num_weights * 2 // (self.compression * itemsize)))
 
-    def planned(self, shapes, dense=None):
-        """A copy whose tables make a diff of `shapes` fit the budget."""
+    def planned(self, shapes, dense=None, int8_names=()):
+        """A copy whose tables make a diff of `shapes` fit the budget (a table is float for int8 weights too)."""
         return type(self)(**{**self.get_config(),
                              "table_fraction": plan(self, shapes, dense, self.budget)})
 
@@ -284,6 +284,18 @@ class HashDiff(_HashTables):
     def effective(self, base, table, slots):
         shared = tf.reduce_sum(tf.gather(table, slots), axis=0)
         return base + tf.abs(base) * shared
+
+    # -- int8 weights: the multiplicative step rounded to whole quantization steps --
+    def quantized_effective(self, base, table, scale, slots):
+        """scale * sat(q + round(|q| * sum_k A[h_k(p)])), rounding with a straight-through gradient."""
+        q = tf.round(base / scale)
+        step = tf.abs(q) * tf.reduce_sum(tf.gather(table, slots), axis=0)
+        step = step + tf.stop_gradient(tf.round(step) - step)
+        return scale * tf.clip_by_value(q + step, -_INT8_LIMIT, _INT8_LIMIT)
+
+    def quantized_entry(self, name, base_value, table_value, scale):
+        """The table, as for a float weight: the device rounds each element's step (device/patch.py)."""
+        return self.entry(name, base_value, table_value)
 
 
 

@@ -40,8 +40,8 @@ def wrap(model: "keras.Model", method, include=None, exclude=None, int8=None) ->
         exclude: layer names (or a predicate) to leave untouched.
         int8: a `tfdiff.Int8Model`, the int8 .tflite the device holds: its
             (dequantized) weights are the base, and its int8 weights train
-            through a fake quantization on their frozen scales and travel as
-            int8 deltas (SparseDiff only).
+            through a fake quantization on their frozen scales (SparseDiff:
+            as int8 deltas; HashDiff: tables whose steps the device rounds).
 
     Example:
 
@@ -69,7 +69,7 @@ def wrap(model: "keras.Model", method, include=None, exclude=None, int8=None) ->
             raise ValueError(f"`int8` is not a model of these weights; they differ in {missing[:3]}. "
                              f"Received: int8 with {len(int8.values)} weights")
         if not hasattr(method, "quantized_effective"):
-            raise ValueError(f"{type(method).__name__} cannot learn a diff of int8 weights; use SparseDiff. "
+            raise ValueError(f"{type(method).__name__} cannot learn a diff of int8 weights. "
                              f"Received: method={method!r}")
         unselected = sorted(int8_names - set(shapes))
         if unselected:

@@ -53,8 +53,8 @@ class DiffWrapper(keras.layers.Wrapper, PrunableLayer):
         self.method = deserialize_method(method)
         self.int8_weights = tuple(int(i) for i in int8_weights)
         if self.int8_weights and not hasattr(self.method, "quantized_effective"):
-            raise ValueError(f"{type(self.method).__name__} cannot learn a diff of int8 weights; use "
-                             f"SparseDiff. Received: method={self.method!r}, int8_weights={self.int8_weights}")
+            raise ValueError(f"{type(self.method).__name__} cannot learn a diff of int8 weights. "
+                             f"Received: method={self.method!r}, int8_weights={self.int8_weights}")
         self.supports_masking = getattr(layer, "supports_masking", False)
         self._slots = []
         self._diffs = []
@@ -106,7 +106,7 @@ class DiffWrapper(keras.layers.Wrapper, PrunableLayer):
 
     # -- forward pass --------------------------------------------------------
     def effective_weights(self):
-        return [self.method.quantized_effective(v, d, self._scales[i]) if i in self._scales
+        return [self.method.quantized_effective(v, d, self._scales[i], c) if i in self._scales
                 else self.method.effective(v, d, c)
                 for i, ((_, _, v), d, c) in enumerate(zip(self._slots, self._diffs, self._constants))]
 

@@ -55,7 +55,7 @@ class FlywheelConfig:
             N / ratio values), see tfdiff/budget.py.
         num_hashes: K of the hash methods.
         prune_frequency: steps between pruning-mask updates.
-        quantize: None (float32 device models) or "int8" (sparse diffs only).
+        quantize: None (float32 device models) or "int8".
         blc_methods: the methods BLC is trained with (None: all `methods`);
             each BLC trains as long as BL, so a run short of time drops some.
     """
@@ -76,9 +76,6 @@ class FlywheelConfig:
         self.budget, self.num_hashes, self.prune_frequency = budget, num_hashes, prune_frequency
         if quantize not in (None, "int8"):
             raise ValueError(f"`quantize` must be None or 'int8'. Received: quantize={quantize!r}")
-        if quantize and set(methods) != {"sparse"}:
-            raise ValueError("int8 device models take sparse diffs only (a hash diff of int8 weights is not "
-                             f"built: docs/FORMAT.md). Received: methods={list(methods)}, quantize={quantize!r}")
         self.quantize = quantize
         if blc_methods is not None and not set(blc_methods) <= set(methods):
             raise ValueError(f"`blc_methods` must be among `methods`. Received: blc_methods={blc_methods!r}, "
@@ -198,7 +195,7 @@ class Flywheel:
         for name in c.methods:
             for ratio in c.ratios:
                 key = f"BLC-{name}-{ratio}x"
-                if key not in rows and name in (c.blc_methods or c.methods):
+                if key not in rows and name in (c.methods if c.blc_methods is None else c.blc_methods):
                     self._record(gen, key, self._blc(gen, name, ratio))
                 key = f"Diff-{name}-{ratio}x"
                 if key not in rows:

@@ -48,14 +48,13 @@ def main(run_recipe, prog, doc, data_help, scales, argv=None):
     parser.add_argument("--strategy", default="default", choices=STRATEGIES,
                         help="tf.distribute strategy; multiworker reads TF_CONFIG")
     parser.add_argument("--quantize", choices=["int8"], default=None,
-                        help="int8 device models (dynamic-range quantization): int8 diffs, every row measured "
-                             "on an int8 .tflite; sparse diffs only (same as --set flywheel.quantize=int8 "
-                             "flywheel.methods=[\"sparse\"])")
+                        help="int8 device models (dynamic-range quantization): diffs in quantized units, every "
+                             "row measured on an int8 .tflite (same as --set flywheel.quantize=int8)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override the scale's settings, e.g. flywheel.bl_steps=2000 "
                              "flywheel.diff_learning_rate=0.01 (saved in RUN_DIR with the results)")
     args = parser.parse_args(argv)
-    quantized = [f"flywheel.quantize={args.quantize}", 'flywheel.methods=["sparse"]'] if args.quantize else []
+    quantized = [f"flywheel.quantize={args.quantize}"] if args.quantize else []
     try:
         override(scales[args.scale], quantized + args.set)
     except ValueError as e:

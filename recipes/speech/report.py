@@ -19,7 +19,7 @@ def markdown_table(results):
     """The paper's Table 1 layout: one row per generation, BLC and Diff per method and ratio."""
     metric = "accuracy" if results["task"] == "fsc" else "wer"
     flywheel = results["flywheel"]
-    blc_methods = flywheel.get("blc_methods") or flywheel["methods"]
+    blc_methods = flywheel["methods"] if flywheel.get("blc_methods") is None else flywheel["blc_methods"]
     columns = [(f"{METHOD_TITLES[m]} {r}x {kind}", f"{kind}-{m}-{r}x")
                for m in flywheel["methods"] for r in flywheel["ratios"] for kind in ("BLC", "Diff")
                if kind == "Diff" or m in blc_methods]
