@@ -244,6 +244,24 @@ def test_compress_baseline_trains_a_fresh_model_under_the_budget(method):
         assert len(np.unique(kernel)) <= kernel.size // 2
 
 
+def test_compress_baseline_prunes_a_bidirectional_rnn_as_its_two_layers():
+    """tfmot's registry has no Bidirectional; BLC prunes its forward and backward kernels, not its biases."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 8))
+    hidden = keras.layers.Bidirectional(keras.layers.LSTM(16), name="bi")(inputs)
+    fresh = keras.Model(inputs, keras.layers.Dense(4, name="out")(hidden))
+    blc = tfdiff.compress_baseline(fresh, tfdiff.SparseDiff(compression=4.0, begin_step=0, end_step=8, frequency=2))
+    blc.compile("adam", "mse")
+    rng = np.random.default_rng(0)
+    blc.fit(rng.random((64, 6, 8)).astype("f4"), rng.random((64, 4)).astype("f4"), epochs=3, batch_size=16,
+            verbose=0, callbacks=tfdiff.callbacks(blc))
+    weights = tfdiff.named_weights(tfdiff.strip(blc))
+    for name in ("bi/0/kernel", "bi/1/recurrent_kernel", "bi/3/kernel", "bi/4/recurrent_kernel"):
+        assert np.mean(weights[name] == 0) > 0.6, name
+    assert np.all(weights["bi/2/bias"] != 0) and np.all(weights["bi/5/bias"] != 0)
+    assert compressed_nbytes(blc) <= tfdiff.budget_bytes(sum(v.size for v in weights.values()), 4.0)
+
+
 def _mixed_model(seed=0):
     """About 7k parameters: Embedding + GRU and Conv1D + BiLSTM + LSTM branches."""
     keras.utils.set_random_seed(seed)

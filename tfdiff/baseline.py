@@ -61,6 +61,8 @@ def compress_baseline(model: "keras.Model", method, seed: int = 0) -> "keras.Mod
                 return keras.models.clone_model(layer, clone_function=clone_layer)
             clone = layer.__class__.from_config(layer.get_config())
             if layer.weights and _prunable(layer):
+                if not PruneRegistry.supports(clone):  # a Bidirectional RNN: its two layers' kernels
+                    clone.get_prunable_weights = lambda: _prunable_weights(clone)
                 return PruneLowMagnitude(clone, pruning_schedule=schedule)
             return clone
     elif isinstance(method, HashDiff):
@@ -87,7 +89,13 @@ def compress_baseline(model: "keras.Model", method, seed: int = 0) -> "keras.Mod
 
 
 def _prunable_weights(layer):
-    """The weights tfmot prunes in `layer` (its registry's choice, kernels not biases)."""
+    """The weights tfmot prunes in `layer` (its registry's choice, kernels not biases).
+
+    tfmot's registry has no Bidirectional: its forward and backward layers'
+    choices are its own.
+    """
+    if isinstance(layer, keras.layers.Bidirectional):
+        return _prunable_weights(layer.forward_layer) + _prunable_weights(layer.backward_layer)
     # make_prunable only attaches a get_prunable_weights method to the (fresh) layer.
     return PruneRegistry.make_prunable(layer).get_prunable_weights()
 
@@ -149,6 +157,8 @@ def _effective_values(outer, inner):
 
 
 def _prunable(layer):
+    if isinstance(layer, keras.layers.Bidirectional):
+        return PruneRegistry.supports(layer.forward_layer) and PruneRegistry.supports(layer.backward_layer)
     return PruneRegistry.supports(layer)
 
 
