@@ -153,42 +153,22 @@ def _convert_int8(probe, float_map, float_probe, weights, signs, values, path):
         for tensor in subgraph.tensors:
             if tensor.type == _INT8 and tensor.buffer and tree.buffers[tensor.buffer].data is not None:
                 int8_tensors[tensor.buffer] = tensor
-    quantized = TFLiteFile(probe)
-    # int8 bytes are not searched for float probe values: they could spell one by chance.
-    kept_float = _locate(quantized, weights, sign_bit=True, missing_ok=True, skip=set(int8_tensors))
-    located, dtypes = {}, {}
-    for name, shape in weights:
-        if name in kept_float.weights:
-            located[name] = kept_float.weights[name]
-            continue
-        segments = []
-        for segment in float_map.segments(name):
-            start, length = float_probe.buffer_ranges[segment.buffer]
-            ids = np.frombuffer(float_probe.data, dtype="<u4", count=length // 4, offset=start) - PROBE_BASE
-            matches = [b for b, t in int8_tensors.items()
-                       if len(tree.buffers[b].data) == ids.size
-                       and np.array_equal(tree.buffers[b].data.view(np.int8) < 0, signs[ids])]
-            if len(matches) != 1:
-                raise ConversionError(f"weight {name}: found {len(matches)} int8 tensors that hold it, not one")
-            segments.append(type(segment)(matches[0], segment.offset, segment.count, index=segment.keras_indices()))
-        located[name] = (tuple(shape), [_compact(s) for s in segments])
-        dtypes[name] = "int8"
-    weight_map = WeightMap(located, dtypes)
+    weight_map = _locate_int8(TFLiteFile(probe), tree, int8_tensors, float_map, float_probe, weights, signs)
 
-    filled = {}  # buffer -> float32 values in the tensor's layout
+    real = {}  # int8 buffer -> its float32 values, in the tensor's layout
     for name, _ in weights:
         flat = values[name].reshape(-1).astype(np.float32)
         for segment in weight_map.segments(name):
-            if name in dtypes:
-                target = filled.setdefault(segment.buffer, np.zeros(len(tree.buffers[segment.buffer].data), np.float32))
+            if weight_map.dtype(name) == "int8":
+                target = real.setdefault(segment.buffer, np.zeros(len(tree.buffers[segment.buffer].data), np.float32))
             else:
                 target = tree.buffers[segment.buffer].data.view("<f4")
             target[segment.offset:segment.offset + segment.count] = flat[segment.keras_indices()]
     rescaled = {}  # the probe's scales -> the real ones
-    for buffer, real in filled.items():
+    for buffer, tensor_values in real.items():
         tensor = int8_tensors[buffer]
         probe_scales = tuple(tensor.quantization.scale)
-        tree.buffers[buffer].data = _quantize(real, tensor)
+        tree.buffers[buffer].data = _quantize(tensor_values, tensor)
         rescaled[probe_scales] = tensor.quantization.scale
     # An op's int8 output that carries a weight's scales (an Embedding's GATHER, dequantized after it)
     # was given the probe's: it gets the real ones. Probe scales (~2**53 / 127) match nothing else.
@@ -205,6 +185,32 @@ def _convert_int8(probe, float_map, float_probe, weights, signs, values, path):
     return data
 
 
+def _locate_int8(quantized, tree, int8_tensors, float_map, float_probe, weights, signs):
+    """The WeightMap of the quantized probe: float weights by probe value, int8 ones by sign pattern."""
+    # int8 bytes are not searched for float probe values: they could spell one by chance.
+    kept_float = _locate(quantized, weights, sign_bit=True, missing_ok=True, skip=set(int8_tensors))
+    located, dtypes = {}, {}
+    for name, shape in weights:
+        if name in kept_float.weights:
+            located[name] = kept_float.weights[name]
+            continue
+        segments = []
+        for segment in float_map.segments(name):
+            start, length = float_probe.buffer_ranges[segment.buffer]
+            ids = np.frombuffer(float_probe.data, dtype="<u4", count=length // 4, offset=start).astype(np.int64)
+            ids -= PROBE_BASE
+            if ids.min() < 0 or ids.max() >= signs.size:
+                raise ConversionError(f"weight {name} shares its buffer with other constants; it cannot be mapped")
+            matches = [b for b in int8_tensors if len(tree.buffers[b].data) == ids.size
+                       and np.array_equal(tree.buffers[b].data.view(np.int8) < 0, signs[ids])]
+            if len(matches) != 1:
+                raise ConversionError(f"weight {name}: {len(matches)} int8 tensors repeat its probe, not one")
+            segments.append(Segment.describe(matches[0], segment.offset, segment.keras_indices()))
+        located[name] = (tuple(shape), segments)
+        dtypes[name] = "int8"
+    return WeightMap(located, dtypes)
+
+
 def _quantize(real, tensor):
     """int8 bytes of a tensor's float32 values, its scales set on `tensor`: symmetric, per channel
     along the tensor's quantized dimension when TFLite gave it one scale per channel, else per tensor."""
@@ -219,10 +225,6 @@ def _quantize(real, tensor):
     tensor.quantization.scale = [float(x) for x in scale.reshape(-1)]
     tensor.quantization.zeroPoint = [0] * scale.size
     return q.reshape(-1).view(np.uint8)
-
-
-def _compact(segment):
-    return Segment.describe(segment.buffer, segment.offset, segment.keras_indices())
 
 
 def _convert(model, signatures, quantize=False):

@@ -63,7 +63,7 @@ class Diff(wire.DiffFile):
         for entry in self.entries:
             nbytes = entry_nbytes(entry)
             stored = entry.values.size
-            kind = "nonzeros" if entry.method == "sparse" else "table"
+            kind = ("int8 deltas" if entry.values.dtype == np.int8 else "nonzeros") if entry.method == "sparse" else "table"
             rows.append((entry.name, "x".join(map(str, entry.shape)) or "scalar", kind, str(stored),
                          str(nbytes), _ratio(entry.size, stored), _ratio(4 * entry.size, nbytes)))
             total_size, total_stored, total_bytes = (total_size + entry.size,
