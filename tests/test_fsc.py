@@ -184,14 +184,14 @@ def test_tiny_int8_run_measures_int8_models_and_ships_int8_deltas(tiny_fsc_int8_
 
     out = tiny_fsc_int8_run
     saved = json.load(open(out / "results.json"))
-    assert saved["flywheel"]["quantize"] == "int8" and saved["flywheel"]["methods"] == ["sparse", "hash"]
+    assert saved["flywheel"]["quantize"] == "int8" and saved["flywheel"]["methods"] == ["sparse"]
     gen0, gen1 = saved["generations"]
-    assert set(gen1["rows"]) == {"BL", "BLinf", "BLC-sparse-8x", "Diff-sparse-8x", "Diff-hash-8x"}
+    assert set(gen1["rows"]) == {"BL", "BLinf", "BLC-sparse-8x", "Diff-sparse-8x"}
     # BL and BLC are measured after the same int8 conversion as the device's model.
     for key in ("BL", "BLC-sparse-8x"):
         assert "keras_accuracy" in gen1["rows"][key] and (out / "devices" / f"{key}-g1.tflite").exists(), key
     assert gen0["rows"]["BL"]["accuracy"] == gen0["rows"]["BLinf"]["accuracy"]
-    for key in ("Diff-sparse-8x", "Diff-hash-8x"):
+    for key in ("Diff-sparse-8x",):
         row = gen1["rows"][key]
         assert row["device_bit_exact"] is True and row["bytes"] <= row["budget_bytes"] and row["cut_values"] == 0
     base = tfdiff.Int8Model.load(out / "devices" / "gen0.tflite")

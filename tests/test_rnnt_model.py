@@ -29,10 +29,10 @@ def train(model, epochs, callbacks=()):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bidirectional", [False, True], ids=["unidirectional", "bidirectional"])
-def test_patched_tflite_decodes_like_the_folded_keras_model(tmp_path, bidirectional):
+def test_patched_tflite_decodes_like_the_folded_keras_model(tmp_path):
+    # The demo's bidirectional encoder; the unidirectional one decodes on the device in the tiny recipe run.
     keras.utils.set_random_seed(0)
-    base = rnnt_model.build_rnnt(rnnt_model.RnntConfig(**{**CONFIG.get_config(), "enc_bidirectional": bidirectional}))
+    base = rnnt_model.build_rnnt(rnnt_model.RnntConfig(**{**CONFIG.get_config(), "enc_bidirectional": True}))
     losses = train(base, 6)
     assert losses[-1] < losses[0]
     device.convert(base, tmp_path / "base.tflite", signatures=rnnt_model.signatures(base))
