@@ -21,11 +21,12 @@ import numpy as np
 
 from device.format import Entry
 from device.hashing import hash_positions
+from device.patch import INT8_LIMIT
 
 from ._keras import keras, tf, tfmot
 from .budget import BUDGETS, plan
 
-_INT8_LIMIT = 127.0  # TFLite's symmetric int8 weight range, as device/patch.py saturates
+_INT8_LIMIT = float(INT8_LIMIT)  # device/patch.py's saturation, as a float for TensorFlow
 
 
 def _check_compression(compression):

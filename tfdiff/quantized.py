@@ -22,10 +22,9 @@ import os
 import numpy as np
 
 from device.format import weights_digest
-from device.patch import patch_weight
+from device.patch import INT8_LIMIT, patch_weight
 from device.tflite import TFLiteFile
 
-_INT8_LIMIT = 127
 
 
 class Int8Model:
@@ -114,7 +113,7 @@ class Int8Model:
 
 def quantize_with(value, scale):
     """rint(value / scale), saturated at +-127, as int8: the device's q of a dequantized weight."""
-    return np.clip(np.rint(np.asarray(value, np.float32) / scale), -_INT8_LIMIT, _INT8_LIMIT).astype(np.int8)
+    return np.clip(np.rint(np.asarray(value, np.float32) / scale), -INT8_LIMIT, INT8_LIMIT).astype(np.int8)
 
 
 def _int8_tensors(data):

@@ -279,17 +279,12 @@ class Flywheel:
 
 def device_weights_equal(tflite_path, keras_model):
     """True if every weight in the .tflite is bit for bit the Keras model's."""
-    data = open(tflite_path, "rb").read()
-    model = TFLiteFile(data)
+    model = TFLiteFile(open(tflite_path, "rb").read())
     weight_map = model.weight_map()
     weights = tfdiff.named_weights(keras_model)
     if sorted(weights) != weight_map.names():
         return False
     for name, value in weights.items():
-        flat = np.asarray(value, dtype="<f4").reshape(-1)
-        for segment in weight_map.segments(name):
-            start, _ = model.buffer_ranges[segment.buffer]
-            stored = np.frombuffer(data, dtype="<f4", count=segment.count, offset=start + 4 * segment.offset)
-            if stored.tobytes() != flat[segment.keras_indices()].tobytes():
-                return False
+        if model.weight_values(name).tobytes() != np.asarray(value, dtype="<f4").tobytes():
+            return False
     return True
