@@ -53,7 +53,7 @@ setup(
         # Baselines of the wire benchmark (zipnn, which needs PyTorch, comes from scripts/bench).
         "bench": ["bsdiff4>=1.2", "zstandard>=0.20"],
         # wheel: the test of a plain install builds tfdiff's wheel offline.
-        "test": ["pytest>=7", "bsdiff4>=1.2", "zstandard>=0.20", "wheel>=0.40"],
+        "test": ["pytest>=7", "pytest-xdist>=3.5", "bsdiff4>=1.2", "zstandard>=0.20", "wheel>=0.40"],
     },
     entry_points={"console_scripts": ["tfdiff=tfdiff.__main__:main"]},
 )

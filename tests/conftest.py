@@ -10,6 +10,16 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# scripts/test runs the suite on two workers (pytest-xdist, --dist loadgroup): the test step
+# keeps one core busy, and the machine has two. A file's tests stay on one worker, so its
+# module fixtures are built once; the files that share the tiny FSC runs (session fixtures) share one.
+SHARED_RUN_FILES = {"test_fsc.py": "tiny-fsc-runs", "test_benchmarks.py": "tiny-fsc-runs"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(SHARED_RUN_FILES.get(item.path.name, str(item.path))))
+
 
 def run_recipe_mirrored(recipe, out, timeout=900):
     """A recipe's tiny synthetic flywheel under MirroredStrategy on two logical CPUs, in a subprocess

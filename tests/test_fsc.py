@@ -157,6 +157,10 @@ def test_studies_of_a_run_write_their_tables(tiny_fsc_run):
     assert [row["window"] for row in grid["rows"]] == [[0.1, 0.5], [0.2, 0.9]]
     assert grid["BL_gen1"] == json.load(open(out / "results.json"))["generations"][1]["rows"]["BL"]["accuracy"]
     assert "| 6 | 0.01 | 0.1-0.5 |" in open(out / "study-diff.md").read()
+    # A finished run's settings are its own: --set would silently not apply, so it is refused.
+    with pytest.raises(SystemExit) as refused:
+        study.main(*args, [str(out), "curve", "--steps", "2", "--set", "flywheel.bl_steps=3"])
+    assert refused.value.code == 2
 
 
 @pytest.mark.slow
@@ -198,3 +202,22 @@ def test_tiny_int8_run_measures_int8_models_and_ships_int8_deltas(tiny_fsc_int8_
     diff = tfdiff.Diff.load(out / "diffs" / "Diff-sparse-8x-g1.tfdiff")
     assert base.int8_names and {e.name for e in diff.entries if e.values.dtype == np.int8} == set(base.int8_names)
     assert "int8 device models" in open(out / "results.md").read()
+
+
+def test_a_run_extends_to_more_generations_but_refuses_other_settings(tmp_path):
+    from recipes.speech.flywheel import Flywheel, FlywheelConfig
+
+    class Named:  # _load reads only the task's name
+        name = "fsc"
+
+    finished = {"gen": 0, "rows": {"BL": {"accuracy": 0.5}}}
+    with open(tmp_path / "results.json", "w") as f:
+        json.dump({"task": "fsc", "scale": "demo", "flywheel": FlywheelConfig(generations=3).get_config(),
+                   "generations": [finished]}, f)
+    extended = Flywheel(Named(), FlywheelConfig(generations=5), str(tmp_path), "demo")
+    assert extended.results["generations"] == [finished] and extended.results["flywheel"]["generations"] == 5
+    for other in (FlywheelConfig(generations=2), FlywheelConfig(generations=3, bl_steps=7)):
+        with pytest.raises(ValueError, match="other settings"):
+            Flywheel(Named(), other, str(tmp_path), "demo")
+    with pytest.raises(ValueError, match="other settings"):
+        Flywheel(Named(), FlywheelConfig(generations=3), str(tmp_path), "paper")

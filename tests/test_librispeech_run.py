@@ -29,7 +29,10 @@ def test_tiny_run_end_to_end(tmp_path):
 
     # Beam search on the device's models, with LiteRT alone.
     from recipes.librispeech import decode
+    cached = os.stat(out / "features" / "test.npz").st_mtime_ns
     decoded = decode.decode_run(str(out), width=2, limit=2)
+    # It decodes the run's own test utterances: their cached features, not a new set.
+    assert os.stat(out / "features" / "test.npz").st_mtime_ns == cached
     assert set(decoded["models"]) == {"BLinf", "Diff-sparse-4x", "Diff-hash-4x"}
     assert all(row["rtf"] > 0 for row in decoded["models"].values())
     assert decoded["utterances"] == 2 and decoded["beam"] == 2

@@ -25,7 +25,8 @@ def load_test_set(run_dir, limit=None):
     """(test utterances, their features, the WordPiece vocabulary's Pieces, pred layers, pred units)."""
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
-    test = run.load_test_set(config["data"])
+    # The run's own test utterances, so its cached features are reused.
+    test = run.load_test_set(config["data"], config.get("settings", {}).get("test_utterances"))
     feats = run.compute_features(test, os.path.join(run_dir, "features", "test.npz"))
     pieces = run.Pieces(run.read_vocabulary(run_dir))
     rnnt = config["rnnt"]

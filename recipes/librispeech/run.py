@@ -40,6 +40,7 @@ SCALES = {
                                 prune_frequency=100)),
     "tiny": dict(rnnt=dict(enc_layers=1, enc_units=16, pred_units=16, proj=16, embed_dim=8, joint_dim=16,
                            vocab_size=80), hours=0.01, speakers=4, text="grammar", batch=4, learning_rate=1e-3,
+                 test_utterances=10,
                  flywheel=dict(generations=2, ratios=(4,), bl_steps=6, diff_steps=4,
                                prune_frequency=1)),
 }
@@ -61,19 +62,22 @@ def prepare_data(out, data_dir=None, synthetic=False, scale="demo", settings=Non
     if not subsets:
         raise FileNotFoundError(f"no training subset ({', '.join(TRAIN_SUBSETS)}) under {data_dir}")
     train = [u for s in subsets for u in data.load_subset(data_dir, s)]
-    test = load_test_set(data_dir)
-    limit = (settings or SCALES[scale]).get("test_utterances")
-    if limit and len(test) > limit:
-        # Evenly strided through the sorted test set, so every test speaker keeps a share;
-        # a whole synthetic test set (a fifth of the hours) would cost more decoding than training.
-        test = [test[i] for i in np.linspace(0, len(test) - 1, limit).round().astype(int)]
+    test = load_test_set(data_dir, (settings or SCALES[scale]).get("test_utterances"))
     return data_dir, train, test
 
 
-def load_test_set(data_dir):
-    """test-synth for a synthesized corpus, test-clean for LibriSpeech (the paper's WER set)."""
+def load_test_set(data_dir, utterances=None):
+    """test-synth for a synthesized corpus, test-clean for LibriSpeech (the paper's WER set).
+
+    With `utterances`, that many, evenly strided through the sorted set, so
+    every test speaker keeps a share: a whole synthetic test set (a fifth of
+    the hours) would cost more decoding than training.
+    """
     synthetic = os.path.isdir(os.path.join(data_dir, "train-synth"))
-    return data.load_subset(data_dir, "test-synth" if synthetic else "test-clean")
+    test = data.load_subset(data_dir, "test-synth" if synthetic else "test-clean")
+    if utterances and len(test) > utterances:
+        test = [test[i] for i in np.linspace(0, len(test) - 1, utterances).round().astype(int)]
+    return test
 
 
 # -- features --------------------------------------------------------------------

@@ -129,7 +129,9 @@ def main(prepare, load_task, scales, prog, argv=None):
                         help="diff: steps of the generation-0 BL, if the run has none (default: the scale's)")
     args = parser.parse_args(argv)
     if os.path.exists(os.path.join(args.run_dir, "config.json")):
-        override(scales[task_scale(args.run_dir)], args.set)
+        if args.set:  # the run's models were made with its saved settings: a study reuses them
+            parser.error(f"--set applies to a new run directory; {args.run_dir} has its settings in config.json. "
+                         f"Received: --set {' '.join(args.set)}")
         task = load_task(args.run_dir)
     else:
         override(scales[args.scale], args.set)
