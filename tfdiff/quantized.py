@@ -26,7 +26,6 @@ from device.patch import INT8_LIMIT, patch_weight
 from device.tflite import TFLiteFile
 
 
-
 class Int8Model:
     """The weights of a quantized .tflite in Keras layout: int8 values with scales, or float32.
 

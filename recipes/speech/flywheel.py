@@ -126,12 +126,11 @@ class Flywheel:
         if os.path.exists(self.results_path):
             with open(self.results_path) as f:
                 results = json.load(f)
-            saved, wanted = dict(results.get("flywheel") or {}), self.config.get_config()
+            saved, wanted = results.get("flywheel") or {}, self.config.get_config()
             # More generations extend a run: a generation's data and models do not depend on
             # how many follow it. Any other setting changes what the finished rows mean.
-            extends = saved.pop("generations", None) is not None and \
-                results["flywheel"]["generations"] <= wanted["generations"]
-            if not extends or saved != {k: v for k, v in wanted.items() if k != "generations"} \
+            extendable = saved.get("generations", wanted["generations"] + 1) <= wanted["generations"]
+            if not extendable or {**saved, "generations": 0} != {**wanted, "generations": 0} \
                     or results.get("scale") != self.scale:
                 raise ValueError(f"{self.results_path} was made with other settings; use a new --out")
             results["flywheel"] = wanted
