@@ -81,3 +81,15 @@ def test_batched_beam_search_equals_one_hypothesis_at_a_time():
         assert rnnt_model.beam(recognizer, x, 16, 1, width=4, batched=False) == batched
         assert max(calls) == 1
         calls.clear()
+
+
+def test_greedy_over_a_batch_equals_greedy_one_utterance_at_a_time():
+    keras.utils.set_random_seed(4)
+    recognizer = rnnt_model.KerasRecognizer(rnnt_model.build_rnnt(CONFIG))
+    rng = np.random.default_rng(6)
+    # Lengths differ, so utterances leave the batch at different frames.
+    utterances = [rng.normal(size=(n, 192)).astype(np.float32) for n in (9, 3, 14, 1, 6)]
+    alone = [rnnt_model.greedy(recognizer, x, 16, 1) for x in utterances]
+    assert sum(map(len, alone)) > len(utterances)  # the untrained joint emits: the symbol loop runs
+    assert rnnt_model.greedy_batch(recognizer, utterances, 16, 1) == alone
+    assert rnnt_model.greedy_batch(recognizer, [], 16, 1) == []

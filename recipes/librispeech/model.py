@@ -188,7 +188,8 @@ class KerasRecognizer:
 
     `predict(labels, states)` runs the prediction network one step for each
     of n hypotheses (labels [n], states [n, units] each) and `joint(frame,
-    predicted)` scores one encoder frame against n predictions: [n, V].
+    predicted)` scores one encoder frame (or one per row) against n
+    predictions: [n, V].
     """
 
     def __init__(self, model):
@@ -243,18 +244,36 @@ class TfliteRecognizer:
 
 
 def greedy(recognizer, features, units, layers, max_symbols=5):
-    """Greedy RNN-T decoding through a recognizer's three steps."""
-    encoded = recognizer.encode(features)
-    states = [np.zeros((1, units), np.float32) for _ in range(2 * layers)]
-    predicted, states = recognizer.predict([BLANK], states)
-    out = []
-    for t in range(encoded.shape[0]):
+    """Greedy RNN-T decoding of one utterance through a recognizer's three steps."""
+    return greedy_batch(recognizer, [features], units, layers, max_symbols)[0]
+
+
+def greedy_batch(recognizer, utterances, units, layers, max_symbols=5):
+    """Greedy RNN-T decoding of many utterances at once: the label ids of each.
+
+    Each utterance is encoded alone (the device's encoder takes one); then,
+    frame by frame, the joint scores the rows of every utterance still
+    running in one call, and the prediction network advances only the rows
+    that emitted. A row's numbers are those of decoding it alone, but a
+    test set costs hundreds of calls instead of tens of thousands.
+    """
+    encoded = [recognizer.encode(f) for f in utterances]
+    states = [np.zeros((len(encoded), units), np.float32) for _ in range(2 * layers)]
+    predicted, states = recognizer.predict([BLANK] * len(encoded), states)
+    predicted, states = np.array(predicted), [np.array(s) for s in states]  # writable copies
+    out = [[] for _ in encoded]
+    for t in range(max((e.shape[0] for e in encoded), default=0)):
+        rows = np.array([i for i, e in enumerate(encoded) if t < e.shape[0]])
         for _ in range(max_symbols):
-            k = int(np.argmax(recognizer.joint(encoded[t], predicted)[0]))
-            if k == BLANK:
+            best = np.argmax(recognizer.joint(np.stack([encoded[i][t] for i in rows]), predicted[rows]), axis=1)
+            rows, labels = rows[best != BLANK], best[best != BLANK]
+            if not rows.size:
                 break
-            out.append(k)
-            predicted, states = recognizer.predict([k], states)
+            for i, k in zip(rows, labels):
+                out[i].append(int(k))
+            predicted[rows], new_states = recognizer.predict(labels.astype(np.int32), [s[rows] for s in states])
+            for s, new in zip(states, new_states):
+                s[rows] = new
     return out
 
 

@@ -178,22 +178,23 @@ class LibriTask:
         trainer.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0,
                     callbacks=list(callbacks) + [ProgressBar(steps, label)])
 
-    def _decode_all(self, recognizer):
-        hypotheses, seconds = [], 0.0
-        layers, units = self.config.pred_layers, self.config.pred_units
-        for feats in tqdm(self.test_feats, desc="decode", unit="utt", leave=False):
-            start = time.perf_counter()
-            ids = rnnt_model.greedy(recognizer, feats.astype(np.float32), units, layers)
-            seconds += time.perf_counter() - start
-            hypotheses.append(self.pieces.decode(ids))
-        return hypotheses, seconds
-
     def evaluate(self, model, gen):
-        hypotheses, _ = self._decode_all(rnnt_model.KerasRecognizer(model))
-        return word_error_rate([u.text for u in self.test_set], hypotheses)
+        # The server's Keras models decode the test set as one batch; the device's .tflite below
+        # one utterance at a time, as a device would, which is what its real-time factor times.
+        recognizer = rnnt_model.KerasRecognizer(model)
+        ids = rnnt_model.greedy_batch(recognizer, [f.astype(np.float32) for f in self.test_feats],
+                                      self.config.pred_units, self.config.pred_layers)
+        return word_error_rate([u.text for u in self.test_set], [self.pieces.decode(i) for i in ids])
 
     def evaluate_tflite(self, path, gen):
-        hypotheses, seconds = self._decode_all(rnnt_model.TfliteRecognizer(path))
+        recognizer = rnnt_model.TfliteRecognizer(path)
+        hypotheses, seconds = [], 0.0
+        for feats in tqdm(self.test_feats, desc="decode", unit="utt", leave=False):
+            start = time.perf_counter()
+            ids = rnnt_model.greedy(recognizer, feats.astype(np.float32), self.config.pred_units,
+                                    self.config.pred_layers)
+            seconds += time.perf_counter() - start
+            hypotheses.append(self.pieces.decode(ids))
         audio = sum(u.seconds for u in self.test_set)
         return word_error_rate([u.text for u in self.test_set], hypotheses), {"rtf": seconds / audio}
 

@@ -171,9 +171,10 @@ class Flywheel:
             with self.strategy.scope():
                 model = self.task.new_model(0)
                 self.task.train(model, 0, c.bl_steps, [], "gen 0 BL")
+            train_seconds = time.time() - start
             model.save(self._model_path("BL", 0))
             self._record(0, "BL", {**self._measured(model, 0, "BL"), **self._robustness(model, 0),
-                                   "steps": c.bl_steps, "train_seconds": time.time() - start})
+                                   "steps": c.bl_steps, "train_seconds": train_seconds})
         if not os.path.exists(base_tflite):
             self._convert(self._load_model("BL", 0), base_tflite)
         if "BLinf" not in self._row(0):
@@ -190,9 +191,10 @@ class Flywheel:
             with self.strategy.scope():
                 model = self.task.new_model(gen)
                 self.task.train(model, gen, c.bl_steps, [], f"gen {gen} BL")
+            train_seconds = time.time() - start
             model.save(self._model_path("BL", gen))
             self._record(gen, "BL", {**self._measured(model, gen, "BL"), **self._robustness(model, gen),
-                                     "steps": c.bl_steps, "train_seconds": time.time() - start})
+                                     "steps": c.bl_steps, "train_seconds": train_seconds})
         if "BLinf" not in rows:
             static = self._load_model("BL", 0)
             measured = ({metric: self.task.evaluate_tflite(base_tflite, gen)[0]} if c.quantize
@@ -231,12 +233,13 @@ class Flywheel:
             # A fresh model: BL's initialization, never BL's trained weights.
             blc = tfdiff.compress_baseline(self.task.new_model(gen), method, seed=gen)
             self.task.train(blc, gen, c.bl_steps, tfdiff.callbacks(blc), f"gen {gen} BLC-{name}-{ratio}x")
+        train_seconds = time.time() - start
         plain = tfdiff.strip(blc)
         plain.save(self._model_path(f"BLC-{name}-{ratio}x", gen))  # for re-evaluation (recipes/speech/evaluate.py)
         params = sum(v.size for v in tfdiff.named_weights(plain).values())
         return {**self._measured(plain, gen, f"BLC-{name}-{ratio}x"), **self._robustness(plain, gen),
                 "bytes": tfdiff.compressed_nbytes(blc), "budget_bytes": tfdiff.budget_bytes(params, ratio),
-                "trained_from": "scratch", "steps": c.bl_steps, "train_seconds": time.time() - start}
+                "trained_from": "scratch", "steps": c.bl_steps, "train_seconds": train_seconds}
 
     def _diff(self, gen, name, ratio, base_tflite):
         c, key = self.config, f"Diff-{name}-{ratio}x"
