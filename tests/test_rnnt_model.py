@@ -93,3 +93,30 @@ def test_greedy_over_a_batch_equals_greedy_one_utterance_at_a_time():
     assert sum(map(len, alone)) > len(utterances)  # the untrained joint emits: the symbol loop runs
     assert rnnt_model.greedy_batch(recognizer, utterances, 16, 1) == alone
     assert rnnt_model.greedy_batch(recognizer, [], 16, 1) == []
+
+
+@pytest.mark.parametrize("kind", ["plain", "sparse", "hash", "blc", "fused tanh"])
+def test_joint_lattice_computes_the_models_logits_and_gradients(kind):
+    keras.utils.set_random_seed(7)
+    model = rnnt_model.build_rnnt(CONFIG)
+    sparse = tfdiff.SparseDiff(compression=4.0, begin_step=0, end_step=6, frequency=2)
+    if kind == "sparse":
+        model = tfdiff.wrap(model, sparse)
+    elif kind == "hash":
+        model = tfdiff.wrap(model, tfdiff.HashDiff(compression=4.0))
+    elif kind == "blc":
+        model = tfdiff.compress_baseline(model, sparse)
+    elif kind == "fused tanh":  # a model saved before joint_tanh was its own layer: called whole
+        model.get_layer("joint").get_layer("joint_hidden").activation = keras.activations.tanh
+    for variable in model.variables:
+        if "pruning_step" in variable.name:  # what tfmot's callback sets before a step
+            variable.assign(1)
+    (features, labels, _, _), _ = next(iter(batches()))
+    labels = np.pad(labels, [[0, 0], [1, 0]])
+    with tf.GradientTape(persistent=True) as tape:
+        whole = model([features, labels], training=True)
+        lattice = rnnt_model.joint_lattice(model, features, labels, training=True)
+        losses = [tf.reduce_sum(tf.sin(logits)) for logits in (whole, lattice)]
+    np.testing.assert_allclose(lattice, whole, atol=1e-5)
+    for a, b in zip(*(tape.gradient(loss, model.trainable_variables) for loss in losses)):
+        np.testing.assert_allclose(tf.convert_to_tensor(b), tf.convert_to_tensor(a), rtol=1e-4, atol=1e-4)

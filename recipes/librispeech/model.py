@@ -114,8 +114,10 @@ def build_rnnt(config):
 
     enc_in = keras.Input((None, None, config.proj), name="enc")
     pred_in = keras.Input((None, None, config.proj), name="pred")
-    hidden = keras.layers.Dense(config.joint_dim, activation="tanh", name="joint_hidden")(
-        keras.layers.Add()([enc_in, pred_in]))
+    # The tanh is a layer of its own so that training can apply the linear joint_hidden before the
+    # broadcast (joint_lattice); a fused activation would compute and mean the same.
+    hidden = keras.layers.Activation("tanh", name="joint_tanh")(keras.layers.Dense(
+        config.joint_dim, name="joint_hidden")(keras.layers.Add()([enc_in, pred_in])))
     joint = keras.Model([enc_in, pred_in], keras.layers.Dense(config.vocab_size, name="joint_out")(hidden),
                         name="joint")
 
@@ -137,9 +139,47 @@ class RnntTrainer(Trainer):
         from recipes.librispeech.rnnt import rnnt_loss
         (features, labels, frames, lengths), _ = data
         with_blank = tf.pad(labels, [[0, 0], [1, 0]], constant_values=BLANK)
-        logits = self.trained([features, with_blank], training=True)
+        logits = joint_lattice(self.trained, features, with_blank, training=True)
         encoded = reduced_length(frames, self.time_reduction)
         return tf.reduce_mean(rnnt_loss(logits, labels, encoded, lengths, blank=BLANK))
+
+
+def joint_lattice(rnnt, features, labels, training=None):
+    """The logits [B, T, U+1, V] of `rnnt([features, labels])`, computed for training.
+
+    joint_hidden is linear before its tanh, so W(e + p) + b = (We + b) +
+    Wp - 0: it runs on the T encoder frames and the U+1 predictions, in
+    one call with a zero row (which yields the bias), instead of on their T
+    x (U+1) sums, which was the step's largest matrix product. One call,
+    as in `rnnt` itself, so tfdiff's and tfmot's wrappers of the layer see
+    one call per step. Models whose joint_hidden has a fused activation (built
+    before it had its own layer) are called whole.
+    """
+    encoder, prediction, joint = (rnnt.get_layer(n) for n in ("encoder", "prediction", "joint"))
+    hidden, out = (_named(joint, n) for n in ("joint_hidden", "joint_out"))
+    if _unwrapped(hidden).activation is not keras.activations.linear:
+        return rnnt([features, labels], training=training)
+    enc, pred = encoder(features, training=training), prediction(labels, training=training)
+    batch, frames, steps, width = tf.shape(enc)[0], tf.shape(enc)[1], tf.shape(pred)[1], enc.shape[-1]
+    rows = hidden(tf.concat([tf.reshape(enc, [-1, width]), tf.reshape(pred, [-1, width]),
+                             tf.zeros([1, width], enc.dtype)], axis=0), training=training)
+    from_enc = tf.reshape(rows[:batch * frames], [batch, frames, 1, -1])
+    from_pred = tf.reshape(rows[batch * frames:-1] - rows[-1], [batch, 1, steps, -1])
+    return out(tf.tanh(from_enc + from_pred), training=training)
+
+
+def _named(model, name):
+    """`model`'s layer `name`, or the wrapper (tfdiff's, tfmot's) of the layer of that name."""
+    for layer in model.layers:
+        if _unwrapped(layer).name == name:
+            return layer
+    raise ValueError(f"{model.name} has no layer {name!r}. Received layers: {[l.name for l in model.layers]}")
+
+
+def _unwrapped(layer):
+    while isinstance(layer, keras.layers.Wrapper) and not isinstance(layer, keras.layers.Bidirectional):
+        layer = layer.layer
+    return layer
 
 
 def signatures(model):
