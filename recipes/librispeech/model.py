@@ -150,7 +150,8 @@ def joint_lattice(rnnt, features, labels, training=None):
     joint_hidden is linear before its tanh, so W(e + p) + b = (We + b) +
     (Wp + b) - (W0 + b): it runs on the T encoder frames, the U+1
     predictions and a zero row, instead of on their T x (U+1) sums, which
-    was the step's largest matrix product (a demo step 0.21 -> 0.17 s). One call,
+    was the step's largest matrix product (the demo step 0.152 -> 0.127 s:
+    docs/BENCHMARKS.md). One call,
     as in `rnnt` itself, so tfdiff's and tfmot's wrappers of the layer see
     one call per step. Models whose joint_hidden has a fused activation (built
     before it had its own layer) are called whole.

@@ -167,14 +167,7 @@ class Flywheel:
         c = self.config
         base_tflite = os.path.join(self.run_dir, "devices", "gen0.tflite")
         if "BL" not in self._row(0):
-            start = time.time()
-            with self.strategy.scope():
-                model = self.task.new_model(0)
-                self.task.train(model, 0, c.bl_steps, [], "gen 0 BL")
-            train_seconds = time.time() - start
-            model.save(self._model_path("BL", 0))
-            self._record(0, "BL", {**self._measured(model, 0, "BL"), **self._robustness(model, 0),
-                                   "steps": c.bl_steps, "train_seconds": train_seconds})
+            self._record(0, "BL", self._bl(0))
         if not os.path.exists(base_tflite):
             self._convert(self._load_model("BL", 0), base_tflite)
         if "BLinf" not in self._row(0):
@@ -187,14 +180,7 @@ class Flywheel:
     def _generation(self, gen, base_tflite):
         metric, c, rows = self.task.metric, self.config, self._row(gen)
         if "BL" not in rows:
-            start = time.time()
-            with self.strategy.scope():
-                model = self.task.new_model(gen)
-                self.task.train(model, gen, c.bl_steps, [], f"gen {gen} BL")
-            train_seconds = time.time() - start
-            model.save(self._model_path("BL", gen))
-            self._record(gen, "BL", {**self._measured(model, gen, "BL"), **self._robustness(model, gen),
-                                     "steps": c.bl_steps, "train_seconds": train_seconds})
+            self._record(gen, "BL", self._bl(gen))
         if "BLinf" not in rows:
             static = self._load_model("BL", 0)
             measured = ({metric: self.task.evaluate_tflite(base_tflite, gen)[0]} if c.quantize
@@ -208,6 +194,16 @@ class Flywheel:
                 key = f"Diff-{name}-{ratio}x"
                 if key not in rows:
                     self._record(gen, key, self._diff(gen, name, ratio, base_tflite))
+
+    def _bl(self, gen):
+        start = time.time()
+        with self.strategy.scope():
+            model = self.task.new_model(gen)
+            self.task.train(model, gen, self.config.bl_steps, [], f"gen {gen} BL")
+        train_seconds = time.time() - start
+        model.save(self._model_path("BL", gen))
+        return {**self._measured(model, gen, "BL"), **self._robustness(model, gen),
+                "steps": self.config.bl_steps, "train_seconds": train_seconds}
 
     def _convert(self, model, path):
         convert = getattr(self.task, "convert", device.convert)
