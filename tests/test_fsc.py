@@ -10,7 +10,8 @@ from recipes.fsc import data, model as slu_model
 from recipes.fsc.phrases import DOMAINS, PHRASES
 from recipes.fsc.synth import FIELDS, generate, split_sizes
 from recipes.speech import features
-from recipes.speech.synth import TRAINING_ENGINES, speaker_splits
+from recipes.speech.conditions import CONDITIONS
+from recipes.speech.synth import TRAINING_ENGINES, Augmentation, engine_identities, speaker_splits
 
 
 @pytest.fixture(scope="module")
@@ -20,27 +21,42 @@ def corpus(tmp_path_factory):
     return root, counts
 
 
-def test_phrasings_domains_and_voice_disjoint_speakers():
+# Who recorded what, written out here independently of recipes/speech/synth.py: a split that
+# is disjoint by voice name (kal vs kal16, flite slt vs festival's HTS slt) must still fail.
+SAME_PERSON = [{("flite", "kal"), ("flite", "kal16"), ("festival", "kal_diphone")},
+               {("flite", "slt"), ("festival", "cmu_us_slt_arctic_hts")}]
+
+
+def person(engine, voice):
+    for i, voices in enumerate(SAME_PERSON):
+        if (engine, voice) in voices:
+            return f"person{i}"
+    return voice.split("+")[1] if engine == "espeak-ng" else f"{engine}/{voice}"
+
+
+def test_phrasings_domains_and_person_disjoint_speakers():
     texts = [p[0] for d in DOMAINS for p in PHRASES[d]]
     assert len(texts) == len(set(texts)) >= 120
     assert all(len(PHRASES[d]) >= 20 for d in DOMAINS)
-    splits = speaker_splits(split_sizes(40), seed=0)
-    assert {k: len(v) for k, v in splits.items()} == {"train": 28, "valid": 6, "test": 6}
-    ids = [{s.id for s in members} for members in splits.values()]
-    assert len(set().union(*ids)) == 40
-    # No voice of an engine is heard in two splits, at any pitch or tempo.
-    voices = {name: {(s.engine, s.voice) for s in members} for name, members in splits.items()}
-    assert not (voices["train"] & voices["test"] or voices["train"] & voices["valid"]
-                or voices["valid"] & voices["test"])
-    for members in splits.values():
-        assert {s.engine for s in members} == set(TRAINING_ENGINES)
+    for seed in range(8):
+        splits = speaker_splits(split_sizes(48), seed=seed, reserved=engine_identities("festival"))
+        assert {k: len(v) for k, v in splits.items()} == {"train": 34, "valid": 7, "test": 7}
+        assert len({s.id for members in splits.values() for s in members}) == 48
+        people = {name: {person(s.engine, s.voice) for s in members} for name, members in splits.items()}
+        assert not (people["train"] & people["test"] or people["train"] & people["valid"]
+                    or people["valid"] & people["test"]), seed
+        # Nobody festival speaks through is heard in training, through any engine.
+        assert not people["train"] & {person("festival", v) for v in ("kal_diphone", "cmu_us_slt_arctic_hts")}
+        for members in splits.values():
+            assert {s.engine for s in members} == set(TRAINING_ENGINES)
 
 
-def test_generator_writes_the_fsc_layout_speaker_disjoint_with_an_unseen_engine(corpus):
+def test_generator_writes_the_fsc_layout_person_disjoint_with_an_unseen_engine(corpus):
     root, counts = corpus
-    assert counts == {"train": 5 * 12, "valid": 12, "test": 12, "unseen_engine": 2 * 12}
+    conditions = {f"{s}_{c}": 12 for s in ("valid", "test") for c in CONDITIONS}
+    assert counts == {"train": 5 * 12, "valid": 12, "test": 12, "unseen_engine": 2 * 12, **conditions}
     speakers = {}
-    for split in ("train", "valid", "test", "unseen_engine"):
+    for split in ("train", "valid", "test", "unseen_engine", *conditions):
         with open(root / "data" / f"{split}_data.csv") as f:
             rows = list(csv.reader(f))
         assert rows[0] == FIELDS
@@ -49,6 +65,19 @@ def test_generator_writes_the_fsc_layout_speaker_disjoint_with_an_unseen_engine(
             assert os.path.exists(root / row[1])
     assert not speakers["train"] & speakers["test"] and not speakers["valid"] & speakers["test"]
     assert not speakers["unseen_engine"] & (speakers["train"] | speakers["valid"] | speakers["test"])
+    assert speakers["test_clean"] == speakers["test"] and speakers["valid_quiet"] == speakers["valid"]
+    # data/speakers.csv names every speaker once; audited against the table above, no person crosses splits.
+    with open(root / "data" / "speakers.csv") as f:
+        audit = list(csv.DictReader(f))
+    assert sorted(r["speaker"] for r in audit) == sorted(set().union(*(speakers[s] for s in
+                                                                      ("train", "valid", "test", "unseen_engine"))))
+    split_of = {}
+    for r in audit:
+        split_of.setdefault(person(r["engine"], r["voice"]), set()).add(r["split"])
+    assert all(len(splits) == 1 for who, splits in split_of.items() if "unseen_engine" not in splits), split_of
+    assert all("train" not in splits for splits in split_of.values() if "unseen_engine" in splits), split_of
+    with open(root / "data" / "augmentation.json") as f:
+        assert json.load(f) == Augmentation().get_config()
     # The held-out engine's audio is real speech-length audio, not silence.
     audio = features.read_audio(os.path.join(root, rows[1][1]))
     assert 0.3 * 16000 < audio.size < 5 * 16000 and np.abs(audio).max() > 0.01
@@ -107,7 +136,15 @@ def test_tiny_run_end_to_end(tiny_fsc_run):
     expected = {"BL", "BLinf"} | {f"{kind}-{m}-{r}x" for kind in ("BLC", "Diff") for m in ("sparse", "hash")
                                   for r in (4, 8)}
     assert set(gen1["rows"]) == expected and set(gen0["rows"]) == {"BL", "BLinf"}
-    assert "unseen_engine_accuracy" in gen1["rows"]["BL"]
+    for field in ["unseen_engine_accuracy", "valid_accuracy"] + [f"{c}_accuracy" for c in CONDITIONS]:
+        assert field in gen1["rows"]["BL"], field
+    record = saved["provenance"][0]
+    assert len(record["commit"]) == 40 and record["machine"]["cores"] >= 1 and record["seeds"] == [0]
+    # Every measured row has an interval from its per-utterance scores, and rows past BL one against BL.
+    for key, row in gen1["rows"].items():
+        low, high = row["ci95"]
+        assert 0 <= low <= row["accuracy"] <= high <= 1, key
+        assert (key == "BL") != ("minus_BL_ci95" in row), key
     for key, row in gen1["rows"].items():
         if key.startswith("BLC"):
             assert row["trained_from"] == "scratch" and row["steps"] == saved["flywheel"]["bl_steps"], key
@@ -135,8 +172,9 @@ def test_tiny_run_end_to_end(tiny_fsc_run):
     np.testing.assert_allclose(lite[0], audio.numpy()[0], atol=1e-5)
     np.testing.assert_allclose(lite[1], text.numpy()[0], atol=1e-5)
 
-    # Resuming retrains nothing: the same results come back at once.
+    # Resuming retrains nothing: the same results come back at once, with one more provenance record.
     again, _ = fsc_run.run(str(out), synthetic=True, scale="tiny")
+    assert len(again.pop("provenance")) == len(saved.pop("provenance")) + 1
     assert again == saved
 
 
@@ -150,12 +188,14 @@ def test_studies_of_a_run_write_their_tables(tiny_fsc_run):
     study.main(*args, [str(out), "curve", "--steps", "2", "6"])
     curve = json.load(open(out / "study-curve.json"))
     assert [row["steps"] for row in curve["rows"]] == [2, 6]
-    assert all("unseen_engine_accuracy" in row for row in curve["rows"])
+    assert curve["split"] == "valid"  # studies choose settings: valid by default, never test
+    assert all("valid_clean_accuracy" in row and "unseen_engine_accuracy" not in row for row in curve["rows"])
     study.main(*args, [str(out), "diff", "--steps", "6", "--lr", "0.01", "--window", "0.1,0.5", "0.2,0.9",
                        "--ratio", "4"])
     grid = json.load(open(out / "study-diff.json"))
     assert [row["window"] for row in grid["rows"]] == [[0.1, 0.5], [0.2, 0.9]]
-    assert grid["BL_gen1"] == json.load(open(out / "results.json"))["generations"][1]["rows"]["BL"]["accuracy"]
+    assert grid["split"] == "valid"
+    assert grid["BL_gen1"] == json.load(open(out / "results.json"))["generations"][1]["rows"]["BL"]["valid_accuracy"]
     assert "| 6 | 0.01 | 0.1-0.5 |" in open(out / "study-diff.md").read()
     # A finished run's settings are its own: --set would silently not apply, so it is refused.
     with pytest.raises(SystemExit) as refused:
@@ -221,3 +261,48 @@ def test_a_run_extends_to_more_generations_but_refuses_other_settings(tmp_path):
             Flywheel(Named(), other, str(tmp_path), "demo")
     with pytest.raises(ValueError, match="other settings"):
         Flywheel(Named(), FlywheelConfig(generations=3), str(tmp_path), "paper")
+
+
+def _tiny_flywheel(out, workers, threads=1):
+    from recipes.fsc import run as fsc_run
+    from recipes.speech.flywheel import Flywheel, FlywheelConfig
+    task = fsc_run.prepare(str(out), synthetic=True, scale="tiny")
+    return Flywheel(task, FlywheelConfig(**fsc_run.SCALES["tiny"]["flywheel"]), str(out), "tiny", workers=workers,
+                    threads=threads)
+
+
+@pytest.mark.slow
+def test_workers_train_the_rows_one_process_would_and_a_killed_run_resumes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # Two workers, killed (with their workers) once generation 1 has a finished row but not all of them...
+    concurrent = tmp_path / "concurrent"
+    script = (f"import sys; sys.path.insert(0, {os.getcwd()!r}); from tests.test_fsc import _tiny_flywheel; "
+              f"_tiny_flywheel({str(concurrent)!r}, workers=2).run()")
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline, rows = time.time() + 600, {}
+    while time.time() < deadline and proc.poll() is None and not rows:
+        time.sleep(0.2)
+        try:
+            generations = json.load(open(concurrent / "results.json"))["generations"]
+            rows = generations[1]["rows"] if len(generations) > 1 else {}
+        except (OSError, ValueError):
+            pass
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 0 < len(rows) < 10, rows  # killed mid-generation
+    # ... resume and finish, with the rows a single one-thread worker trains one after the other.
+    resumed = _tiny_flywheel(concurrent, workers=2).run()
+    sequential = _tiny_flywheel(tmp_path / "sequential", workers=1).run()
+    for gen in (0, 1):
+        got, want = resumed["generations"][gen]["rows"], sequential["generations"][gen]["rows"]
+        assert set(got) == set(want) == ({"BL", "BLinf"} if gen == 0 else set(want))
+        for key in want:
+            for field in ("accuracy", "valid_accuracy", "bytes", "ci95", "minus_BL_ci95"):
+                assert got[key].get(field) == want[key].get(field), (gen, key, field)
+    assert all(row["device_matches_fold"] for key, row in resumed["generations"][1]["rows"].items()
+               if key.startswith("Diff"))

@@ -9,7 +9,6 @@ Table-1-style table) and results.png. Rerun the same command to resume.
 Stages, each a function: data -> features -> (model, train, export,
 evaluate: recipes.speech.flywheel) -> report.
 """
-import json
 import os
 import time
 
@@ -18,7 +17,9 @@ from tqdm import tqdm
 
 from recipes.speech import features as speech_features
 from recipes.speech import recipe
+from recipes.speech.conditions import CONDITIONS
 from recipes.speech.distribute import shard_by_data
+from recipes.speech.synth import Augmentation
 from recipes.speech.training import HoldDecay, ProgressBar
 from tfdiff import keras
 import tensorflow as tf
@@ -32,23 +33,24 @@ SCALES = {
     # slu_model.triplet_loss): on this CPU it reaches a given accuracy in
     # fewer steps; docs/RESULTS.md has the study behind these numbers.
     "demo": dict(slu=dict(batch_size=32, mining="softmax", margin=0.1),
-                 flywheel=dict(generations=4, bl_steps=1500, diff_steps=500), speakers=48),
+                 flywheel=dict(generations=4, bl_steps=1500, diff_steps=500), speakers=48, augmentation={}),
     # The paper: ~1.1M parameters, all sparse training pruned over steps 2k-12k.
     "paper": dict(slu={}, flywheel=dict(generations=4, bl_steps=20000, diff_steps=14000,
                                         diff_prune=(2000 / 14000, 12000 / 14000),
                                         blc_prune=(2000 / 20000, 12000 / 20000), prune_frequency=100),
-                  speakers=None),
+                  speakers=None, augmentation={}),
     # The test suite's: the whole pipeline in seconds.
     "tiny": dict(slu=dict(speech_layers=1, speech_units=32, text_units=32, embed_dim=16, proj_dim=32,
                           vocab_size=120, frames=60, batch_size=16),
                  flywheel=dict(generations=2, ratios=(4, 8), bl_steps=12, diff_steps=8, prune_frequency=2),
-                 speakers=6),
+                 speakers=6, augmentation={}),
 }
 
 
 # -- data ----------------------------------------------------------------------
-def prepare_data(out, data_dir=None, synthetic=False, scale="demo", speakers=None):
-    """The corpus root: --data as given, or a synthetic corpus made (once) in RUN_DIR/corpus."""
+def prepare_data(out, data_dir=None, synthetic=False, scale="demo", speakers=None, augmentation=None):
+    """The corpus root: --data as given, or a synthetic corpus made (once) in RUN_DIR/corpus,
+    its recordings rendered under `augmentation` (an Augmentation config)."""
     if data_dir:
         return data_dir
     if not synthetic:
@@ -57,18 +59,24 @@ def prepare_data(out, data_dir=None, synthetic=False, scale="demo", speakers=Non
     if not os.path.exists(os.path.join(root, "data", "test_data.csv")):
         from .synth import generate
         per_domain = 4 if scale == "tiny" else None
-        generate(root, speakers=speakers or SCALES[scale]["speakers"], phrases_per_domain=per_domain)
+        generate(root, speakers=speakers or SCALES[scale]["speakers"], phrases_per_domain=per_domain,
+                 augmentation=Augmentation.from_config(augmentation or {}))
     return root
 
 
 # -- features --------------------------------------------------------------------
 def compute_features(root, out, frames):
-    """{split: (utterances, [N, frames, 192] float16 features)}, cached in RUN_DIR/features."""
+    """{split: (utterances, [N, frames, 192] float16 features)}, cached in RUN_DIR/features.
+
+    Besides train, valid and test: the synthetic corpora's unseen engine and
+    recording conditions (`valid_clean`, `test_telephone`, ...), where present.
+    """
     corpus = {}
     os.makedirs(os.path.join(out, "features"), exist_ok=True)
-    for split in ("train", "valid", "test", "unseen_engine"):
-        if split == "unseen_engine" and not data.has_split(root, split):
-            continue  # the real corpus has no held-out synthesizer
+    optional = ["unseen_engine"] + [f"{s}_{c}" for c in CONDITIONS for s in ("valid", "test")]
+    for split in ["train", "valid", "test"] + optional:
+        if split in optional and not data.has_split(root, split):
+            continue  # the real corpus has no held-out synthesizer and no rendered conditions
         utterances = data.load_split(root, split)
         cache = os.path.join(out, "features", f"{split}-{frames}.npy")
         if os.path.exists(cache):
@@ -88,6 +96,7 @@ class FscTask:
     """Generation t supports the first 3 + t domains."""
 
     name, metric = "fsc", "accuracy"
+    splits = ("valid", "test")
 
     def __init__(self, corpus, config, vocabulary, seed=0):
         self.corpus, self.config, self.vocabulary, self.seed = corpus, config, vocabulary, seed
@@ -115,8 +124,9 @@ class FscTask:
         labels = data.labels([u for u, k in zip(utterances, keep) if k], phrases)
         dataset = shard_by_data(tf.data.Dataset.from_tensor_slices((feats[keep], labels))
                    .shuffle(len(labels), seed=self.seed + gen, reshuffle_each_iteration=True).repeat()
-                   .map(lambda x, y: (speech_features.spec_augment(tf.cast(x, tf.float32)), y),
-                        num_parallel_calls=2)
+                   # One map call at a time: SpecAugment's masks draw from stateful generators, which
+                   # parallel calls would hand out in a different order each run.
+                   .map(lambda x, y: (speech_features.spec_augment(tf.cast(x, tf.float32)), y))
                    .batch(self.config.batch_size, drop_remainder=True).prefetch(2))
         trainer = slu_model.TripletTrainer(model, self.tokens(phrases), self.config)
         schedule = HoldDecay(learning_rate or self.config.learning_rate, hold_steps=steps // 2,
@@ -132,16 +142,30 @@ class FscTask:
         chosen = [u for u, k in zip(utterances, keep) if k]
         return feats[keep].astype(np.float32), data.labels(chosen, phrases), phrases
 
-    def evaluate(self, model, gen, split="test"):
+    def correct(self, model, gen, split="test"):
+        """Per utterance of `split` (generation `gen`'s domains): 1.0 if its phrase was chosen."""
         feats, labels, phrases = self.test_set(gen, split)
         audio, text = slu_model.embed(model, feats, self.tokens(phrases))
-        return float(np.mean(slu_model.nearest(audio, text) == labels))
+        return (slu_model.nearest(audio, text) == labels).astype(np.float32)
+
+    def evaluate(self, model, gen, split="test"):
+        return float(np.mean(self.correct(model, gen, split)))
+
+    def groups(self, gen, split="test"):
+        """The speaker of each utterance `correct` scores: the unit the intervals resample."""
+        utterances, _ = self.corpus[split]
+        return np.array([u.speaker for u in utterances if u.domain in self.domains(gen)])
 
     def robustness(self, model, gen):
-        """Accuracy on the voices of a synthesizer no training speaker used (synthetic corpora)."""
-        if "unseen_engine" not in self.corpus:
-            return {}
-        return {"unseen_engine_accuracy": self.evaluate(model, gen, "unseen_engine")}
+        """Accuracy on test data no training saw the like of (synthetic corpora): the voices of an
+        unseen synthesizer, and the test utterances in each recording condition."""
+        splits = ["unseen_engine"] + [f"test_{c}" for c in CONDITIONS]
+        return {f"{s.replace('test_', '')}_accuracy": self.evaluate(model, gen, s) for s in splits if s in self.corpus}
+
+    def validate(self, model, gen):
+        """Accuracy on the valid split (and its recording conditions): what studies choose by."""
+        splits = ["valid"] + [f"valid_{c}" for c in CONDITIONS]
+        return {f"{s}_accuracy": self.evaluate(model, gen, s) for s in splits if s in self.corpus}
 
     def evaluate_tflite(self, path, gen):
         """Accuracy and {"latency_ms": median ms per utterance} of a .tflite under LiteRT."""
@@ -154,8 +178,8 @@ class FscTask:
             start = time.perf_counter()
             audio.append(run(x, blank)[0])
             times.append((time.perf_counter() - start) * 1000)
-        accuracy = float(np.mean(slu_model.nearest(np.stack(audio), text) == labels))
-        return accuracy, {"latency_ms": float(np.median(times))}
+        correct = (slu_model.nearest(np.stack(audio), text) == labels).astype(np.float32)
+        return float(np.mean(correct)), {"latency_ms": float(np.median(times)), "correct": correct}
 
 
 class TfliteSlu:
@@ -194,7 +218,7 @@ def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0, settings=
     settings = settings or SCALES[scale]
     config = (slu_model.SluConfig(**settings["slu"]) if scale == "paper"
               else slu_model.SluConfig.demo(**settings["slu"]))
-    root = prepare_data(out, data_dir, synthetic, scale, settings["speakers"])
+    root = prepare_data(out, data_dir, synthetic, scale, settings["speakers"], settings.get("augmentation"))
     corpus = compute_features(root, out, config.frames)
     vocab_path = os.path.join(out, "vocab.txt")
     if not os.path.exists(vocab_path):
@@ -204,9 +228,8 @@ def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0, settings=
     with open(vocab_path) as f:
         vocabulary = f.read().split("\n")[:-1]
     config.vocab_size = len(vocabulary)
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump({"slu": config.get_config(), "scale": scale, "data": root, "seed": seed,
-                   "settings": settings}, f, indent=2)
+    recipe.save_config(out, {"slu": config.get_config(), "scale": scale, "data": root, "seed": seed,
+                             "settings": settings})
     return FscTask(corpus, config, vocabulary, seed)
 
 
@@ -215,8 +238,8 @@ def load_task(run_dir):
     return recipe.load_task(prepare, run_dir)
 
 
-def run(out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default"):
-    return recipe.run(prepare, SCALES, out, data_dir, synthetic, scale, seed, strategy)
+def run(out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default", workers=None):
+    return recipe.run(prepare, SCALES, out, data_dir, synthetic, scale, seed, strategy, workers)
 
 
 def main(argv=None):

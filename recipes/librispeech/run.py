@@ -9,7 +9,6 @@ RUN_DIR/results.json, results.md and results.png; rerun to resume.
 Stages, each a function: data -> features -> tokenizer -> (model, train,
 export, evaluate: recipes.speech.flywheel) -> report.
 """
-import json
 import os
 import time
 
@@ -129,6 +128,7 @@ class Pieces:
 # -- the task the flywheel drives -------------------------------------------------
 class LibriTask:
     name, metric = "librispeech", "wer"
+    splits = ("test",)  # no valid split yet: its studies must say --split test
 
     def __init__(self, train, test, train_feats, test_feats, pieces, config, batch, fractions, seed=0,
                  learning_rate=1e-3):
@@ -178,7 +178,9 @@ class LibriTask:
         trainer.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0,
                     callbacks=list(callbacks) + [ProgressBar(steps, label)])
 
-    def evaluate(self, model, gen):
+    def evaluate(self, model, gen, split="test"):
+        if split not in self.splits:
+            raise ValueError(f"the LibriSpeech task has only the splits {self.splits}. Received: split={split!r}")
         # The server's Keras models decode the test set as one batch; the device's .tflite below
         # one utterance at a time, as a device would, which is what its real-time factor times.
         recognizer = rnnt_model.KerasRecognizer(model)
@@ -237,15 +239,14 @@ def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0, settings=
     config.vocab_size = len(vocabulary)
     generations = settings["flywheel"]["generations"]
     fractions = [min(1.0, 0.5 + 0.1 * g) for g in range(generations)]
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump({"rnnt": config.get_config(), "scale": scale, "data": root, "seed": seed,
-                   "settings": settings}, f, indent=2)
+    recipe.save_config(out, {"rnnt": config.get_config(), "scale": scale, "data": root, "seed": seed,
+                             "settings": settings})
     return LibriTask(train, test, train_feats, test_feats, Pieces(vocabulary), config, settings["batch"],
                      fractions, seed, settings["learning_rate"])
 
 
-def run(out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default"):
-    return recipe.run(prepare, SCALES, out, data_dir, synthetic, scale, seed, strategy)
+def run(out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default", workers=None):
+    return recipe.run(prepare, SCALES, out, data_dir, synthetic, scale, seed, strategy, workers)
 
 
 def main(argv=None):

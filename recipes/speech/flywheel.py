@@ -21,21 +21,31 @@ and BLinf are measured after the same int8 conversion, so every column
 compares int8 models under LiteRT.
 
 Every finished row is written to results.json at once, with the models and
-diffs it needs, so an interrupted run resumes where it stopped.
+diffs it needs, so an interrupted run resumes where it stopped. Each row
+holds the test metric (the table), the valid metrics (what studies choose
+by), and, for tasks that score each utterance, a 95 % interval from a
+bootstrap over test speakers; rows after BL also hold the paired interval
+of their difference to BL. results.json records the provenance of every
+invocation (commit, command, machine, date, packages, seed).
 """
 import json
 import os
 import shutil
 import time
+import zlib
 
 import numpy as np
 
 import device
 import tfdiff
+from device.applier import installed_generation
 from device.tflite import TFLiteFile
 from tfdiff import keras
 
+from .intervals import bootstrap, paired
+from .provenance import provenance
 from .task import Task
+from .workers import run_concurrently
 
 
 class FlywheelConfig:
@@ -109,9 +119,14 @@ class Flywheel:
     Example: the README's "Your own task".
     """
 
-    def __init__(self, task: Task, config: FlywheelConfig, run_dir: str, scale: str, strategy=None):
+    def __init__(self, task: Task, config: FlywheelConfig, run_dir: str, scale: str, strategy=None, workers=None,
+                 threads=None):
         import tensorflow as tf
+        if workers is not None and workers < 1:
+            raise ValueError(f"`workers` must be None (train in this process) or at least 1. Received: workers={workers!r}")
         self.task, self.config, self.run_dir, self.scale = task, config, run_dir, scale
+        self.workers, self.threads = workers, threads
+        self.base_tflite = os.path.join(run_dir, "devices", "gen0.tflite")
         # Models are built and trained in the strategy's scope; conversion,
         # folding and evaluation happen outside it, on plain models.
         self.strategy = strategy or tf.distribute.get_strategy()
@@ -120,6 +135,8 @@ class Flywheel:
         self.results_path = os.path.join(run_dir, "results.json")
         self.results = self._load()
         self.results.setdefault("strategy", type(self.strategy).__name__)  # how the run was trained
+        self.results.setdefault("provenance", []).append(provenance(seeds=[getattr(task, "seed", 0)]))
+        os.makedirs(os.path.join(run_dir, "scores"), exist_ok=True)
 
     # -- state ---------------------------------------------------------------
     def _load(self):
@@ -135,8 +152,8 @@ class Flywheel:
                 raise ValueError(f"{self.results_path} was made with other settings; use a new --out")
             results["flywheel"] = wanted
             return results
-        return {"task": self.task.name, "scale": self.scale, "flywheel": self.config.get_config(),
-                "generations": []}
+        return {"task": self.task.name, "metric": self.task.metric, "scale": self.scale,
+                "flywheel": self.config.get_config(), "generations": []}
 
     def _save(self):
         tmp = self.results_path + ".tmp"
@@ -164,36 +181,75 @@ class Flywheel:
 
     # -- the run ---------------------------------------------------------------
     def run(self):
-        c = self.config
-        base_tflite = os.path.join(self.run_dir, "devices", "gen0.tflite")
-        if "BL" not in self._row(0):
-            self._record(0, "BL", self._bl(0))
-        if not os.path.exists(base_tflite):
-            self._convert(self._load_model("BL", 0), base_tflite)
+        """Every generation's rows not yet in results.json; returns the results."""
+        self._train(0, [("BL", ("bl", 0))] if "BL" not in self._row(0) else [])
+        if not os.path.exists(self.base_tflite):
+            self._convert(self._load_model("BL", 0), self.base_tflite)
         if "BLinf" not in self._row(0):
-            value, extras = self.task.evaluate_tflite(base_tflite, 0)
-            self._record(0, "BLinf", {self.task.metric: value, **extras, "tflite_bytes": os.path.getsize(base_tflite)})
-        for gen in range(1, c.generations):
-            self._generation(gen, base_tflite)
+            value, extras = self.task.evaluate_tflite(self.base_tflite, 0)
+            self._scores(0, "BLinf", extras.pop("correct", None))
+            self._record(0, "BLinf", {self.task.metric: value, **extras,
+                                      "tflite_bytes": os.path.getsize(self.base_tflite)})
+        self._intervals(0)
+        for gen in range(1, self.config.generations):
+            self._train(gen, self._pending(gen))
+            self._intervals(gen)
         return self.results
 
-    def _generation(self, gen, base_tflite):
-        metric, c, rows = self.task.metric, self.config, self._row(gen)
-        if "BL" not in rows:
-            self._record(gen, "BL", self._bl(gen))
-        if "BLinf" not in rows:
-            static = self._load_model("BL", 0)
-            measured = ({metric: self.task.evaluate_tflite(base_tflite, gen)[0]} if c.quantize
-                        else {metric: self.task.evaluate(static, gen)})
-            self._record(gen, "BLinf", {**measured, **self._robustness(static, gen)})
-        for name in c.methods:
-            for ratio in c.ratios:
-                key = f"BLC-{name}-{ratio}x"
-                if key not in rows and name in (c.methods if c.blc_methods is None else c.blc_methods):
-                    self._record(gen, key, self._blc(gen, name, ratio))
-                key = f"Diff-{name}-{ratio}x"
-                if key not in rows:
-                    self._record(gen, key, self._diff(gen, name, ratio, base_tflite))
+    def _train(self, gen, pending):
+        """Run and record the (key, job) pairs of generation `gen`: here, or in the worker processes."""
+        done = ((key, self.row(job)) for key, job in pending) if self.workers is None \
+            else run_concurrently(self, pending)
+        for key, row in done:
+            self._record(gen, key, row)
+
+    def _pending(self, gen):
+        """[(key, job)]: generation `gen`'s rows not yet recorded, each independent of the others
+        (a diff chain needs only its own previous generation), the longest trainings first."""
+        c, rows = self.config, self._row(gen)
+        blc_methods = c.methods if c.blc_methods is None else c.blc_methods
+        jobs = [("BL", ("bl", gen))]
+        jobs += [(f"BLC-{m}-{r}x", ("blc", gen, m, r)) for m in blc_methods for r in c.ratios]
+        jobs += [(f"Diff-{m}-{r}x", ("diff", gen, m, r)) for m in c.methods for r in c.ratios]
+        jobs += [("BLinf", ("blinf", gen))]
+        return [(key, job) for key, job in jobs if key not in rows]
+
+    def row(self, job):
+        """Run one job of `_pending` in this process: its row (models and scores saved, not recorded)."""
+        kind, gen, *args = job
+        # Each row's training draws from its own seed, so a row is the same whichever process runs it
+        # and whatever ran there before (SpecAugment's masks draw from TensorFlow's global generator).
+        keras.utils.set_random_seed(zlib.crc32(f"{getattr(self.task, 'seed', 0)}/{job}".encode()) % 2 ** 31)
+        return {"bl": self._bl, "blc": self._blc, "diff": self._diff, "blinf": self._blinf}[kind](gen, *args)
+
+    def _blinf(self, gen):
+        static = self._load_model("BL", 0)
+        measured = (self._tflite_measured(self.base_tflite, gen, "BLinf") if self.config.quantize
+                    else self._measured(static, gen, "BLinf"))
+        return {**measured, **self._held_out(static, gen)}
+
+    # -- intervals ---------------------------------------------------------------
+    def _scores_path(self, key, gen):
+        return os.path.join(self.run_dir, "scores", f"{key}-g{gen}.npy")
+
+    def _scores(self, gen, key, correct):
+        """Keep the per-utterance test scores of a row, for its interval."""
+        if correct is not None:
+            np.save(self._scores_path(key, gen), np.asarray(correct, np.float32))
+
+    def _intervals(self, gen):
+        """95 % intervals of generation `gen`'s rows (bootstrap over test speakers), and of each row's
+        difference to BL, from the saved per-utterance scores."""
+        if not hasattr(self.task, "groups"):
+            return
+        groups, rows = self.task.groups(gen), self._row(gen)
+        saved = {key: np.load(self._scores_path(key, gen)) for key in rows
+                 if os.path.exists(self._scores_path(key, gen))}
+        for key, scores in saved.items():
+            rows[key]["ci95"] = list(bootstrap(scores, groups, seed=gen))
+            if key != "BL" and "BL" in saved:
+                rows[key]["minus_BL_ci95"] = list(paired(scores, saved["BL"], groups, seed=gen))
+        self._save()
 
     def _bl(self, gen):
         start = time.time()
@@ -202,7 +258,7 @@ class Flywheel:
             self.task.train(model, gen, self.config.bl_steps, [], f"gen {gen} BL")
         train_seconds = time.time() - start
         model.save(self._model_path("BL", gen))
-        return {**self._measured(model, gen, "BL"), **self._robustness(model, gen),
+        return {**self._measured(model, gen, "BL"), **self._held_out(model, gen),
                 "steps": self.config.bl_steps, "train_seconds": train_seconds}
 
     def _convert(self, model, path):
@@ -212,14 +268,27 @@ class Flywheel:
     def _measured(self, model, gen, key):
         """{metric: value} of a Keras model, or of its int8 .tflite under LiteRT when the devices are int8."""
         if not self.config.quantize:
-            return {self.task.metric: self.task.evaluate(model, gen)}
+            return {self.task.metric: self._keras_metric(model, gen, key)}
         path = os.path.join(self.run_dir, "devices", f"{key}-g{gen}.tflite")
         self._convert(model, path)
-        value, _ = self.task.evaluate_tflite(path, gen)
-        return {self.task.metric: value, "keras_" + self.task.metric: self.task.evaluate(model, gen)}
+        return {**self._tflite_measured(path, gen, key), "keras_" + self.task.metric: self.task.evaluate(model, gen)}
 
-    def _robustness(self, model, gen):
-        return self.task.robustness(model, gen) if hasattr(self.task, "robustness") else {}
+    def _keras_metric(self, model, gen, key):
+        if not hasattr(self.task, "correct"):
+            return self.task.evaluate(model, gen)
+        correct = self.task.correct(model, gen)
+        self._scores(gen, key, correct)
+        return float(np.mean(correct))
+
+    def _tflite_measured(self, path, gen, key):
+        value, extras = self.task.evaluate_tflite(path, gen)
+        self._scores(gen, key, extras.pop("correct", None))
+        return {self.task.metric: value}
+
+    def _held_out(self, model, gen):
+        """Metrics on data the table does not report: valid (the task's `validate`) and robustness."""
+        out = self.task.validate(model, gen) if hasattr(self.task, "validate") else {}
+        return {**out, **(self.task.robustness(model, gen) if hasattr(self.task, "robustness") else {})}
 
     def _blc(self, gen, name, ratio):
         c = self.config
@@ -233,16 +302,16 @@ class Flywheel:
         plain = tfdiff.strip(blc)
         plain.save(self._model_path(f"BLC-{name}-{ratio}x", gen))  # for re-evaluation (recipes/speech/evaluate.py)
         params = sum(v.size for v in tfdiff.named_weights(plain).values())
-        return {**self._measured(plain, gen, f"BLC-{name}-{ratio}x"), **self._robustness(plain, gen),
+        return {**self._measured(plain, gen, f"BLC-{name}-{ratio}x"), **self._held_out(plain, gen),
                 "bytes": tfdiff.compressed_nbytes(blc), "budget_bytes": tfdiff.budget_bytes(params, ratio),
                 "trained_from": "scratch", "steps": c.bl_steps, "train_seconds": train_seconds}
 
-    def _diff(self, gen, name, ratio, base_tflite):
+    def _diff(self, gen, name, ratio):
         c, key = self.config, f"Diff-{name}-{ratio}x"
         start = time.time()
         device_model = os.path.join(self.run_dir, "devices", f"{key}.tflite")
         if gen == 1 and not os.path.exists(device_model):
-            shutil.copyfile(base_tflite, device_model)
+            shutil.copyfile(self.base_tflite, device_model)
         previous = self._load_model("BL" if gen == 1 else key, 0 if gen == 1 else gen - 1)
         # An int8 chain learns against the int8 weights its device holds (their scales frozen).
         int8 = tfdiff.Int8Model.load(device_model) if c.quantize else None
@@ -263,9 +332,15 @@ class Flywheel:
         train_seconds = time.time() - start
 
         start = time.time()
+        # A run killed during or after this apply, before the row was recorded, left the device at this
+        # generation (or mid-update): bring it back to the chain's previous one, bit for bit, first.
+        device.recover(device_model)
+        if installed_generation(device_model) >= gen:
+            device.rollback(device_model)
         device.apply(device_model, diff_path, allow_unsigned=True)  # the server checks its own diff
         apply_seconds = time.time() - start
         value, extras = self.task.evaluate_tflite(device_model, gen)
+        self._scores(gen, key, extras.pop("correct", None))
         params = sum(v.size for v in tfdiff.named_weights(previous).values())
         if int8 is None:
             exact = {"device_matches_fold": device_weights_equal(device_model, folded)}
@@ -274,7 +349,7 @@ class Flywheel:
             exact = {"device_bit_exact": all(held[n].dtype == v.dtype and np.array_equal(held[n], v)
                                              for n, v in server.values.items())}
         # bytes as saved (unsigned); the budget holds the 68-byte signature too.
-        return {self.task.metric: value, **self._robustness(folded, gen), "bytes": diff.nbytes,
+        return {self.task.metric: value, **self._held_out(folded, gen), "bytes": diff.nbytes,
                 "budget_bytes": tfdiff.budget_bytes(params, ratio),
                 "nominal_compression": round(diff.nominal_compression, 2),
                 "wire_compression": round(diff.wire_compression, 2), "cut_values": diff.cut_values,

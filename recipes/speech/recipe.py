@@ -10,14 +10,30 @@ from .flywheel import Flywheel, FlywheelConfig
 from .report import write_report
 
 
-def run(prepare, scales, out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default"):
-    """Prepare the recipe's task, run the flywheel, write the report; returns (results, table)."""
+def run(prepare, scales, out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default", workers=None):
+    """Prepare the recipe's task, run the flywheel, write the report; returns (results, table).
+
+    `workers`: None trains in this process; N trains each generation's rows in N worker
+    processes (recipes/speech/workers.py), only with the default strategy.
+    """
+    if workers is not None and strategy != "default":
+        raise ValueError(f"--workers runs one process per core on this machine; it does not combine with "
+                         f"--strategy {strategy}. Received: workers={workers}, strategy={strategy!r}")
     distribution = make_strategy(strategy)
     out = output_dir(out, strategy)
     task = prepare(out, data_dir, synthetic, scale, seed, settings=scales[scale])
-    flywheel = Flywheel(task, FlywheelConfig(**scales[scale]["flywheel"]), out, scale, distribution)
+    flywheel = Flywheel(task, FlywheelConfig(**scales[scale]["flywheel"]), out, scale, distribution, workers=workers)
     results = flywheel.run()
     return results, write_report(results, out)
+
+
+def save_config(run_dir, config):
+    """RUN_DIR/config.json, written whole or not at all: worker processes read it as they start."""
+    path = os.path.join(run_dir, "config.json")
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(config, f, indent=2)
+    os.replace(tmp, path)
 
 
 def load_task(prepare, run_dir, data_dir=None):
@@ -47,6 +63,9 @@ def main(run_recipe, prog, doc, data_help, scales, argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--strategy", default="default", choices=STRATEGIES,
                         help="tf.distribute strategy; multiworker reads TF_CONFIG")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="train each generation's independent rows in N processes, one per core "
+                             "(default: all in this process)")
     parser.add_argument("--quantize", choices=["int8"], default=None,
                         help="int8 device models (dynamic-range quantization): diffs in quantized units, every "
                              "row measured on an int8 .tflite (same as --set flywheel.quantize=int8)")
@@ -60,7 +79,9 @@ def main(run_recipe, prog, doc, data_help, scales, argv=None):
     except ValueError as e:
         parser.error(str(e))
     start = time.time()
-    _, table = run_recipe(args.out, args.data, args.synthetic, args.scale, args.seed, args.strategy)
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be at least 1. Received: --workers {args.workers}")
+    _, table = run_recipe(args.out, args.data, args.synthetic, args.scale, args.seed, args.strategy, args.workers)
     print(table)
     print(f"done in {time.time() - start:.0f} s; results in {args.out}/results.json, results.md, results.png")
 

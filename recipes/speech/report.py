@@ -15,9 +15,75 @@ def _fmt(row, metric):
     return f"{100 * row[metric]:.1f}"
 
 
+def _metric(results):
+    """The task's metric, recorded in results.json (runs made before it was: by task name)."""
+    return results.get("metric") or ("accuracy" if results["task"] == "fsc" else "wer")
+
+
+def _points(low_high):
+    low, high = (100 * v for v in low_high)
+    return f"[{low:+.1f}, {high:+.1f}]"
+
+
+def _provenance(results):
+    records = results.get("provenance") or []
+    if not records:
+        return []
+    first, last = records[0], records[-1]
+    commits = sorted({r["commit"] + ("+dirty" if r["dirty"] else "") for r in records if r.get("commit")})
+    m = last["machine"]
+    return [f"Made by `{first['command']}` at commit {', '.join(c[:7] + c[40:] for c in commits)}, "
+            f"{first['date']} to {last['date']} ({len(records)} invocation(s)), on {m['cpu']} "
+            f"({m['cores']} cores, {m['memory_gb']} GB), seeds {first['seeds']}.", ""]
+
+
+def interval_table(results, columns):
+    """Each row's difference to BL in points, with its paired 95 % interval over test speakers."""
+    metric = _metric(results)
+    keys = [key for _, key in columns] + ["BLinf"]
+    if not any("minus_BL_ci95" in g["rows"].get(k, {}) for g in results["generations"] for k in keys):
+        return []
+    lines = ["", f"Difference to BL ({metric}, points) with its 95 % interval: a bootstrap over test speakers, "
+             "the same speakers drawn for both models (BL's own interval in its column):", "",
+             "| Gen | BL | " + " | ".join([title for title, _ in columns] + ["BL∞"]) + " |",
+             "|---|---|" + "---|" * len(keys)]
+    for g in results["generations"]:
+        rows = g["rows"]
+        bl = rows.get("BL", {})
+        cells = [f"{100 * bl[metric]:.1f} {_points(bl['ci95']).replace('+', '')}" if "ci95" in bl else "-"]
+        for key in keys:
+            row = rows.get(key, {})
+            cells.append(f"{100 * (row[metric] - bl[metric]):+.1f} {_points(row['minus_BL_ci95'])}"
+                         if "minus_BL_ci95" in row and metric in bl else "-")
+        lines.append(f"| {g['gen']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def conditions_table(results, columns):
+    """BL and the Diff rows on the test utterances rendered in each recording condition."""
+    from .conditions import CONDITIONS, DESCRIPTIONS
+    metric = _metric(results)
+    present = [c for c in CONDITIONS if any(f"{c}_{metric}" in r for g in results["generations"]
+                                            for r in g["rows"].values())]
+    if not present:
+        return []
+    lines = ["", f"Recording conditions: {metric} (%) on the test utterances rendered "
+             + "; ".join(f"**{c}**: {DESCRIPTIONS[c]}" for c in present)
+             + ". Never used in training or for choosing a setting.", "",
+             "| Gen | model | test | " + " | ".join(present) + " |", "|---|---|---|" + "---|" * len(present)]
+    keys = ["BL"] + [key for _, key in columns if key.startswith("Diff")]
+    for g in results["generations"]:
+        for key in keys:
+            row = g["rows"].get(key)
+            if row and f"clean_{metric}" in row:
+                lines.append(f"| {g['gen']} | {key} | {_fmt(row, metric)} | "
+                             + " | ".join(_fmt(row, f"{c}_{metric}") for c in present) + " |")
+    return lines
+
+
 def markdown_table(results):
     """The paper's Table 1 layout: one row per generation, BLC and Diff per method and ratio."""
-    metric = "accuracy" if results["task"] == "fsc" else "wer"
+    metric = _metric(results)
     flywheel = results["flywheel"]
     blc_methods = flywheel["methods"] if flywheel.get("blc_methods") is None else flywheel["blc_methods"]
     columns = [(f"{METHOD_TITLES[m]} {r}x {kind}", f"{kind}-{m}-{r}x")
@@ -26,8 +92,10 @@ def markdown_table(results):
     label = "# dom." if results["task"] == "fsc" else "hours"
     head = ["Gen", label, "BL"] + [title for title, _ in columns] + ["BL∞"]
     quantized = ", int8 device models (every column measured on an int8 .tflite)" if results["flywheel"].get("quantize") else ""
-    lines = [f"{'Accuracy' if metric == 'accuracy' else 'WER'} (%), {results['task']}, scale {results['scale']}{quantized}",
-             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = _provenance(results) + [
+        f"{'Accuracy' if metric == 'accuracy' else 'WER'} (%), {results['task']}, scale {results['scale']}{quantized}"
+        + (", test split" if any("valid_" + metric in r for g in results["generations"] for r in g["rows"].values()) else ""),
+        "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in results["generations"]:
         rows = g["rows"]
         size = len(g.get("domains", [])) if results["task"] == "fsc" else g.get("hours", "-")
@@ -35,6 +103,7 @@ def markdown_table(results):
         cells += [_fmt(rows.get(key), metric) for _, key in columns]
         cells.append(_fmt(rows.get("BLinf"), metric))
         lines.append("| " + " | ".join(cells) + " |")
+    lines += interval_table(results, columns) + conditions_table(results, columns)
     lines += ["", "Bytes on the wire per update (Diff) and for the whole compressed model (BLC):", "",
               "| Gen | " + " | ".join(title for title, _ in columns) + " |",
               "|---|" + "---|" * len(columns)]
@@ -87,7 +156,7 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metric = "accuracy" if results["task"] == "fsc" else "wer"
+    metric = _metric(results)
     gens = [g["gen"] for g in results["generations"]]
     keys = sorted({k for g in results["generations"] for k in g["rows"]})
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 6))

@@ -4,11 +4,13 @@
     python -m recipes.fsc.study RUN_DIR diff [--steps 150 300] [--lr 0.003 0.01] [--window 0.05,0.55 ...]
 
 RUN_DIR is a run of the recipe (its corpus, features and config are reused).
+Studies choose settings, so they measure on the valid split (--split,
+default valid); the test split only reports, in the recipe's results.
 
 - `curve` trains BL from scratch at generation --gen (default 0) once per
   step count, each with its own full learning-rate schedule, and reports
-  the test metric (and the robustness one) against steps: where more steps
-  stop helping is where BL has converged.
+  the metric (and those of valid's recording conditions) against steps:
+  where more steps stop helping is where BL has converged.
 - `diff` learns a generation-1 diff on top of the run's generation-0 BL
   for every (steps, learning rate, pruning window) and reports the folded
   model's metric (bit for bit the device's) beside BL's at generation 1.
@@ -24,24 +26,32 @@ import tfdiff
 from tfdiff import keras
 
 from .flywheel import FlywheelConfig
+from .provenance import provenance
 from .recipe import override
 
 
-def bl_curve(task, run_dir, steps_list, gen=0):
+def _measure(task, model, gen, split):
+    """{metric: value on `split`}, with valid's recording conditions when measuring on valid."""
+    row = {task.metric: task.evaluate(model, gen, split)}
+    if split == "valid" and hasattr(task, "validate"):
+        row.update({k: v for k, v in task.validate(model, gen).items() if k != f"valid_{task.metric}"})
+    return row
+
+
+def bl_curve(task, run_dir, steps_list, gen=0, split="valid"):
     rows = []
     for steps in steps_list:
         start = time.time()
         model = task.new_model(gen)
         task.train(model, gen, steps, [], f"curve {steps} steps")
-        row = {"steps": steps, task.metric: task.evaluate(model, gen), "train_seconds": time.time() - start}
-        if hasattr(task, "robustness"):
-            row.update(task.robustness(model, gen))
+        row = {"steps": steps, **_measure(task, model, gen, split), "train_seconds": time.time() - start}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    return {"study": "curve", "gen": gen, "rows": rows}
+    return {"study": "curve", "gen": gen, "split": split, "rows": rows}
 
 
-def diff_grid(task, run_dir, steps_list, learning_rates, windows, method="sparse", ratio=40, bl_steps=None):
+def diff_grid(task, run_dir, steps_list, learning_rates, windows, method="sparse", ratio=40, bl_steps=None,
+              split="valid"):
     base_path = os.path.join(run_dir, "models", "BL-g0.keras")
     if os.path.exists(base_path):  # the run's own generation-0 model
         base = keras.models.load_model(base_path, compile=False)
@@ -62,38 +72,40 @@ def diff_grid(task, run_dir, steps_list, learning_rates, windows, method="sparse
                 diff = tfdiff.extract(diff_model, generation=1)
                 folded = tfdiff.fold(base, diff)
                 row = {"steps": steps, "learning_rate": learning_rate, "window": list(window),
-                       task.metric: task.evaluate(folded, 1), "bytes": diff.nbytes,
+                       **_measure(task, folded, 1, split), "bytes": diff.nbytes,
                        "train_seconds": time.time() - start}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    return {"study": "diff", "method": method, "ratio": ratio, "rows": rows,
-            "BL_gen1": _bl_gen1(task, run_dir, bl_steps)}
+    return {"study": "diff", "method": method, "ratio": ratio, "split": split, "rows": rows,
+            "BL_gen1": _bl_gen1(task, run_dir, bl_steps, split)}
 
 
-def _bl_gen1(task, run_dir, bl_steps):
-    """BL's metric at generation 1: the run's, or a BL trained here for the comparison."""
+def _bl_gen1(task, run_dir, bl_steps, split):
+    """BL's metric on `split` at generation 1: the run's, or a BL trained here for the comparison."""
+    key = task.metric if split == "test" else f"{split}_{task.metric}"
     try:
         with open(os.path.join(run_dir, "results.json")) as f:
-            return json.load(f)["generations"][1]["rows"]["BL"][task.metric]
+            return json.load(f)["generations"][1]["rows"]["BL"][key]
     except (OSError, KeyError, IndexError):
         model = task.new_model(1)
         task.train(model, 1, bl_steps, [], "gen 1 BL")
-        return task.evaluate(model, 1)
+        return task.evaluate(model, 1, split)
 
 
 def markdown(result, metric):
     """The study's table; metrics in %."""
+    split = result.get("split", "test")
     if result["study"] == "curve":
         extra = [k for k in result["rows"][0] if k.endswith("_accuracy") or k.endswith("_wer")]
-        head = ["BL steps", metric] + extra + ["train s"]
+        head = ["BL steps", f"{split} {metric}"] + extra + ["train s"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in result["rows"]:
             lines.append("| " + " | ".join([str(row["steps"]), f"{100 * row[metric]:.1f}"]
                                            + [f"{100 * row[k]:.1f}" for k in extra]
                                            + [f"{row['train_seconds']:.0f}"]) + " |")
         return "\n".join(lines)
-    head = ["diff steps", "learning rate", "pruning window", metric, "bytes", "train s"]
-    lines = [f"{result['method']} {result['ratio']}x at generation 1; BL at generation 1: "
+    head = ["diff steps", "learning rate", "pruning window", f"{split} {metric}", "bytes", "train s"]
+    lines = [f"{result['method']} {result['ratio']}x at generation 1, {split} split; BL at generation 1: "
              + (f"{100 * result['BL_gen1']:.1f}" if result["BL_gen1"] is not None else "not run"), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in result["rows"]:
@@ -127,6 +139,8 @@ def main(prepare, load_task, scales, prog, argv=None):
     parser.add_argument("--ratio", type=int, default=40)
     parser.add_argument("--bl-steps", type=int, default=None,
                         help="diff: steps of the generation-0 BL, if the run has none (default: the scale's)")
+    parser.add_argument("--split", default="valid",
+                        help="the split measured (default valid: studies choose settings, test only reports)")
     args = parser.parse_args(argv)
     if os.path.exists(os.path.join(args.run_dir, "config.json")):
         if args.set:  # the run's models were made with its saved settings: a study reuses them
@@ -136,12 +150,17 @@ def main(prepare, load_task, scales, prog, argv=None):
     else:
         override(scales[args.scale], args.set)
         task = prepare(args.run_dir, synthetic=True, scale=args.scale, settings=scales[args.scale])
+    if args.split not in getattr(task, "splits", ("test",)):
+        parser.error(f"this recipe's task has no {args.split!r} split (it has {list(getattr(task, 'splits', ('test',)))}); "
+                     f"pass --split test only to report, never to choose a setting. Received: --split {args.split}")
     if args.study == "curve":
-        result = bl_curve(task, args.run_dir, args.steps or [500, 1000, 2000, 3000], args.gen)
+        result = bl_curve(task, args.run_dir, args.steps or [500, 1000, 2000, 3000], args.gen, args.split)
     else:
         windows = [tuple(float(x) for x in w.split(",")) for w in args.window]
         result = diff_grid(task, args.run_dir, args.steps or [150, 300], args.lr, windows, args.method,
-                           args.ratio, args.bl_steps or scales[task_scale(args.run_dir)]["flywheel"]["bl_steps"])
+                           args.ratio, args.bl_steps or scales[task_scale(args.run_dir)]["flywheel"]["bl_steps"],
+                           args.split)
+    result["provenance"] = provenance(seeds=[getattr(task, "seed", 0)])
     table = markdown(result, task.metric)
     name = os.path.join(args.run_dir, f"study-{args.study}")
     with open(name + ".json", "w") as f:
