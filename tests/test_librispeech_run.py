@@ -18,7 +18,7 @@ def test_tiny_run_end_to_end(tmp_path):
     assert {"BL", "BLC-sparse-4x", "BLC-hash-4x", "Diff-sparse-4x", "Diff-hash-4x"} <= set(gen1["rows"])
     for key, row in gen1["rows"].items():
         if key.startswith("BLC"):
-            assert row["trained_from"] == "scratch" and row["steps"] == saved["flywheel"]["bl_steps"], key
+            assert row["steps"] == saved["flywheel"]["bl_steps"], key
         if key.startswith("Diff"):
             assert row["bytes"] <= row["budget_bytes"] and row["rtf"] > 0
             # The patched .tflite holds the folded model's bits and decodes the test set identically.

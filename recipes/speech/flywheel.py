@@ -60,7 +60,8 @@ class FlywheelConfig:
         diff_prune, blc_prune: the pruning window, as fractions of the
             training's steps; the steps after it fine-tune the final mask.
         diff_learning_rate: peak learning rate of the diffs (None: the
-            task's own); the diffs start at zero, so their scale is theirs.
+            task's own), or {method: rate} (a method not named: the task's);
+            the diffs start at zero, so their scale is theirs.
         budget: "wire" (fill the byte budget) or "nominal" (the paper's
             N / ratio values), see tfdiff/budget.py.
         num_hashes: K of the hash methods.
@@ -102,6 +103,11 @@ class FlywheelConfig:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    def learning_rate(self, method):
+        """The diffs' peak learning rate for `method` (None: the task's own)."""
+        rate = self.diff_learning_rate
+        return rate.get(method) if isinstance(rate, dict) else rate
 
     def method(self, name, ratio, steps, prune, seed):
         if name == "sparse":
@@ -319,7 +325,7 @@ class Flywheel:
         with self.strategy.scope():
             diff_model = tfdiff.wrap(previous, method, int8=int8)
             self.task.train(diff_model, gen, c.diff_steps, tfdiff.callbacks(diff_model), f"gen {gen} {key}",
-                            learning_rate=c.diff_learning_rate)
+                            learning_rate=c.learning_rate(name))
         diff = tfdiff.extract(diff_model, generation=gen)
         diff_path = os.path.join(self.run_dir, "diffs", f"{key}-g{gen}.tfdiff")
         diff.save(diff_path)

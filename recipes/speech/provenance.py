@@ -23,7 +23,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 def provenance(seeds):
     return {"commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-            "command": " ".join([os.path.basename(sys.executable), *sys.argv]), "machine": machine(),
+            "command": _command(), "machine": machine(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "python": platform.python_version(), "packages": _versions(), "seeds": list(seeds)}
 
@@ -39,6 +39,15 @@ def machine():
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(memory / 2 ** 30, 1),
             "system": f"{platform.system()} {platform.machine()}"}
+
+
+def _command():
+    """The command line as typed: `python -m recipes.fsc.run ...` rather than the module's file path."""
+    first = sys.argv[0] if sys.argv else ""
+    if first.startswith(_ROOT + os.sep) and first.endswith(".py"):
+        module = os.path.relpath(first, _ROOT)[:-3].replace(os.sep, ".")
+        first = "-m " + (module[:-len(".__main__")] if module.endswith(".__main__") else module)
+    return " ".join(["python", first, *sys.argv[1:]])
 
 
 def _git(*args):

@@ -4,6 +4,7 @@
 """
 import json
 import os
+import re
 import sys
 
 METHOD_TITLES = {"sparse": "Sparse", "hash": "Hash"}
@@ -198,14 +199,56 @@ def write_report(results, run_dir):
     return table
 
 
+# A table in the docs is generated from the JSON its opening marker names, and nothing else:
+#   <!-- table: fsc-demo-results.json -->  ...  <!-- /table -->
+_BLOCK = re.compile(r"(<!-- table: (?P<name>[^ ]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+
+
+def table_of(path):
+    """The markdown table of a recorded results or study JSON."""
+    with open(path) as f:
+        recorded = json.load(f)
+    if "study" in recorded:
+        from .study import markdown
+        return markdown(recorded, recorded.get("metric", "accuracy")) + "\n"
+    return markdown_table(recorded)
+
+
+def docs_tables(doc_path, write=False):
+    """[(json name, stale?)] of every generated table in a markdown file; `write` regenerates them."""
+    folder = os.path.dirname(doc_path)
+    with open(doc_path) as f:
+        text = f.read()
+    found = []
+
+    def regenerate(match):
+        body = table_of(os.path.join(folder, match["name"]))
+        found.append((match["name"], body != match["body"]))
+        return match[1] + body + match[4]
+
+    new = _BLOCK.sub(regenerate, text)
+    if write and new != text:
+        with open(doc_path, "w") as f:
+            f.write(new)
+    return found
+
+
 def main(argv=None):
     import argparse
     parser = argparse.ArgumentParser(prog="python -m recipes.speech.report",
                                      description="Rewrite a run's results.md and results.png from its "
-                                                 "results.json, and print the table. Exit status: 0 done, "
-                                                 "1 no results.json in RUN_DIR.")
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory holding results.json")
+                                                 "results.json, and print the table; or, with --docs, "
+                                                 "regenerate the tables a markdown file marks. Exit status: 0 "
+                                                 "done, 1 no results.json in RUN_DIR.")
+    parser.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a run directory holding results.json")
+    parser.add_argument("--docs", metavar="MARKDOWN", help="regenerate every `<!-- table: X.json -->` block")
     args = parser.parse_args(argv)
+    if args.docs:
+        for name, stale in docs_tables(args.docs, write=True):
+            print(f"{name}: {'regenerated' if stale else 'up to date'}")
+        return 0
+    if not args.run_dir:
+        parser.error("give RUN_DIR or --docs MARKDOWN")
     path = os.path.join(args.run_dir, "results.json")
     if not os.path.isfile(path):
         print(f"report: error: {path} does not exist", file=sys.stderr)

@@ -15,18 +15,28 @@ default valid); the test split only reports, in the recipe's results.
   for every (steps, learning rate, pruning window) and reports the folded
   model's metric (bit for bit the device's) beside BL's at generation 1.
 
-Each writes RUN_DIR/study-{curve,diff}.json and .md, and prints the table.
+- `seeds` reruns a finished run's first --generations (default 2) with the
+  seeds 1 .. --seeds - 1 (the run itself is seed 0), each in
+  RUN_DIR/seeds/<seed> on the same corpus and settings, and reports each
+  row's mean over the seeds with a 95 % t-interval, on test (these are
+  the run's own rows, reported, not a choice), and each row's difference to
+  its seed's BL. `--workers N` trains each generation's rows in N processes.
+
+Each writes RUN_DIR/study-{curve,diff,seeds}.json and .md, and prints the table.
 """
 import argparse
 import json
 import os
+import shutil
+import sys
 import time
 
 import tfdiff
 from tfdiff import keras
 
-from .flywheel import FlywheelConfig
+from .flywheel import Flywheel, FlywheelConfig
 from .provenance import provenance
+from .report import write_report
 from .recipe import override
 
 
@@ -87,14 +97,87 @@ def _bl_gen1(task, run_dir, bl_steps, split):
         with open(os.path.join(run_dir, "results.json")) as f:
             return json.load(f)["generations"][1]["rows"]["BL"][key]
     except (OSError, KeyError, IndexError):
-        model = task.new_model(1)
-        task.train(model, 1, bl_steps, [], "gen 1 BL")
+        path = os.path.join(run_dir, "models", "BL-g1.keras")  # trained once for all the studies of this run
+        if os.path.exists(path):
+            model = keras.models.load_model(path, compile=False)
+        else:
+            model = task.new_model(1)
+            task.train(model, 1, bl_steps, [], "gen 1 BL")
+            model.save(path)
         return task.evaluate(model, 1, split)
+
+
+def seed_runs(task, run_dir, seeds, generations=2, workers=None):
+    """The run's first `generations` again with each seed in `seeds`; rows of every seed, 0 included."""
+    with open(os.path.join(run_dir, "config.json")) as f:
+        saved = json.load(f)
+    with open(os.path.join(run_dir, "results.json")) as f:
+        base = json.load(f)
+    if len(base["generations"]) < generations:
+        raise ValueError(f"{run_dir} has {len(base['generations'])} generations; the study needs {generations}")
+    settings = json.loads(json.dumps(saved["settings"]))
+    settings["flywheel"]["generations"] = generations
+    prepare = sys.modules[type(task).__module__].prepare
+    per_seed = {0: base["generations"][:generations]}
+    for seed in seeds:
+        out = os.path.join(run_dir, "seeds", str(seed))
+        os.makedirs(out, exist_ok=True)
+        shutil.copyfile(os.path.join(run_dir, "vocab.txt"), os.path.join(out, "vocab.txt"))
+        features = os.path.join(out, "features")  # the same corpus and frames: the same features
+        if not os.path.exists(features) and os.path.isdir(os.path.join(run_dir, "features")):
+            os.symlink(os.path.abspath(os.path.join(run_dir, "features")), features)
+        seeded = prepare(out, data_dir=saved["data"], scale=saved["scale"], seed=seed, settings=settings)
+        flywheel = Flywheel(seeded, FlywheelConfig(**settings["flywheel"]), out, saved["scale"], workers=workers)
+        per_seed[seed] = flywheel.run()["generations"]
+        write_report(flywheel.results, out)
+    return {"study": "seeds", "seeds": sorted(per_seed), "generations": generations, "metric": task.metric,
+            "rows": _over_seeds(per_seed, task.metric)}
+
+
+def _over_seeds(per_seed, metric):
+    """[{gen, key, values, mean, ci95, minus_BL: {values, mean, ci95}}] over the seeds."""
+    out = []
+    first = next(iter(per_seed.values()))
+    for gen, generation in enumerate(first):
+        for key in generation["rows"]:
+            values = [runs[gen]["rows"][key][metric] for runs in per_seed.values()]
+            row = {"gen": gen, "key": key, **_t_interval(values)}
+            if key != "BL":
+                row["minus_BL"] = _t_interval([runs[gen]["rows"][key][metric] - runs[gen]["rows"]["BL"][metric]
+                                               for runs in per_seed.values()])
+            out.append(row)
+    return out
+
+
+def _t_interval(values):
+    """Mean and 95 % t-interval of a few seeds' values."""
+    import numpy as np
+    values = [float(v) for v in values]
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return {"values": values, "mean": mean, "ci95": [mean, mean]}
+    # Student's t, 97.5th percentile, for 1-9 degrees of freedom: a few seeds are all a run affords.
+    t = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262][min(len(values) - 1, 9) - 1]
+    half = t * float(np.std(values, ddof=1)) / len(values) ** 0.5
+    return {"values": values, "mean": mean, "ci95": [mean - half, mean + half]}
 
 
 def markdown(result, metric):
     """The study's table; metrics in %."""
     split = result.get("split", "test")
+    if result["study"] == "seeds":
+        lines = [f"{metric} (%) on test over seeds {result['seeds']}: mean [95 % t-interval]; difference to the "
+                 "same seed's BL in points", "", f"| Gen | row | {metric} per seed | mean [95 %] | minus BL [95 %] |",
+                 "|---|---|---|---|---|"]
+        for row in result["rows"]:
+            spread = " / ".join(f"{100 * v:.1f}" for v in row["values"])
+            low, high = (100 * v for v in row["ci95"])
+            diff = row.get("minus_BL")
+            versus = (f"{100 * diff['mean']:+.1f} [{100 * diff['ci95'][0]:+.1f}, {100 * diff['ci95'][1]:+.1f}]"
+                      if diff else "-")
+            lines.append(f"| {row['gen']} | {row['key']} | {spread} | {100 * row['mean']:.1f} [{low:.1f}, {high:.1f}] "
+                         f"| {versus} |")
+        return "\n".join(lines)
     if result["study"] == "curve":
         extra = [k for k in result["rows"][0] if k.endswith("_accuracy") or k.endswith("_wer")]
         head = ["BL steps", f"{split} {metric}"] + extra + ["train s"]
@@ -126,7 +209,7 @@ def main(prepare, load_task, scales, prog, argv=None):
     parser.add_argument("run_dir", help="a run directory of the recipe (made, synthetic, if it does not exist)")
     parser.add_argument("--scale", default="demo", choices=sorted(scales),
                         help="the scale of a new run directory")
-    parser.add_argument("study", choices=("curve", "diff"))
+    parser.add_argument("study", choices=("curve", "diff", "seeds"))
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override the scale's settings, as for the recipe's run")
     parser.add_argument("--steps", type=int, nargs="+", help="step counts to try")
@@ -139,6 +222,9 @@ def main(prepare, load_task, scales, prog, argv=None):
     parser.add_argument("--ratio", type=int, default=40)
     parser.add_argument("--bl-steps", type=int, default=None,
                         help="diff: steps of the generation-0 BL, if the run has none (default: the scale's)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds: how many, the run's own seed 0 included")
+    parser.add_argument("--generations", type=int, default=2, help="seeds: generations rerun per seed")
+    parser.add_argument("--workers", type=int, default=None, help="seeds: worker processes, as for the run")
     parser.add_argument("--split", default="valid",
                         help="the split measured (default valid: studies choose settings, test only reports)")
     args = parser.parse_args(argv)
@@ -153,14 +239,16 @@ def main(prepare, load_task, scales, prog, argv=None):
     if args.split not in getattr(task, "splits", ("test",)):
         parser.error(f"this recipe's task has no {args.split!r} split (it has {list(getattr(task, 'splits', ('test',)))}); "
                      f"pass --split test only to report, never to choose a setting. Received: --split {args.split}")
-    if args.study == "curve":
+    if args.study == "seeds":
+        result = seed_runs(task, args.run_dir, range(1, args.seeds), args.generations, args.workers)
+    elif args.study == "curve":
         result = bl_curve(task, args.run_dir, args.steps or [500, 1000, 2000, 3000], args.gen, args.split)
     else:
         windows = [tuple(float(x) for x in w.split(",")) for w in args.window]
         result = diff_grid(task, args.run_dir, args.steps or [150, 300], args.lr, windows, args.method,
                            args.ratio, args.bl_steps or scales[task_scale(args.run_dir)]["flywheel"]["bl_steps"],
                            args.split)
-    result["provenance"] = provenance(seeds=[getattr(task, "seed", 0)])
+    result["metric"], result["provenance"] = task.metric, provenance(seeds=[getattr(task, "seed", 0)])
     table = markdown(result, task.metric)
     name = os.path.join(args.run_dir, f"study-{args.study}")
     with open(name + ".json", "w") as f:

@@ -10,12 +10,36 @@ state is forked); each worker loads the run's task from its run directory
 (`recipe.load_task`), and the parent alone writes results.json, as rows
 finish. An interrupted run resumes with the rows still missing.
 """
+import contextlib
 import importlib
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 
 _FLYWHEEL = None  # the worker process's own Flywheel
+
+
+# TensorFlow reads these when its runtime starts, which in a spawned worker may be while the
+# parent's main module is imported again, before any code of ours could call tf.config.
+_THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+@contextlib.contextmanager
+def process_pool(workers, threads=None, initializer=None, initargs=()):
+    """A pool of `workers` spawned processes whose TensorFlow uses `threads` threads (None: its default)."""
+    saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+    if threads is not None:
+        os.environ.update({name: str(threads) for name in _THREAD_VARIABLES})
+    try:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=initializer,
+                                 initargs=initargs) as pool:
+            yield pool
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def run_concurrently(flywheel, pending):
@@ -25,21 +49,16 @@ def run_concurrently(flywheel, pending):
     workers = min(flywheel.workers, len(pending))
     threads = flywheel.threads or max(1, (os.cpu_count() or 1) // flywheel.workers)
     recipe_module = type(flywheel.task).__module__
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start,
-                             initargs=(recipe_module, flywheel.run_dir, flywheel.scale,
-                                       flywheel.config.get_config(), threads)) as pool:
+    with process_pool(workers, threads, _start, (recipe_module, flywheel.run_dir, flywheel.scale,
+                                                 flywheel.config.get_config())) as pool:
         futures = {pool.submit(_row, job): key for key, job in pending}
         for future in as_completed(futures):
             yield futures[future], future.result()
 
 
-def _start(recipe_module, run_dir, scale, config, threads):
-    """Worker initializer: TensorFlow's threads first (they are fixed at its first op), then the task."""
+def _start(recipe_module, run_dir, scale, config):
+    """Worker initializer: the run's task and a Flywheel over it (results are written by the parent)."""
     global _FLYWHEEL
-    from tfdiff import keras  # noqa: F401  (selects tf_keras before TensorFlow loads)
-    import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
     from . import recipe
     from .flywheel import Flywheel, FlywheelConfig
     task = recipe.load_task(importlib.import_module(recipe_module).prepare, run_dir)

@@ -1,0 +1,29 @@
+"""Every generated table in the docs is the table its JSON gives today (recipes/speech/report.py)."""
+import glob
+import os
+
+from recipes.speech.report import docs_tables
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_every_recorded_table_matches_its_json():
+    checked = []
+    for doc in glob.glob(os.path.join(ROOT, "docs", "*.md")) + [os.path.join(ROOT, "README.md")]:
+        for name, stale in docs_tables(doc):
+            assert not stale, f"{os.path.relpath(doc, ROOT)}: the table of {name} differs from its JSON; run " \
+                              f"python -m recipes.speech.report --docs {os.path.relpath(doc, ROOT)}"
+            checked.append(name)
+    assert any(name.startswith("fsc-demo") for name in checked), checked
+
+
+def test_a_table_that_differs_from_its_json_is_found(tmp_path):
+    import json
+    import shutil
+    shutil.copy(os.path.join(ROOT, "docs", "fsc-demo-results.json"), tmp_path / "r.json")
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- table: r.json -->\n| made up |\n<!-- /table -->\n")
+    assert docs_tables(str(doc)) == [("r.json", True)]
+    docs_tables(str(doc), write=True)
+    assert docs_tables(str(doc)) == [("r.json", False)]
+    assert json.load(open(tmp_path / "r.json"))["task"] in doc.read_text()
