@@ -47,7 +47,8 @@ def run_concurrently(flywheel, pending):
     if not pending:
         return
     workers = min(flywheel.workers, len(pending))
-    threads = flywheel.threads or max(1, (os.cpu_count() or 1) // flywheel.workers)
+    # The cores are shared among the processes that will run: a lone job (generation 0's BL) gets them all.
+    threads = flywheel.threads or max(1, (os.cpu_count() or 1) // workers)
     recipe_module = type(flywheel.task).__module__
     with process_pool(workers, threads, _start, (recipe_module, flywheel.run_dir, flywheel.scale,
                                                  flywheel.config.get_config())) as pool:
