@@ -88,3 +88,23 @@ def test_speaker_bootstrap_intervals():
     assert 0 < low <= len(gained) / 400 <= high < 0.05
     with pytest.raises(ValueError, match="same utterances"):
         intervals.paired(scores, scores[:-1], groups)
+
+
+def test_feature_normalizations():
+    from recipes.speech import features
+    rng = np.random.default_rng(0)
+    loud = _utterance() + 0.01 * rng.normal(size=3 * RATE // 2).astype(np.float32)
+    quiet = loud * 0.01
+    per_utterance = [features.utterance_features(a) for a in (loud, quiet)]
+    # Per-utterance CMVN: every band centred on zero (but for the frames stacking drops), and a
+    # 40 dB gain moves the features little (the log floor aside).
+    assert np.abs(per_utterance[0].reshape(-1, 64).mean(axis=0)).max() < 0.05
+    assert np.abs(per_utterance[0] - per_utterance[1]).mean() < 0.2
+    # Global: the raw energies, normalized by statistics of the training utterances, so the gain shows.
+    raw = [features.utterance_features(a, "global") for a in (loud, quiet)]
+    statistics = features.global_statistics([raw[0]])
+    normalized = [features.normalize_globally(f, statistics) for f in raw]
+    assert np.abs(normalized[0].mean(axis=0)).max() < 1e-3
+    assert normalized[1].mean() < normalized[0].mean() - 5
+    with pytest.raises(ValueError, match="normalize"):
+        features.utterance_features(loud, "band")

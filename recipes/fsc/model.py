@@ -16,7 +16,7 @@ import numpy as np
 from tfdiff import keras
 import tensorflow as tf
 
-from recipes.speech.features import FEATURE_DIM
+from recipes.speech.features import FEATURE_DIM, NORMALIZATIONS
 from recipes.speech.training import Trainer
 
 PAD, UNK = "[PAD]", "[UNK]"
@@ -31,9 +31,10 @@ class SluConfig:
 
     def __init__(self, speech_layers=4, speech_units=128, text_layers=2, text_units=128, embed_dim=64,
                  proj_dim=128, vocab_size=4500, frames=134, max_tokens=12, dropout=0.2, margin=0.3,
-                 learning_rate=1e-3, batch_size=64, speech_pool=1, mining="all", jit_compile=False):
+                 learning_rate=1e-3, batch_size=64, speech_pool=1, mining="all", jit_compile=False,
+                 normalize="utterance"):
         for name, value in list(locals().items()):
-            if name not in ("self", "dropout", "margin", "learning_rate", "mining", "jit_compile") and (
+            if name not in ("self", "dropout", "margin", "learning_rate", "mining", "jit_compile", "normalize") and (
                     not isinstance(value, int) or value < 1):
                 raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
         self.speech_layers, self.speech_units = speech_layers, speech_units
@@ -46,6 +47,9 @@ class SluConfig:
         if mining not in ("all", "hard", "softmax"):
             raise ValueError(f"`mining` must be 'all', 'hard' or 'softmax'. Received: mining={mining!r}")
         self.mining, self.jit_compile = mining, bool(jit_compile)
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"`normalize` must be one of {NORMALIZATIONS}. Received: normalize={normalize!r}")
+        self.normalize = normalize  # of the features: recipes/speech/features.py
 
     @classmethod
     def demo(cls, **overrides):

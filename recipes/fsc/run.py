@@ -68,7 +68,7 @@ def prepare_data(out, data_dir=None, synthetic=False, scale="demo", speakers=Non
 
 
 # -- features --------------------------------------------------------------------
-def compute_features(root, out, frames):
+def compute_features(root, out, frames, normalize="utterance"):
     """{split: (utterances, [N, frames, 192] float16 features)}, cached in RUN_DIR/features.
 
     Besides train, valid and test: the synthetic corpora's unseen engine and
@@ -77,17 +77,23 @@ def compute_features(root, out, frames):
     corpus = {}
     os.makedirs(os.path.join(out, "features"), exist_ok=True)
     optional = ["unseen_engine"] + [f"{s}_{c}" for c in CONDITIONS for s in ("valid", "test")]
+    suffix = "" if normalize == "utterance" else f"-{normalize}"
     for split in ["train", "valid", "test"] + optional:
         if split in optional and not data.has_split(root, split):
             continue  # the real corpus has no held-out synthesizer and no rendered conditions
         utterances = data.load_split(root, split)
-        cache = os.path.join(out, "features", f"{split}-{frames}.npy")
+        cache = os.path.join(out, "features", f"{split}-{frames}{suffix}.npy")
         if os.path.exists(cache):
             feats = np.load(cache)
         else:
-            feats = np.stack([speech_features.fit_length(
-                speech_features.utterance_features(speech_features.read_audio(u.path)), frames)
-                for u in tqdm(utterances, desc=f"features {split}", unit="utt")]).astype(np.float16)
+            raw = [speech_features.utterance_features(speech_features.read_audio(u.path), normalize)
+                   for u in tqdm(utterances, desc=f"features {split}", unit="utt")]
+            if normalize == "global":  # the training split's statistics, for every split
+                saved = os.path.join(out, "features", f"statistics-{frames}.npy")
+                if split == "train":
+                    np.save(saved, np.stack(speech_features.global_statistics(raw)))
+                raw = [speech_features.normalize_globally(f, tuple(np.load(saved))) for f in raw]
+            feats = np.stack([speech_features.fit_length(f, frames) for f in raw]).astype(np.float16)
             np.save(cache + ".tmp.npy", feats)
             os.replace(cache + ".tmp.npy", cache)
         corpus[split] = (utterances, feats)
@@ -222,7 +228,7 @@ def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0, settings=
     config = (slu_model.SluConfig(**settings["slu"]) if scale == "paper"
               else slu_model.SluConfig.demo(**settings["slu"]))
     root = prepare_data(out, data_dir, synthetic, scale, settings["speakers"], settings.get("augmentation"))
-    corpus = compute_features(root, out, config.frames)
+    corpus = compute_features(root, out, config.frames, config.normalize)
     vocab_path = os.path.join(out, "vocab.txt")
     if not os.path.exists(vocab_path):
         vocabulary = slu_model.build_tokenizer([u.transcription for u in corpus["train"][0]], config)

@@ -19,6 +19,7 @@ import device
 from recipes.speech import features as speech_features
 from recipes.speech import recipe
 from recipes.speech.distribute import shard_by_data
+from recipes.speech.synth import Augmentation
 from recipes.speech.training import HoldDecay, ProgressBar
 from tfdiff import keras
 import tensorflow as tf
@@ -32,7 +33,8 @@ SCALES = {
     "demo": dict(rnnt=dict(enc_layers=2, enc_units=96, enc_bidirectional=True, pred_units=96, proj=96, embed_dim=32,
                            joint_dim=96, vocab_size=60, time_reduction=2),
                  hours=16.0, speakers=150, text="grammar", batch=32, learning_rate=3e-3, test_utterances=500,
-                 flywheel=dict(generations=6, ratios=(10,), bl_steps=2000, diff_steps=500, blc_methods=("sparse",))),
+                 flywheel=dict(generations=6, ratios=(10,), bl_steps=2000, diff_steps=500, blc_methods=("sparse",)),
+                 augmentation={}),
     "paper": dict(rnnt={}, hours=None, speakers=None, batch=64, learning_rate=1e-3,
                   flywheel=dict(generations=6, ratios=(10,), bl_steps=35000, diff_steps=12000,
                                 diff_prune=(1000 / 12000, 11000 / 12000), blc_prune=(20000 / 35000, 1.0),
@@ -41,7 +43,7 @@ SCALES = {
                            vocab_size=80), hours=0.01, speakers=4, text="grammar", batch=4, learning_rate=1e-3,
                  test_utterances=10,
                  flywheel=dict(generations=2, ratios=(4,), bl_steps=6, diff_steps=4,
-                               prune_frequency=1)),
+                               prune_frequency=1), augmentation={}),
 }
 TRAIN_SUBSETS = ("train-synth", "train-clean-100", "train-clean-360", "train-other-500")
 
@@ -56,7 +58,8 @@ def prepare_data(out, data_dir=None, synthetic=False, scale="demo", settings=Non
         if not os.path.exists(os.path.join(data_dir, "test-synth")):
             from .synth import generate
             settings = settings or SCALES[scale]
-            generate(data_dir, settings["hours"], speakers=settings["speakers"], text=settings.get("text", "grammar"))
+            generate(data_dir, settings["hours"], speakers=settings["speakers"], text=settings.get("text", "grammar"),
+                     augmentation=Augmentation.from_config(settings.get("augmentation") or {}))
     subsets = [s for s in TRAIN_SUBSETS if os.path.isdir(os.path.join(data_dir, s))]
     if not subsets:
         raise FileNotFoundError(f"no training subset ({', '.join(TRAIN_SUBSETS)}) under {data_dir}")

@@ -3,16 +3,19 @@
     OUT_DIR/train-synth/SPEAKER/CHAPTER/SPEAKER-CHAPTER-UTT.flac
     OUT_DIR/train-synth/SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt
     OUT_DIR/test-synth/...   (other speakers)
+    OUT_DIR/speakers.csv, OUT_DIR/augmentation.json   who speaks, and how recordings were rendered
 
 Sentences come from a small grammar (the demo's) or from Debian's
 `fortunes` quotations (recipes/librispeech/text.py); speakers are
 espeak-ng and flite voices with their own pitch and tempo, and every
-recording is perturbed (recipes/speech/synth.py). Train and test speakers
-are voice-disjoint (80 / 20): the test voices were never heard in training.
+recording is rendered under an augmentation policy (recipes/speech/synth.py).
+Train and test speakers are disjoint by person (80 / 20): no test speaker
+was heard in training, in any voice of any engine.
 About H hours of training audio are written; nothing is downloaded.
 """
 import argparse
 import itertools
+import json
 import os
 import random
 import zlib
@@ -22,7 +25,8 @@ import numpy as np
 import soundfile
 from tqdm import tqdm
 
-from recipes.speech.synth import SAMPLE_RATE, require_engines, speaker_splits, synthesize
+from recipes.speech.synth import (SAMPLE_RATE, Augmentation, require_engines, speaker_splits, synthesize,
+                                  write_speakers)
 
 from .text import grammar_sentence, sentences
 
@@ -30,8 +34,9 @@ UTTERANCES_PER_CHAPTER = 20
 TEXTS = ("grammar", "fortunes")
 
 
-def generate(out_dir, hours, speakers=30, seed=0, test_fraction=0.2, text="grammar", workers=2):
-    """Write the corpus; returns {subset: (utterances, seconds)}."""
+def generate(out_dir, hours, speakers=30, seed=0, test_fraction=0.2, text="grammar", workers=2,
+             augmentation=Augmentation()):
+    """Write the corpus, its recordings rendered under `augmentation`; returns {subset: (utterances, seconds)}."""
     require_engines(["espeak-ng", "flite"])
     if speakers < 2:
         raise ValueError(f"need at least 2 speakers for a speaker-disjoint split. Received: speakers={speakers}")
@@ -42,6 +47,10 @@ def generate(out_dir, hours, speakers=30, seed=0, test_fraction=0.2, text="gramm
     next_text = _text_source(text, seed)
     budgets = {"train-synth": hours * 3600, "test-synth": max(hours * 3600 * test_fraction, 60)}
     counts = {}
+    os.makedirs(out_dir, exist_ok=True)
+    write_speakers(os.path.join(out_dir, "speakers.csv"), split)
+    with open(os.path.join(out_dir, "augmentation.json"), "w") as f:
+        json.dump(augmentation.get_config(), f, indent=2)
     with ThreadPoolExecutor(workers) as pool:
         for subset, members in split.items():
             seconds, utterances, turn = 0.0, 0, 0
@@ -58,7 +67,7 @@ def generate(out_dir, hours, speakers=30, seed=0, test_fraction=0.2, text="gramm
                     def say(item, speaker=speaker):
                         name, line = item
                         rng = np.random.default_rng(zlib.crc32(f"{seed}/{name}".encode()))
-                        return synthesize(line.lower(), speaker, rng)
+                        return synthesize(line.lower(), speaker, rng, augmentation)
 
                     lines = []
                     for name, line, audio in zip(names, texts, pool.map(say, zip(names, texts))):

@@ -44,11 +44,34 @@ def stack_frames(features, stack=STACK):
     return features[:frames].reshape(frames // stack, -1)
 
 
-def utterance_features(audio):
-    """Normalized 30 ms features [frames, 192] of one utterance, as float32 numpy."""
+NORMALIZATIONS = ("utterance", "global")
+
+
+def utterance_features(audio, normalize="utterance"):
+    """30 ms features [frames, 192] of one utterance, as float32 numpy.
+
+    `normalize`: "utterance" subtracts each band's mean over the utterance and
+    divides by its deviation (per-utterance CMVN); "global" leaves the log-mel
+    energies as they are, for `normalize_globally` with the training set's
+    statistics.
+    """
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"`normalize` must be one of {NORMALIZATIONS}. Received: normalize={normalize!r}")
     mel = log_mel(tf.constant(audio, tf.float32)).numpy()
-    mel = (mel - mel.mean(axis=0)) / (mel.std(axis=0) + 1e-5)  # per-utterance CMVN
+    if normalize == "utterance":
+        mel = (mel - mel.mean(axis=0)) / (mel.std(axis=0) + 1e-5)
     return stack_frames(mel).astype(np.float32)
+
+
+def global_statistics(utterances):
+    """(mean, deviation) of each feature over every frame of the (training) utterances."""
+    frames = np.concatenate(utterances)
+    return frames.mean(axis=0), frames.std(axis=0) + 1e-5
+
+
+def normalize_globally(features, statistics):
+    mean, deviation = statistics
+    return ((features - mean) / deviation).astype(np.float32)
 
 
 def fit_length(features, frames):

@@ -244,8 +244,12 @@ def main(argv=None):
     parser.add_argument("--docs", metavar="MARKDOWN", help="regenerate every `<!-- table: X.json -->` block")
     args = parser.parse_args(argv)
     if args.docs:
-        for name, stale in docs_tables(args.docs, write=True):
-            print(f"{name}: {'regenerated' if stale else 'up to date'}")
+        try:
+            for name, stale in docs_tables(args.docs, write=True):
+                print(f"{name}: {'regenerated' if stale else 'up to date'}")
+        except (OSError, ValueError, KeyError) as e:
+            print(f"report: error: {args.docs}: {e}", file=sys.stderr)
+            return 1
         return 0
     if not args.run_dir:
         parser.error("give RUN_DIR or --docs MARKDOWN")
