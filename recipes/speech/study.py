@@ -237,6 +237,7 @@ def main(prepare, load_task, scales, prog, argv=None):
     parser.add_argument("--split", default="valid",
                         help="the split measured (default valid: studies choose settings, test only reports)")
     args = parser.parse_args(argv)
+    record = provenance(seeds=[])  # before anything runs: the code the study ran, not the code at its end
     if os.path.exists(os.path.join(args.run_dir, "config.json")):
         if args.set:  # the run's models were made with its saved settings: a study reuses them
             parser.error(f"--set applies to a new run directory; {args.run_dir} has its settings in config.json. "
@@ -257,7 +258,7 @@ def main(prepare, load_task, scales, prog, argv=None):
         result = diff_grid(task, args.run_dir, args.steps or [150, 300], args.lr, windows, args.method,
                            args.ratio, args.bl_steps or scales[task_scale(args.run_dir)]["flywheel"]["bl_steps"],
                            args.split)
-    result["metric"], result["provenance"] = task.metric, provenance(seeds=[getattr(task, "seed", 0)])
+    result["metric"], result["provenance"] = task.metric, {**record, "seeds": [getattr(task, "seed", 0)]}
     table = markdown(result, task.metric)
     name = os.path.join(args.run_dir, f"study-{args.study}")
     with open(name + ".json", "w") as f:
