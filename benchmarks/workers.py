@@ -12,6 +12,7 @@ import json
 import os
 import time
 
+from recipes.speech.provenance import provenance
 from recipes.speech.workers import process_pool
 
 
@@ -32,7 +33,6 @@ def run(run_dir, steps=300):
         # Task loading differs between processes; each reports its own training time, and the pair's
         # wall time is the slower one.
         two = max(f.result() for f in [pool.submit(_train, run_dir, steps, 1) for _ in range(2)])
-    from recipes.speech.provenance import provenance
     return {"steps": steps, "trainings": 2, "one_process_seconds": round(one, 1),
             "two_workers_seconds": round(two, 1), "speedup": round(one / two, 3),
             "provenance": provenance(seeds=[0])}

@@ -223,9 +223,7 @@ class Flywheel:
     def row(self, job):
         """Run one job of `_pending` in this process: its row (models and scores saved, not recorded)."""
         kind, gen, *args = job
-        # Each row's training draws from its own seed, so a row is the same whichever process runs it
-        # and whatever ran there before (SpecAugment's masks draw from TensorFlow's global generator).
-        keras.utils.set_random_seed(zlib.crc32(f"{getattr(self.task, 'seed', 0)}/{job}".encode()) % 2 ** 31)
+        seed_row(self.task, job)
         return {"bl": self._bl, "blc": self._blc, "diff": self._diff, "blinf": self._blinf}[kind](gen, *args)
 
     def _blinf(self, gen):
@@ -361,6 +359,13 @@ class Flywheel:
                 "wire_compression": round(diff.wire_compression, 2), "cut_values": diff.cut_values,
                 **extras, **exact, "keras_" + self.task.metric: self.task.evaluate(folded, gen),
                 "steps": c.diff_steps, "train_seconds": train_seconds, "apply_seconds": apply_seconds}
+
+
+def seed_row(task, row):
+    """Seed every generator from the task's seed and `row`, so that a row (of the flywheel or of a study)
+    is the same whichever process runs it and whatever ran there before: SpecAugment's masks draw from
+    TensorFlow's global generator."""
+    keras.utils.set_random_seed(zlib.crc32(f"{getattr(task, 'seed', 0)}/{row}".encode()) % 2 ** 31)
 
 
 def device_weights_equal(tflite_path, keras_model):

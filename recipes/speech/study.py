@@ -30,12 +30,11 @@ import os
 import shutil
 import sys
 import time
-import zlib
 
 import tfdiff
 from tfdiff import keras
 
-from .flywheel import Flywheel, FlywheelConfig
+from .flywheel import Flywheel, FlywheelConfig, seed_row
 from .provenance import provenance
 from .report import write_report
 from .recipe import override
@@ -49,17 +48,11 @@ def _measure(task, model, gen, split):
     return row
 
 
-def _seed(task, row):
-    """Each row of a study draws from its own seed, as each row of the flywheel does: rerunning a
-    study gives the same rows, whatever ran before in the process."""
-    keras.utils.set_random_seed(zlib.crc32(f"{getattr(task, 'seed', 0)}/{row}".encode()) % 2 ** 31)
-
-
 def bl_curve(task, run_dir, steps_list, gen=0, split="valid"):
     rows = []
     for steps in steps_list:
         start = time.time()
-        _seed(task, ("curve", gen, steps))
+        seed_row(task, ("curve", gen, steps))
         model = task.new_model(gen)
         task.train(model, gen, steps, [], f"curve {steps} steps")
         row = {"steps": steps, **_measure(task, model, gen, split), "train_seconds": time.time() - start}
@@ -84,7 +77,7 @@ def diff_grid(task, run_dir, steps_list, learning_rates, windows, method="sparse
             for window in windows:
                 config = FlywheelConfig(diff_steps=steps, diff_prune=window)
                 start = time.time()
-                _seed(task, ("diff", method, ratio, steps, learning_rate, window))
+                seed_row(task, ("diff", method, ratio, steps, learning_rate, window))
                 diff_model = tfdiff.wrap(base, config.method(method, ratio, steps, window, seed=1))
                 task.train(diff_model, 1, steps, tfdiff.callbacks(diff_model),
                            f"diff {steps} steps lr {learning_rate} window {window}", learning_rate=learning_rate)
