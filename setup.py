@@ -55,5 +55,5 @@ setup(
         # wheel: the test of a plain install builds tfdiff's wheel offline.
         "test": ["pytest>=7", "pytest-xdist>=3.5", "bsdiff4>=1.2", "zstandard>=0.20", "wheel>=0.40"],
     },
-    entry_points={"console_scripts": ["tfdiff=tfdiff.__main__:main"]},
+    entry_points={"console_scripts": ["tfdiff=tfdiff.__main__:main", "tfdiff-device=device.__main__:main"]},
 )

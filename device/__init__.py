@@ -14,7 +14,8 @@ from .applier import ApplyError, apply, discard, recover, rollback
 from .converter import ConversionError, convert
 from .format import DiffFormatError
 from .signing import SignatureError
+from .status import status
 from .tflite import ModelFormatError
 
-__all__ = ["apply", "recover", "discard", "rollback", "convert", "ApplyError", "ConversionError", "DiffFormatError",
+__all__ = ["apply", "recover", "discard", "rollback", "status", "convert", "ApplyError", "ConversionError", "DiffFormatError",
            "ModelFormatError", "SignatureError"]

@@ -1,10 +1,12 @@
-"""python -m device convert | apply | recover | bench
+"""tfdiff-device (or python -m device) convert | apply | recover | rollback | status | bench
 
-    convert MODEL.keras OUT.tflite [--quantize int8]   (server; needs TensorFlow)
-    apply MODEL.tflite DIFF [--out OUT] [--public-key KEY | --allow-unsigned]
+    convert MODEL.keras OUT.tflite [--quantize int8] [--custom-objects M:NAME ...] [--signature M:FN]
+                                              (server; needs TensorFlow)
+    apply MODEL.tflite DIFF [--out OUT] [--public-key KEY | --allow-unsigned] [--json]
     recover MODEL.tflite [--discard]          (finish an interrupted apply)
     rollback MODEL.tflite                     (back to the previous generation)
-    bench MODEL.tflite [--diff DIFF] [--runs N]
+    status MODEL.tflite [--json]              (generation, digests, trusted key, journal, rollback)
+    bench MODEL.tflite [--diff DIFF] [--runs N]   (needs LiteRT: pip install ".[device]")
 
 apply refuses a diff that is not signed by the device's trusted key
 (--public-key, $TFDIFF_PUBLIC_KEY, or MODEL.tflite.tfdiff-key.pem), and one
@@ -17,11 +19,62 @@ input: one line on stderr, the model unchanged); 2 an unexpected error (one
 line; --debug shows the traceback).
 """
 import argparse
+import json
 import sys
 
+from .cli import run
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m device", description=__doc__,
+
+def _convert(args):
+    from .converter import convert_file
+    data = convert_file(args.model, args.out, quantize=args.quantize, custom_objects=args.custom_objects,
+                        signature=args.signature)
+    print(f"wrote {args.out} ({len(data)} bytes)")
+
+
+def _apply(args):
+    from .applier import apply
+    result = apply(args.model, args.diff, out=args.out, public_key=args.public_key,
+                   allow_unsigned=args.allow_unsigned, max_diff_bytes=args.max_diff_bytes)
+    where = args.out or args.model
+    if args.json:
+        print(json.dumps({"status": result.status, "model": where, "generation": result.diff.generation,
+                          "patched_elements": result.patched_elements,
+                          "target_digest": result.diff.target_digest.hex()}))
+    elif result.status == "already":
+        print(f"{where} already holds this diff's target model; nothing to do")
+    else:
+        print(f"patched {result.patched_elements} weights of {where} (generation {result.diff.generation})")
+
+
+def _recover(args):
+    if args.discard:
+        from .applier import discard
+        print("discarded the journal" if discard(args.model) else "no journal to discard")
+    else:
+        from .applier import recover
+        print("finished an interrupted update" if recover(args.model) else "nothing to recover")
+
+
+def _rollback(args):
+    from .applier import rollback
+    print(f"rolled {args.model} back to generation {rollback(args.model)}")
+
+
+def _status(args):
+    from .status import format_status, status
+    report = status(args.model, public_key=args.public_key)
+    print(json.dumps(report, indent=2) if args.json else format_status(report))
+
+
+def _bench(args):
+    from .bench import main as run_bench
+    run_bench(args.model, args.diff, runs=args.runs, threads=args.threads, public_key=args.public_key,
+              as_json=args.json)
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="tfdiff-device", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     parser.add_argument("--version", action="version", version=_version())
@@ -31,6 +84,12 @@ def main(argv=None):
     convert.add_argument("out", help="the .tflite to write (with tfdiff's weight map)")
     convert.add_argument("--quantize", choices=["int8"], default=None,
                          help="int8: dynamic-range quantization (int8 kernels, per-channel scales); default float32")
+    convert.add_argument("--custom-objects", nargs="+", metavar="MODULE:NAME",
+                         help="custom layers, models or functions the saved model needs to load")
+    convert.add_argument("--signature", metavar="MODULE:FUNCTION",
+                         help="a function model -> {name: tf.function with an input signature} to export "
+                              "instead of the model's call")
+    convert.set_defaults(run=_convert)
     apply = commands.add_parser("apply", help="patch a .tflite with a diff")
     apply.add_argument("model", help="the device's .tflite (patched in place unless --out)")
     apply.add_argument("diff", help="the received .tfdiff file")
@@ -40,57 +99,34 @@ def main(argv=None):
                        help="skip the signature check (development only)")
     apply.add_argument("--max-diff-bytes", type=int, default=None,
                        help="refuse larger diff files (default 64 MiB)")
+    apply.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    apply.set_defaults(run=_apply)
     recover = commands.add_parser("recover", help="finish an interrupted apply")
     recover.add_argument("model", help="the device's .tflite")
     recover.add_argument("--discard", action="store_true",
                          help="delete a journal that recover refused as another model's, without replaying it")
+    recover.set_defaults(run=_recover)
     rollback = commands.add_parser("rollback", help="restore the generation before the last apply")
     rollback.add_argument("model", help="the device's .tflite")
-    bench = commands.add_parser("bench", help="inference latency, and apply cost for a diff")
+    rollback.set_defaults(run=_rollback)
+    status = commands.add_parser("status", help="installed generation, digests, trusted key, journal, rollback")
+    status.add_argument("model", help="the device's .tflite")
+    status.add_argument("--public-key", help="report this key as the trusted one, as apply would use it")
+    status.add_argument("--json", action="store_true", help="print the report as JSON")
+    status.set_defaults(run=_status)
+    bench = commands.add_parser("bench", help="inference latency, and apply cost for a diff (needs LiteRT)")
     bench.add_argument("model", help="the .tflite to time")
     bench.add_argument("--diff", help="also time applying this diff (to copies; the model is untouched)")
     bench.add_argument("--runs", type=int, default=50, help="inference runs (default 50)")
     bench.add_argument("--threads", type=int, default=1, help="LiteRT threads (default 1)")
     bench.add_argument("--public-key", help="check the diff's signature as part of the apply cost")
     bench.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "convert":
-            from .converter import convert_file
-            data = convert_file(args.model, args.out, quantize=args.quantize)
-            print(f"wrote {args.out} ({len(data)} bytes)")
-        elif args.command == "apply":
-            from .applier import apply as run_apply
-            result = run_apply(args.model, args.diff, out=args.out, public_key=args.public_key,
-                               allow_unsigned=args.allow_unsigned, max_diff_bytes=args.max_diff_bytes)
-            where = args.out or args.model
-            if result.status == "already":
-                print(f"{where} already holds this diff's target model; nothing to do")
-            else:
-                print(f"patched {result.patched_elements} weights of {where} "
-                      f"(generation {result.diff.generation})")
-        elif args.command == "recover" and args.discard:
-            from .applier import discard
-            print("discarded the journal" if discard(args.model) else "no journal to discard")
-        elif args.command == "recover":
-            from .applier import recover as run_recover
-            print("finished an interrupted update" if run_recover(args.model) else "nothing to recover")
-        elif args.command == "rollback":
-            from .applier import rollback as run_rollback
-            print(f"rolled {args.model} back to generation {run_rollback(args.model)}")
-        else:
-            from .bench import main as run_bench
-            run_bench(args.model, args.diff, runs=args.runs, threads=args.threads, public_key=args.public_key,
-                      as_json=args.json)
-    except (ValueError, OSError) as e:
-        print(f"device: error: {e}", file=sys.stderr)
-        return 1
-    except Exception as e:  # noqa: BLE001 - a device prints one line, never a traceback
-        if args.debug:
-            raise
-        print(f"device: unexpected error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
-    return 0
+    bench.set_defaults(run=_bench)
+    return parser
+
+
+def main(argv=None):
+    return run(_parser().parse_args(argv), "tfdiff-device")
 
 
 def _version():

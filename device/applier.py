@@ -117,7 +117,7 @@ def apply(model_path: "str | os.PathLike", diff_path: "str | os.PathLike", out: 
                              f"({diff.graph_digest.hex()[:12]}); this model's is {graph.hex()[:12]}")
         installed = installed_generation(model_path)
         if diff.generation <= installed:
-            if out is None and _digest_of(model_path) == diff.target_digest:
+            if out is None and weights_digest_of(model_path) == diff.target_digest:
                 return Result("already", model_path, diff)
             raise ApplyError(f"diff is generation {diff.generation}, but this model is already at "
                              f"generation {installed}; refusing to go back")
@@ -156,7 +156,8 @@ def _write_state(model_path, generation):
     write_atomic(os.fspath(model_path) + STATE_SUFFIX, f"generation {generation}\n".encode())
 
 
-def _digest_of(model_path):
+def weights_digest_of(model_path):
+    """The weights digest of the .tflite at `model_path`, as diffs name their base and target."""
     return read_mapped(model_path, _digest)
 
 
@@ -216,7 +217,7 @@ def rollback(model_path: "str | os.PathLike") -> int:
         if not os.path.lexists(undo):
             raise ApplyError(f"{model_path} has no undo record: nothing to roll back")
         header = read_header(undo, model_path)
-        if _digest_of(model_path) != header.target:
+        if weights_digest_of(model_path) != header.target:
             raise ApplyError(f"{model_path} is not the model its undo record was made for; refusing to roll back")
         write_inverse(undo, journal + ".tmp", header)
         _crash_point("rollback-written")
@@ -236,7 +237,7 @@ def _require_model(model_path):
 
 def _finish(model_path, journal, header):
     """After a replay: check the model is the target, record its generation, keep the undo record."""
-    digest = _digest_of(model_path)
+    digest = weights_digest_of(model_path)
     if digest != header.target:
         raise ApplyError(f"journal replay left {model_path} with unexpected weights "
                          f"({digest.hex()[:12]}, expected {header.target.hex()[:12]})")
@@ -281,7 +282,7 @@ def _apply_to_copy(model_path, diff, out, installed):
             finally:
                 if os.path.exists(plan):
                     os.unlink(plan)
-            if _digest_of(tmp) != diff.target_digest:
+            if weights_digest_of(tmp) != diff.target_digest:
                 raise ApplyError("the patched copy does not match the diff's target digest")
     _write_state(out, diff.generation)
     if patched is None:
@@ -295,7 +296,7 @@ def _is_target(model_path, diff):
     Checked before any journal is written, so a diff for another model costs
     one read of the weights and no disk writes.
     """
-    current = _digest_of(model_path)
+    current = weights_digest_of(model_path)
     if current == diff.target_digest:
         return True
     if current != diff.base_digest:

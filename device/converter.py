@@ -45,6 +45,8 @@ _INT8 = 9  # schema.fbs TensorType.INT8
 class ConversionError(ValueError):
     """A model whose weights cannot be mapped into its .tflite one to one."""
 
+    missing = ()  # the names of the weights the .tflite does not store as they are
+
 
 def convert(model, path: "str | os.PathLike | None" = None, signatures: "dict | None" = None,
             quantize: "str | None" = None) -> bytes:
@@ -92,7 +94,12 @@ def convert(model, path: "str | os.PathLike | None" = None, signatures: "dict | 
         for (_, variable), value in zip(slots, originals):
             variable.assign(value)
 
-    weight_map = _locate(TFLiteFile(probe), weights)
+    try:
+        weight_map = _locate(TFLiteFile(probe), weights)
+    except ConversionError as e:
+        if not e.missing:
+            raise
+        raise ConversionError(f"{e} {_explain_missing(model, e.missing)}") from None
     if quantize:
         return _convert_int8(quantized_probe, weight_map, TFLiteFile(probe), weights, signs,
                              dict(zip([n for n, _ in slots], originals)), path)
@@ -110,17 +117,117 @@ def convert(model, path: "str | os.PathLike | None" = None, signatures: "dict | 
     return data
 
 
-def convert_file(model_path, out, quantize=None):
-    """Load a saved Keras model (.keras, .h5 or SavedModel) and convert it to `out` (`quantize` as for convert)."""
+def convert_file(model_path, out, quantize=None, custom_objects=None, signature=None):
+    """Load a saved Keras model (.keras, .h5 or SavedModel) and convert it to `out` (`quantize` as for convert).
+
+    Args:
+        model_path: the saved model.
+        out: the .tflite to write.
+        quantize: None or "int8".
+        custom_objects: the model's custom layers and functions, as a dict or
+            as "module:name" strings (the CLI's `--custom-objects`).
+        signature: None for the model's own call, or a function (or a
+            "module:function" string) taking the loaded model and returning
+            {name: tf.function with an input signature}, as `convert`'s
+            `signatures`.
+    """
     from tfdiff import keras
 
     if not os.path.exists(model_path):
         raise ConversionError(f"model {model_path} does not exist")
+    objects = dict(custom_objects) if isinstance(custom_objects, dict) else {
+        spec.rsplit(":", 1)[-1]: _resolve(spec, "--custom-objects") for spec in custom_objects or ()}
+    make_signatures = _resolve(signature, "--signature") if isinstance(signature, str) else signature
+    import tfdiff
     try:
-        model = keras.models.load_model(model_path, compile=False)
-    except (ValueError, OSError, TypeError) as e:
-        raise ConversionError(f"cannot load Keras model {model_path}: {str(e).splitlines()[0]}") from None
-    return convert(model, out, quantize=quantize)
+        model = tfdiff.load_model(model_path, custom_objects=objects, compile=False)
+    except Exception as e:  # noqa: BLE001 - Keras reports an unknown class as any of several errors
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConversionError(f"cannot load Keras model {model_path}: {first} (a custom layer or function "
+                              "must be named: --custom-objects module:Name)") from None
+    return convert(model, out, signatures=make_signatures(model) if make_signatures else None,
+                   quantize=quantize)
+
+
+def _resolve(spec, flag):
+    """The object `module:name` names (for the CLI's --custom-objects and --signature)."""
+    import importlib
+
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise ConversionError(f"{flag} takes module:name. Received: {spec!r}")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ConversionError(f"{flag} {spec}: {e}") from None
+
+
+def input_specs(model):
+    """The TensorSpecs `model` is called with, batch dimension None: its inputs, or a subclassed model's.
+
+    A subclassed model's inputs are named by its first call, which differs
+    between a model and its copy or reload; they are named input_0, ... here,
+    so the converted graph depends on the model alone.
+    """
+    import tensorflow as tf
+
+    if model.inputs:
+        return [tf.TensorSpec(t.shape, t.dtype, name=t.name.split(":")[0]) for t in model.inputs]
+    spec = model._get_save_spec(dynamic_batch=True)
+    if spec is not None:
+        specs = tf.nest.flatten(spec)
+        shapes, dtypes = [list(s.shape) for s in specs], [s.dtype for s in specs]
+    else:
+        shape = getattr(model, "_build_input_shape", None)  # loaded from .keras: built, never called
+        if shape is None:
+            raise ConversionError(f"subclassed model {model.name!r} has never been called, so its inputs are "
+                                  "unknown; call it once on a batch first")
+        nested = isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (list, tuple))
+        shapes = [list(s) for s in shape] if nested else [list(shape)]
+        dtypes = [tf.float32] * len(shapes)
+    return [tf.TensorSpec([None] + s[1:], d, name=f"input_{i}") for i, (s, d) in enumerate(zip(shapes, dtypes))]
+
+
+def _explain_missing(model, names):
+    """What to do about weights the TFLite converter did not store as they are (`names`), in one sentence."""
+    import tfdiff
+
+    layers = {}
+    for name in names:
+        layer = model
+        for part in name.rsplit("/", 2)[0].split("/"):  # the weight's layer path (tfdiff's naming contract)
+            layer = layer.get_layer(part)
+        layers.setdefault(id(layer), layer)
+    try:  # foldable BatchNormalizations are the ones fold_batchnorm removes
+        remaining = {name.rsplit("/", 2)[0] for name in tfdiff.named_weights(tfdiff.fold_batchnorm(model))}
+    except ValueError:  # a subclassed model: fold_batchnorm does not take it
+        remaining = None
+    hints = []
+    for layer in layers.values():
+        kind, module = type(layer).__name__, type(layer).__module__
+        if kind == "BatchNormalization" and remaining is not None and layer.name not in remaining:
+            hints.append(f"{layer.name} is a BatchNormalization the converter folds into the layer before it: "
+                         "convert tfdiff.fold_batchnorm(model) instead, and learn later diffs on it")
+        elif kind == "BatchNormalization":
+            producer = _single_producer(layer)
+            activation = getattr(getattr(producer, "activation", None), "__name__", None)
+            why = (f"it follows {producer.name}, whose {activation} activation sits between them"
+                   if activation not in (None, "linear") else "no Conv or Dense layer feeds it alone")
+            hints.append(f"BatchNormalization {layer.name} cannot be folded ({why}): put the activation after "
+                         "the BatchNormalization (Conv, BatchNormalization, Activation), or drop it")
+        elif not module.startswith(("tf_keras", "keras")):
+            hints.append(f"custom layer {layer.name} ({kind}): the converter merged its weights into a neighbouring "
+                         "operation (a multiply or add by a weight next to a Dense or Conv is folded into that "
+                         "layer's kernel); put a nonlinearity between them, or let one layer hold the product")
+    return "; ".join(hints) + "." if hints else ("A BatchNormalization after a Conv or Dense layer: convert "
+                                                 "tfdiff.fold_batchnorm(model) instead.")
+
+
+def _single_producer(layer):
+    nodes = getattr(layer, "_inbound_nodes", [])
+    producers = nodes[0].inbound_layers if len(nodes) == 1 else []
+    producers = producers if isinstance(producers, list) else [producers]
+    return producers[0] if len(producers) == 1 else None
 
 
 def _check_weights(slots):
@@ -231,8 +338,7 @@ def _convert(model, signatures, quantize=False):
     import tensorflow as tf
 
     if signatures is None:
-        specs = [tf.TensorSpec([1] + list(t.shape[1:]), t.dtype, name=t.name.split(":")[0])
-                 for t in model.inputs]
+        specs = [tf.TensorSpec([1] + list(s.shape[1:]), s.dtype, name=s.name) for s in input_specs(model)]
         # A static batch of 1 lets the converter fuse LSTMs into one op.
         call = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False))
         functions = [call.get_concrete_function(*specs)]
@@ -274,10 +380,10 @@ def _locate(model_file, weights, sign_bit=False, missing_ok=False, skip=()):
             located[name] = (tuple(shape), _segments(buffers, positions))
         first += size
     if missing and not missing_ok:
-        raise ConversionError(f"weights not stored as-is in the .tflite (the converter folded or "
-                              f"computed with them), so no diff could be patched in: {', '.join(missing)}. A "
-                              "BatchNormalization after a Conv or Dense layer: convert "
-                              "tfdiff.fold_batchnorm(model) instead, and learn later diffs on it")
+        error = ConversionError(f"weights not stored as-is in the .tflite (the converter folded or "
+                                f"computed with them), so no diff could be patched in: {', '.join(missing)}.")
+        error.missing = missing
+        raise error
     return WeightMap(located)
 
 

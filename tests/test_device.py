@@ -200,7 +200,7 @@ def test_bad_diffs_are_rejected_and_the_model_is_unchanged(world, tmp_path):
         proc = run_cli("apply", model, tmp_path / name, *flags)
         assert proc.returncode != 0, name
         lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("device: error:"), proc.stderr
+        assert len(lines) == 1 and lines[0].startswith("tfdiff-device: error:"), proc.stderr
         assert __import__("re").search(message, lines[0]), (name, lines[0])
         assert model.read_bytes() == original, name
     assert sorted(os.listdir(tmp_path)) == sorted(["device.tflite", "device.tflite.tfdiff-lock", *cases])

@@ -10,7 +10,7 @@ Example:
 >>> diff_model.compile("adam", "mse")
 >>> x, y = np.ones((64, 16), np.float32), np.zeros((64, 4), np.float32)
 >>> _ = diff_model.fit(x, y, epochs=10, batch_size=16, verbose=0, callbacks=tfdiff.callbacks(diff_model))
->>> diff = tfdiff.extract(diff_model)
+>>> diff = tfdiff.extract(diff_model, generation=1)
 >>> diff.nbytes <= 4 * (16 * 64 + 64 + 64 * 4 + 4) / 10
 True
 >>> new_model = tfdiff.fold(base, diff)
@@ -22,7 +22,7 @@ _EXPORTS = {
     "DiffWrapper": ".wrapper", "SparseDiff": ".methods", "HashDiff": ".methods", "wrap": ".model",
     "callbacks": ".model", "extract": ".model", "fold": ".model", "named_weights": ".model",
     "weight_variables": ".naming", "fold_batchnorm": ".batchnorm",
-    "DiffMismatchError": ".model", "compress_baseline": ".baseline", "strip": ".baseline",
+    "DiffMismatchError": ".model", "DiffCutWarning": ".model", "load_model": ".model", "compress_baseline": ".baseline", "strip": ".baseline",
     "Diff": ".diff", "compose": ".diff", "BudgetError": ".budget", "budget_bytes": ".budget",
     "compressed_nbytes": ".baseline", "keras": "._keras", "Int8Model": ".quantized",
 }

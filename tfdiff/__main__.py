@@ -4,12 +4,62 @@ None of these commands needs TensorFlow. Exit status: 0 done, 1 a bad input
 or a refused signature (one line on stderr), 2 an unexpected error.
 """
 import argparse
+import json
 import sys
 
 from device import signing
+from device.cli import run
 
 
-def main(argv=None):
+def _keygen(args):
+    signing.keygen(args.private, args.public)
+    print(f"wrote {args.private} (keep secret) and {args.public} (install on devices)")
+
+
+def _sign(args):
+    diff = signing.sign(args.diff, args.key, model=args.model, unbound=args.unbound)
+    print(f"signed {args.diff} ({diff.nbytes} bytes)")
+
+
+def _compose(args):
+    from device.format import decode, read_bounded
+    from tfdiff.diff import Diff, compose
+    chain = [decode(read_bounded(path), Diff) for path in args.diffs]
+    composed = compose(chain)
+    composed.save(args.out)
+    if args.key:
+        composed = signing.sign(args.out, args.key, model=args.model)
+    print(f"wrote {args.out}: generation {chain[0].generation} -> {composed.generation}, "
+          f"{composed.nbytes} bytes against {sum(d.nbytes for d in chain)} for the chain of {len(chain)}")
+
+
+def _show(args):
+    from device.format import decode, read_bounded
+    from tfdiff.diff import Diff
+    data = read_bounded(args.diff)
+    diff = decode(data, Diff)
+    if diff.signature is None:
+        signature = "unsigned"
+    elif args.public_key:
+        signing.verify_bytes(data, args.public_key)
+        signature = f"signed, verified with {args.public_key}"
+    else:
+        signature = "signed, NOT verified (give --public-key)"
+    if args.json:
+        print(json.dumps({
+            "method": diff.method, "format_version": diff.version, "generation": diff.generation,
+            "bytes": diff.nbytes, "params": diff.num_params, "base_digest": diff.base_digest.hex(),
+            "target_digest": diff.target_digest.hex(), "graph_digest": _graph(diff), "signature": signature,
+            "entries": [{"name": e.name, "shape": list(e.shape), "method": e.method,
+                         "stored": int(e.values.size)} for e in diff.entries]}, indent=2))
+    else:
+        print(f"{diff.method} diff, generation {diff.generation}, {diff.nbytes} bytes, "
+              f"base {diff.base_digest.hex()[:12]} -> target {diff.target_digest.hex()[:12]}, "
+              f"graph {_graph(diff)}, {signature}")
+        print(diff.summary())
+
+
+def _parser():
     parser = argparse.ArgumentParser(prog="python -m tfdiff", description=__doc__)
     parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
@@ -17,73 +67,30 @@ def main(argv=None):
     keygen = commands.add_parser("keygen", help="write an Ed25519 key pair")
     keygen.add_argument("--private", default="tfdiff-signing.pem", help="private key path")
     keygen.add_argument("--public", default="tfdiff-signing.pub.pem", help="public key path")
+    keygen.set_defaults(run=_keygen)
     sign = commands.add_parser("sign", help="sign a diff file in place")
     sign.add_argument("diff", help="the .tfdiff to sign (rewritten atomically)")
     sign.add_argument("--key", required=True, help="private key (PEM)")
     sign.add_argument("--model", help="the device's .tflite this diff is for: the signature binds its graph")
     sign.add_argument("--unbound", action="store_true",
                       help="sign without binding a graph (the weights digest alone names the model)")
+    sign.set_defaults(run=_sign)
     show = commands.add_parser("show", help="print a diff's header and per-weight summary")
     show.add_argument("diff", help="a .tfdiff file")
     show.add_argument("--public-key", help="verify the signature against this Ed25519 key (PEM)")
     show.add_argument("--json", action="store_true", help="print the header and entries as JSON")
+    show.set_defaults(run=_show)
     compose = commands.add_parser("compose", help="one catch-up diff for a chain of diffs, bit-exact")
     compose.add_argument("diffs", nargs="+", help="the chain, oldest first")
     compose.add_argument("-o", "--out", required=True, help="the composed diff")
     compose.add_argument("--key", help="sign the composed diff with this private key (PEM)")
     compose.add_argument("--model", help="with --key: the .tflite the chain is for, if its diffs name no graph")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "keygen":
-            signing.keygen(args.private, args.public)
-            print(f"wrote {args.private} (keep secret) and {args.public} (install on devices)")
-        elif args.command == "sign":
-            diff = signing.sign(args.diff, args.key, model=args.model, unbound=args.unbound)
-            print(f"signed {args.diff} ({diff.nbytes} bytes)")
-        elif args.command == "compose":
-            from device.format import decode, read_bounded
-            from tfdiff.diff import Diff, compose as compose_chain
-            chain = [decode(read_bounded(path), Diff) for path in args.diffs]
-            composed = compose_chain(chain)
-            composed.save(args.out)
-            if args.key:
-                composed = signing.sign(args.out, args.key, model=args.model)
-            print(f"wrote {args.out}: generation {chain[0].generation} -> {composed.generation}, "
-                  f"{composed.nbytes} bytes against {sum(d.nbytes for d in chain)} for the chain of {len(chain)}")
-        else:
-            from device.format import decode, read_bounded
-            from tfdiff.diff import Diff
-            data = read_bounded(args.diff)
-            diff = decode(data, Diff)
-            if diff.signature is None:
-                signature = "unsigned"
-            elif args.public_key:
-                signing.verify_bytes(data, args.public_key)
-                signature = f"signed, verified with {args.public_key}"
-            else:
-                signature = "signed, NOT verified (give --public-key)"
-            if args.json:
-                import json
-                print(json.dumps({
-                    "method": diff.method, "format_version": diff.version, "generation": diff.generation,
-                    "bytes": diff.nbytes, "base_digest": diff.base_digest.hex(),
-                    "target_digest": diff.target_digest.hex(), "graph_digest": _graph(diff), "signature": signature,
-                    "entries": [{"name": e.name, "shape": list(e.shape), "method": e.method,
-                                 "stored": int(e.values.size)} for e in diff.entries]}, indent=2))
-            else:
-                print(f"{diff.method} diff, generation {diff.generation}, {diff.nbytes} bytes, "
-                      f"base {diff.base_digest.hex()[:12]} -> target {diff.target_digest.hex()[:12]}, "
-                      f"graph {_graph(diff)}, {signature}")
-                print(diff.summary())
-    except (ValueError, OSError) as e:
-        print(f"tfdiff: error: {e}", file=sys.stderr)
-        return 1
-    except Exception as e:  # noqa: BLE001 - one line, never a traceback
-        if args.debug:
-            raise
-        print(f"tfdiff: unexpected error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
-    return 0
+    compose.set_defaults(run=_compose)
+    return parser
+
+
+def main(argv=None):
+    return run(_parser().parse_args(argv), "tfdiff")
 
 
 def _graph(diff):

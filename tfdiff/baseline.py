@@ -3,7 +3,8 @@ import numpy as np
 
 from ._keras import keras
 from .methods import HashDiff, HashedWeights, SparseDiff, deserialize_method
-from .naming import PruneLowMagnitude, check_model, layers_with_paths, weight_name, weight_variables_with_layers
+from .naming import (PruneLowMagnitude, check_model, layers_with_paths, pruning_masks, weight_name,
+                     weight_variables_with_layers)
 from .wrapper import DiffWrapper
 
 from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
@@ -66,8 +67,10 @@ def compress_baseline(model: "keras.Model", method, seed: int = 0) -> "keras.Mod
                 return PruneLowMagnitude(clone, pruning_schedule=schedule)
             return clone
     elif isinstance(method, HashDiff):
-        shapes = {name: tuple(v.shape) for name, v, _ in weight_variables_with_layers(model)}
-        hashed = HashedWeights(**method.get_config()).planned(shapes)
+        shapes, dense = {}, {}
+        for name, variable, _ in weight_variables_with_layers(model):
+            (shapes if variable.trainable else dense)[name] = tuple(variable.shape)
+        hashed = HashedWeights(**method.get_config()).planned(shapes, dense)
 
         def clone_layer(layer):
             if isinstance(layer, keras.Model):
@@ -81,7 +84,7 @@ def compress_baseline(model: "keras.Model", method, seed: int = 0) -> "keras.Mod
     for (_, _, source), (_, _, target) in zip(layers_with_paths(model), layers_with_paths(compressed)):
         if isinstance(target, DiffWrapper):
             target.layer.set_weights(source.get_weights())
-            for base, table in zip(target.base_weights, target.diff_weights):
+            for _, base, table in target.diffed:
                 table.assign(target.method.initial_table(base.numpy(), rng))
         else:
             target.set_weights(source.get_weights())
@@ -141,9 +144,7 @@ def strip(model: "keras.Model") -> "keras.Model":
 
 
 def _effective_values(outer, inner):
-    masks = {}
-    if isinstance(outer, PruneLowMagnitude):
-        masks = {id(w): m.numpy() for w, m, _ in outer.pruning_vars}
+    masks = pruning_masks(outer, inner) if outer is not inner else pruning_masks(inner)
     if isinstance(inner, DiffWrapper):
         diffs = [d.numpy() * masks.get(id(d), 1.0) for d in inner.diff_weights]
         saved = [d.numpy() for d in inner.diff_weights]
@@ -174,14 +175,16 @@ def compressed_nbytes(model: "keras.Model", value_dtype: str = "float16") -> int
 
     total = FILE_OVERHEAD_BYTES
     for path, outer, inner in layers_with_paths(model):
-        masks = {id(w): m.numpy() for w, m, _ in outer.pruning_vars} if isinstance(
-            outer, PruneLowMagnitude) else {}
+        masks = pruning_masks(outer)
+        hashed = {}
         if isinstance(inner, DiffWrapper) and isinstance(inner.method, HashedWeights):
-            for i, (base, table) in enumerate(zip(inner.base_weights, inner.diff_weights)):
-                total += entry_nbytes(Entry(weight_name(path, i, base), tuple(base.shape), "hash",
-                                            table.numpy().astype(value_dtype)))
-            continue
-        for i, weight in enumerate(inner.weights):
+            hashed = {i: table for i, _, table in inner.diffed}
+        weights = inner.base_weights if isinstance(inner, DiffWrapper) else inner.weights
+        for i, weight in enumerate(weights):
+            if i in hashed:
+                total += entry_nbytes(Entry(weight_name(path, i, weight), tuple(weight.shape), "hash",
+                                            hashed[i].numpy().astype(value_dtype)))
+                continue
             values = (weight.numpy() * masks.get(id(weight), 1.0)).reshape(-1).astype(value_dtype)
             kept = np.flatnonzero(values)
             total += entry_nbytes(Entry(weight_name(path, i, weight), tuple(weight.shape), "sparse",

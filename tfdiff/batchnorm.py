@@ -126,3 +126,4 @@ def _folded_weights(layer, bn):
     variance = bn.moving_variance.numpy().astype(np.float64)
     scale = gamma / np.sqrt(variance + bn.epsilon)
     return [(kernel * scale).astype(np.float32), ((bias - mean) * scale + beta).astype(np.float32)]
+

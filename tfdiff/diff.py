@@ -5,6 +5,8 @@ import numpy as np
 
 from device import format as wire
 
+from .budget import budget_bytes
+
 
 class Diff(wire.DiffFile):
     """A diff between two model generations, as saved and sent.
@@ -31,12 +33,16 @@ class Diff(wire.DiffFile):
         (`cut_values` says how many it did cut, and the model shipped then
         differs from the model trained by those values).
         """
-        budget = int(4 * sum(sizes[e.name] for e in self.entries) // compression)
+        budget = self.planned_budget(compression, sizes)
         before = sum(e.values.size for e in self.entries)
         self.trim_to(budget - wire.SIGNATURE_BYTES)
         self.cut_values = before - sum(e.values.size for e in self.entries)
         self.budget = budget
         return budget
+
+    def planned_budget(self, compression, sizes):
+        """B = 4N / compression bytes, signature included, N the diffed parameters (`sizes`: name -> size)."""
+        return budget_bytes(sum(sizes[e.name] for e in self.entries), compression)
 
     def trim_to(self, max_bytes):
         """Drop the smallest-magnitude sparse values until `nbytes <= max_bytes`."""
@@ -57,20 +63,36 @@ class Diff(wire.DiffFile):
         return self
 
     def summary(self):
-        """A table, one row per weight: shape, kept values, bytes, compression."""
-        rows = [("weight", "shape", "kind", "stored", "bytes", "nominal", "wire")]
-        total_size = total_stored = total_bytes = 0
-        for entry in self.entries:
-            nbytes = entry_nbytes(entry)
-            stored = entry.values.size
-            kind = ("int8 deltas" if entry.values.dtype == np.int8 else "nonzeros") if entry.method == "sparse" else "table"
-            rows.append((entry.name, "x".join(map(str, entry.shape)) or "scalar", kind, str(stored),
-                         str(nbytes), _ratio(entry.size, stored), _ratio(4 * entry.size, nbytes)))
-            total_size, total_stored, total_bytes = (total_size + entry.size,
-                                                     total_stored + stored, total_bytes + nbytes)
+        """A table, one row per weight (a composed diff's entries of one weight together), adding up to the file.
+
+        `entry bytes` are each weight's entries as encoded; the last rows
+        reconcile them with the file: what LZMA2 saved on the entries block,
+        the headers and checksum, the signature.
+        """
+        rows = [("weight", "shape", "kind", "stored", "entry bytes", "nominal", "wire")]
+        weights = {}
+        for entry in self.entries:  # one row per weight, entries in file order
+            weights.setdefault(entry.name, []).append(entry)
+        raw = 0
+        for name, entries in weights.items():
+            size, stored, nbytes = entries[0].size, sum(e.values.size for e in entries), sum(map(entry_nbytes, entries))
+            kinds = sorted({("int8 deltas" if e.values.dtype == np.int8 else "nonzeros") if e.method == "sparse"
+                            else "table" for e in entries})
+            rows.append((name, "x".join(map(str, entries[0].shape)) or "scalar",
+                         "+".join(kinds) + (f" x{len(entries)}" if len(entries) > 1 else ""), str(stored),
+                         str(nbytes), _ratio(size, stored), _ratio(4 * size, nbytes)))
+            raw += nbytes
+        unsigned = len(self.unsigned_bytes())
+        signed = self.nbytes
+        coded = unsigned - wire.FILE_OVERHEAD_BYTES if self.version >= 2 else raw  # v1 files are not coded
+        if coded != raw:
+            rows.append(("lzma2 on the entries", "", "", "", str(coded - raw), "", ""))
+        rows.append(("headers, checksum", "", "", "", str(unsigned - coded), "", ""))
+        if signed != unsigned:
+            rows.append(("signature", "", "", "", str(signed - unsigned), "", ""))
+        total_size, total_stored = self.num_params, sum(e.values.size for e in self.entries)
         rows.append(("total (file)", f"{total_size} params", self.method, str(total_stored),
-                     str(self.nbytes), _ratio(total_size, total_stored),
-                     _ratio(4 * total_size, self.nbytes)))
+                     str(signed), _ratio(total_size, total_stored), _ratio(4 * total_size, signed)))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
         lines.insert(1, "-" * len(lines[0]))
@@ -78,7 +100,8 @@ class Diff(wire.DiffFile):
 
     @property
     def num_params(self):
-        return sum(e.size for e in self.entries)
+        """Parameters the diff covers: each weight once, however many entries a composed diff has for it."""
+        return sum({e.name: e.size for e in self.entries}.values())
 
     @property
     def nominal_compression(self):

@@ -4,10 +4,13 @@ Weights are named as tfdiff/naming.py says, for the base model, the wrapped
 model, the folded model and the .tflite weight map alike.
 """
 
+import logging
 import os
+import warnings
 
 import numpy as np
 
+from device import format as wire
 from device.format import DiffFile, DiffFormatError, weights_digest
 from device.patch import patch_weight
 
@@ -15,13 +18,21 @@ from ._keras import keras, tfmot
 from .diff import Diff
 from .methods import deserialize_method
 from .quantized import quantize_with
-from .naming import (PruneLowMagnitude, check_model, layers_with_paths, weight_name, weight_variables,
-                     weight_variables_with_layers)
+from .naming import (PruneLowMagnitude, all_diff_wrappers, check_keras_model, check_model, copy_model,
+                     layers_with_paths, weight_name, weight_variables, weight_variables_with_layers)
 from .wrapper import DiffWrapper
+
+
+LOG = logging.getLogger("tfdiff")
+LOG.addHandler(logging.NullHandler())  # a library's logger: silent until the application configures logging
 
 
 class DiffMismatchError(ValueError):
     """A diff applied to a model it was not made for."""
+
+
+class DiffCutWarning(UserWarning):
+    """The diff that ships differs from the diff that trained (values cut to fit the budget)."""
 
 
 def wrap(model: "keras.Model", method, include=None, exclude=None, int8=None) -> "keras.Model":
@@ -58,7 +69,7 @@ def wrap(model: "keras.Model", method, include=None, exclude=None, int8=None) ->
     # The budget is planned here, from the weights that will be diffed, so
     # the diff that trains is the diff that ships: extract cuts nothing.
     shapes = {name: tuple(v.shape) for name, v, layer in weight_variables_with_layers(model)
-              if selected(layer)}
+              if selected(layer) and v.trainable}
     if not shapes:
         raise ValueError("`include` / `exclude` leave no weighted layer to diff. Received: "
                          f"include={include!r}, exclude={exclude!r}")
@@ -85,10 +96,7 @@ def wrap(model: "keras.Model", method, include=None, exclude=None, int8=None) ->
         if not layer.weights or not selected(layer):
             return clone
         quantized = [i for i, v in enumerate(layer.weights) if weight_name(paths[id(layer)], i, v) in int8_names]
-        wrapped = DiffWrapper(clone, method, int8_weights=quantized)
-        if method.prunable:
-            wrapped = PruneLowMagnitude(wrapped, pruning_schedule=method.schedule())
-        return wrapped
+        return DiffWrapper(clone, method, int8_weights=quantized)
 
     diff_model = keras.models.clone_model(model, clone_function=clone_layer)
     target = dict(weight_variables(diff_model))
@@ -103,13 +111,20 @@ def wrap(model: "keras.Model", method, include=None, exclude=None, int8=None) ->
 
 
 def callbacks(diff_model: "keras.Model") -> list:
-    """The callbacks `fit` needs for this diff model (tfmot's pruning step).
+    """The callbacks `fit` needs for this model's pruning, found in any model.
+
+    DiffWrappers prune themselves wherever they sit (functional, Sequential,
+    subclassed, nested); their callback zeroes the pruned diff values at each
+    epoch's end and warns once if training ends before the pruning schedule
+    does (the diff would then be cut to fit its budget). A BLC model from
+    `compress_baseline` gets tfmot's `UpdatePruningStep`.
 
     Args:
-        diff_model: a model from `tfdiff.wrap`.
+        diff_model: a model from `tfdiff.wrap` or `compress_baseline`, or any
+            model holding DiffWrapper layers.
 
     Returns:
-        a list: `UpdatePruningStep` when a sparse diff is pruned, else empty.
+        a list, empty when nothing is pruned.
 
     Example:
 
@@ -117,30 +132,66 @@ def callbacks(diff_model: "keras.Model") -> list:
     >>> from tfdiff import keras
     >>> base = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, name="out")])
     >>> [type(c).__name__ for c in tfdiff.callbacks(tfdiff.wrap(base, tfdiff.SparseDiff(compression=4.0)))]
-    ['UpdatePruningStep']
+    ['DiffPruning']
     """
+    found = []
     if any(isinstance(layer, PruneLowMagnitude) for layer in _all_layers(diff_model)):
-        return [tfmot.sparsity.keras.UpdatePruningStep()]
-    return []
+        found.append(tfmot.sparsity.keras.UpdatePruningStep())
+    if any(w.method.prunable for w in all_diff_wrappers(diff_model)):
+        found.append(DiffPruning())
+    return found
 
 
-def extract(diff_model: "keras.Model", generation: int = 0) -> Diff:
+class DiffPruning(keras.callbacks.Callback):
+    """Plans an unplanned budget, zeroes pruned diff values at each epoch's end, warns if fit stops early.
+
+    DiffWrappers made by hand (a subclassed model's) hold a method whose
+    kept share no one has planned from the model's weights; at the start of
+    training it is planned as `tfdiff.wrap` would, over all of them, so the
+    diff that trains is the diff that fits its budget.
+    """
+
+    def on_train_begin(self, logs=None):
+        if plan_wrappers(self.model):
+            self.model.make_train_function(force=True)  # the schedule is traced into the step
+
+    def on_epoch_end(self, epoch, logs=None):
+        for wrapper in all_diff_wrappers(self.model):
+            wrapper.remask()
+
+    def on_train_end(self, logs=None):
+        unfinished = _unfinished_schedule(self.model)
+        if unfinished:
+            _warn(f"training stopped at step {unfinished[0]} of a pruning schedule that ends at step "
+                  f"{unfinished[1]}: the diff holds more values than its budget, and extract() will cut "
+                  "the smallest (train longer, or lower SparseDiff's end_step)")
+
+
+def extract(diff_model: "keras.Model", generation: int, strict: bool = False) -> Diff:
     """The learned diff G, as it will travel: quantized, encoded, budgeted.
 
     The saved file is at most 4 * (diffed weights) / compression bytes,
     signature included. If the pruning schedule has not finished, the
-    smallest diff values are cut until the file fits (`Diff.cut_values`).
+    smallest diff values are cut until the file fits: the model shipped then
+    differs from the model trained, so this warns (`DiffCutWarning`, and the
+    "tfdiff" logger) with how many values were cut, and `Diff.cut_values`
+    keeps the count.
 
     Args:
-        diff_model: a model from `tfdiff.wrap`, trained.
-        generation: the generation the diff produces; devices refuse one
-            not above their installed generation.
+        diff_model: a trained model from `tfdiff.wrap`, or any model holding
+            DiffWrapper layers (a subclassed model's included).
+        generation: the generation the diff produces (1 for the first
+            update of a generation-0 model); devices refuse one not above
+            their installed generation.
+        strict: raise `ValueError` instead of cutting values.
 
     Returns:
         a `tfdiff.Diff` with its base and target weights digests set.
 
     Raises:
-        ValueError: no DiffWrapper in `diff_model`, or wrappers of several methods.
+        ValueError: no DiffWrapper in `diff_model`, wrappers of several
+            methods, a DiffWrapper out of reach of the weight names, or with
+            `strict`, values to cut.
 
     Example:
 
@@ -151,9 +202,16 @@ def extract(diff_model: "keras.Model", generation: int = 0) -> Diff:
     >>> diff.generation, diff.nbytes + 68 <= 4 * (64 * 32 + 32) / 4.0
     (1, True)
     """
+    if not isinstance(generation, int) or isinstance(generation, bool) or not 0 <= generation < 2**32:
+        raise ValueError("`generation` must be an integer in [0, 2**32), the generation the diff produces. "
+                         f"Received: generation={generation!r}")
     wrappers = [(path, w) for path, w in _wrappers(diff_model)]
     if not wrappers:
         raise ValueError("`diff_model` has no DiffWrapper layers; make it with tfdiff.wrap().")
+    hidden = sorted({w.name for w in all_diff_wrappers(diff_model)} - {w.name for _, w in wrappers})
+    if hidden:
+        raise ValueError(f"DiffWrappers {hidden} sit inside a plain layer, where weights cannot be named; "
+                         "hold them as attributes of a keras.Model (or the model itself)")
     methods = {repr(w.method) for _, w in wrappers}
     if len(methods) != 1:
         raise ValueError(f"all DiffWrappers must share one method. Found: {sorted(methods)}")
@@ -161,9 +219,9 @@ def extract(diff_model: "keras.Model", generation: int = 0) -> Diff:
     entries = []
     base_weights = named_weights(diff_model)
     for path, wrapper in wrappers:
-        masks = _masks(diff_model, wrapper)
+        masks = wrapper.masks
         scales = wrapper.int8_scales
-        for index, (base, diff) in enumerate(zip(wrapper.base_weights, wrapper.diff_weights)):
+        for index, base, diff in wrapper.diffed:
             diff_value = diff.numpy()
             if index in masks:
                 diff_value = diff_value * masks[index]
@@ -176,7 +234,20 @@ def extract(diff_model: "keras.Model", generation: int = 0) -> Diff:
     diff = Diff(method=method.name, entries=entries, base_digest=b"", target_digest=b"",
                 generation=generation, seed=getattr(method, "seed", 0),
                 num_hashes=getattr(method, "num_hashes", 0))
+    unfinished = _unfinished_schedule(diff_model)
+    budget = diff.planned_budget(method.compression, {e.name: base_weights[e.name].size for e in entries})
+    if strict and diff.nbytes > budget - wire.SIGNATURE_BYTES:
+        raise ValueError(f"the diff needs {diff.nbytes + wire.SIGNATURE_BYTES} bytes signed, over its budget of "
+                         f"{budget}; with strict=True nothing is cut"
+                         + (f" (the pruning schedule stopped at step {unfinished[0]} of {unfinished[1]})"
+                            if unfinished else ""))
     diff.fit_budget(method.compression, {e.name: base_weights[e.name].size for e in entries})
+    if diff.cut_values:
+        why = (f"training stopped at step {unfinished[0]} of the pruning schedule's {unfinished[1]}"
+               if unfinished else "the kept values did not fit the bytes")
+        _warn(f"extract cut {diff.cut_values} of {diff.cut_values + sum(e.values.size for e in diff.entries)} "
+              f"diff values to fit {diff.budget} bytes ({why}); the model shipped differs from the model "
+              "trained by those values")
     return seal(diff, base_weights)
 
 
@@ -195,7 +266,8 @@ def fold(base_model: "keras.Model", diff: "Diff | str | os.PathLike") -> "keras.
     target digest.
 
     Args:
-        base_model: the model the diff was made for (F_t), a tf_keras model.
+        base_model: the model the diff was made for (F_t), a tf_keras model
+            (Sequential, functional, or subclassed with a `get_config`).
         diff: a `tfdiff.Diff`, or the path of a saved one.
 
     Returns:
@@ -215,13 +287,12 @@ def fold(base_model: "keras.Model", diff: "Diff | str | os.PathLike") -> "keras.
     >>> tfdiff.named_weights(tfdiff.fold(base, diff))["out/0/kernel"].shape
     (64, 32)
     """
-    check_model(base_model, "base_model")
+    check_keras_model(base_model, "base_model")
     if isinstance(diff, (str, os.PathLike)):
         diff = Diff.load(diff)
     if not isinstance(diff, DiffFile):
         raise ValueError(f"`diff` must be a tfdiff.Diff or the path of a saved diff. Received: diff={diff!r}")
-    model = keras.models.clone_model(base_model)
-    model.set_weights(base_model.get_weights())
+    model = copy_model(base_model)
     slots = dict(weight_variables(model))
     current = {name: variable.numpy() for name, variable in slots.items()}
     if weights_digest(current) != diff.base_digest:
@@ -234,6 +305,34 @@ def fold(base_model: "keras.Model", diff: "Diff | str | os.PathLike") -> "keras.
     for entry in diff.entries:
         slots[entry.name].assign(folded[entry.name])
     return model
+
+
+def load_model(path: "str | os.PathLike", custom_objects: "dict | None" = None, compile: bool = True) -> "keras.Model":
+    """A model saved with `model.save("....keras")`, tfdiff's layers and methods included.
+
+    A wrapped model comes back with its diffs, masks, pruning step and (with
+    `compile`) optimizer state, so `fit` goes on where it stopped.
+
+    Args:
+        path: the saved `.keras` file (or SavedModel directory).
+        custom_objects: the model's own custom classes and functions.
+        compile: restore the training configuration too.
+
+    Example:
+
+    >>> import os, tempfile, tfdiff
+    >>> from tfdiff import keras
+    >>> base = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, name="out")])
+    >>> path = os.path.join(tempfile.mkdtemp(), "diff_model.keras")
+    >>> tfdiff.wrap(base, tfdiff.SparseDiff(compression=4.0)).save(path)
+    >>> type(tfdiff.load_model(path).layers[0]).__name__
+    'DiffWrapper'
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"`path` does not exist. Received: path={path!r}")
+    from . import methods, wrapper  # noqa: F401  (their classes are registered as "tfdiff>...")
+    return keras.models.load_model(path, custom_objects=custom_objects, compile=compile)
 
 
 def named_weights(model: "keras.Model") -> "dict[str, np.ndarray]":
@@ -288,10 +387,38 @@ def _wrappers(model):
             if isinstance(inner, DiffWrapper)]
 
 
-def _masks(model, wrapper):
-    """{diff index: mask array} from the tfmot wrapper around `wrapper`, if any."""
-    for _, outer, inner in layers_with_paths(model):
-        if inner is wrapper and isinstance(outer, PruneLowMagnitude):
-            by_var = {id(w): m.numpy() for w, m, _ in outer.pruning_vars}
-            return {i: by_var[id(d)] for i, d in enumerate(wrapper.diff_weights) if id(d) in by_var}
-    return {}
+def plan_wrappers(model):
+    """Plan the budget of DiffWrappers made by hand (`kept_fraction` None) over all of them; True if any was."""
+    wrappers = [w for w in all_diff_wrappers(model) if w.method.prunable and w.method.kept_fraction is None]
+    if not wrappers:
+        return False
+    paths = {id(inner): path for path, _, inner in layers_with_paths(model)}
+    shapes, int8_names = {}, set()
+    for wrapper in wrappers:
+        for index, variable, _ in wrapper.diffed:
+            name = weight_name(paths.get(id(wrapper), wrapper.name), index, variable)
+            shapes[name] = tuple(variable.shape)
+            if index in wrapper.int8_weights:
+                int8_names.add(name)
+    for method in {repr(w.method): w.method for w in wrappers}.values():
+        planned = method.planned(shapes, int8_names=int8_names)
+        for wrapper in wrappers:
+            if repr(wrapper.method) == repr(method):
+                wrapper.replan(planned)
+    LOG.info("planned the budget of %d hand-made DiffWrappers over %d weights", len(wrappers), len(shapes))
+    return True
+
+
+def _unfinished_schedule(model):
+    """(step reached, end step) if a pruned DiffWrapper's schedule has not ended, else None."""
+    for wrapper in all_diff_wrappers(model):
+        if wrapper.method.prunable and wrapper.pruning_step is not None:
+            step = int(wrapper.pruning_step.numpy())
+            if step < wrapper.method.end_step:
+                return step, wrapper.method.end_step
+    return None
+
+
+def _warn(message):
+    LOG.warning(message)
+    warnings.warn(message, DiffCutWarning, stacklevel=3)

@@ -10,6 +10,8 @@ function that walks a model this way; everything else asks it.
 """
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
+from device.converter import input_specs
+
 from ._keras import keras, tf
 from .wrapper import DiffWrapper
 
@@ -56,16 +58,52 @@ def layers_with_paths(model, prefix=""):
             yield path, layer, inner
 
 
-def check_model(model, argument="model"):
-    """A one-line ValueError unless `model` is a tf_keras Sequential or functional model."""
+def pruning_masks(*layers):
+    """{id(weight): its 0/1 mask as numpy} of the weights `layers` prune (tfmot's wrapper or a DiffWrapper)."""
+    return {id(w): m.numpy() for layer in layers for w, m, _ in getattr(layer, "pruning_vars", ())}
+
+
+def all_diff_wrappers(model):
+    """Every DiffWrapper anywhere in `model`: any nesting, subclassed models and custom layers included."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, DiffWrapper)]
+
+
+def check_keras_model(model, argument="model"):
+    """A one-line ValueError unless `model` is a tf_keras model (of any kind, subclassed included)."""
     if type(model).__module__.startswith("keras.") or type(model).__module__ == "keras":
         raise ValueError(f"`{argument}` is a Keras 3 model; tfdiff works on tf_keras (Keras 2) models, "
                          "the only Keras tfmot supports. Build it with `from tfdiff import keras` "
                          f"(tf_keras) and copy the weights over. Received: {argument}={model!r}")
-    if not isinstance(model, keras.Model) or is_subclassed(model):
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`{argument}` must be a tf_keras model. Received: {argument}={model!r}")
+
+
+def check_model(model, argument="model"):
+    """A one-line ValueError unless `model` is a tf_keras Sequential or functional model."""
+    check_keras_model(model, argument)
+    if is_subclassed(model):
         raise ValueError(f"`{argument}` must be a tf_keras Sequential or functional model; wrap the "
                          f"layers of a subclassed model with DiffWrapper. Received: {argument}={model!r}")
 
 
 def is_subclassed(model):
     return not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False))
+
+
+def copy_model(model):
+    """A new model of the same architecture holding the same weights (a subclassed one rebuilt from its config)."""
+    if not is_subclassed(model):
+        copy = keras.models.clone_model(model)
+    else:
+        try:
+            copy = type(model).from_config(model.get_config())
+        except (NotImplementedError, TypeError) as e:
+            raise ValueError(f"subclassed model {type(model).__name__} cannot be rebuilt from its config "
+                             f"({str(e).splitlines()[0]}): give it get_config() returning its constructor's "
+                             "arguments (and from_config if they need deserializing)") from None
+        specs = input_specs(model)  # device.converter's: the converter and fold see one set of inputs
+        dummy = [tf.zeros([1] + list(s.shape[1:]), s.dtype) for s in specs]
+        copy(dummy if len(dummy) > 1 else dummy[0])
+    copy.set_weights(model.get_weights())
+    return copy

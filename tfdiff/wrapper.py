@@ -2,14 +2,15 @@
 import contextlib
 import inspect
 
-from tensorflow_model_optimization.python.core.sparsity.keras.prunable_layer import PrunableLayer
+from tensorflow_model_optimization.python.core.keras.utils import smart_cond
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_impl import Pruning
 
 from ._keras import keras, tf
 from .methods import deserialize_method, serialize_method
 
 
 @keras.utils.register_keras_serializable(package="tfdiff")
-class DiffWrapper(keras.layers.Wrapper, PrunableLayer):
+class DiffWrapper(keras.layers.Wrapper):
     """Freezes every weight of `layer` and learns a diff for each.
 
     The forward pass runs the wrapped layer's own `call` with each weight
@@ -20,8 +21,12 @@ class DiffWrapper(keras.layers.Wrapper, PrunableLayer):
     Conv1D/2D, Embedding, LSTM, GRU, Bidirectional and custom layers alike.
 
     Only the diffs are trainable weights; the wrapped layer's variables are
-    non-trainable and no optimizer ever sees them. For `SparseDiff` the
-    wrapper is a tfmot `PrunableLayer` whose prunable weights are the diffs.
+    non-trainable and no optimizer ever sees them. A pruned method
+    (`SparseDiff`) is pruned by the wrapper itself, wherever it sits (a
+    functional, Sequential or subclassed model): it keeps a mask per diff and
+    a step counter, and tfmot's magnitude pruning (`pruning_impl.Pruning`,
+    the code behind `prune_low_magnitude`) updates the masks on the method's
+    schedule at each training step, so no other wrapper is needed.
 
     Args:
         layer: the `tf_keras` layer to freeze.
@@ -60,6 +65,9 @@ class DiffWrapper(keras.layers.Wrapper, PrunableLayer):
         self._diffs = []
         self._constants = []
         self._scales = {}
+        self.pruning_vars = []
+        self.pruning_step = None
+        self._pruning = None
 
     def build(self, input_shape=None):
         if not self.layer.built:
@@ -67,8 +75,11 @@ class DiffWrapper(keras.layers.Wrapper, PrunableLayer):
             self.layer.built = True
         self.layer.trainable = False
         self._slots = _locate_weights(self.layer)
-        self._diffs = [self.method.create_diff(self, variable) for _, _, variable in self._slots]
-        self._constants = [self.method.constants(variable, diff)
+        # Statistics a layer updates itself (BatchNorm's moving mean and
+        # variance) are not trained by gradients, so they get no diff.
+        self._diffs = [self.method.create_diff(self, variable) if variable.trainable else None
+                       for _, _, variable in self._slots]
+        self._constants = [self.method.constants(variable, diff) if diff is not None else None
                            for (_, _, variable), diff in zip(self._slots, self._diffs)]
         if any(not 0 <= i < len(self._slots) for i in self.int8_weights):
             raise ValueError(f"`int8_weights` must index the layer's {len(self._slots)} weights. "
@@ -76,7 +87,24 @@ class DiffWrapper(keras.layers.Wrapper, PrunableLayer):
         self._scales = {i: self.add_weight(name="int8_scale_" + self._slots[i][2].name.split("/")[-1].split(":")[0],
                                            shape=self._slots[i][2].shape, initializer="ones", trainable=False)
                         for i in self.int8_weights}
+        if self.method.prunable:
+            self._build_pruning()
         self.built = True
+
+    def _build_pruning(self):
+        # The same variables and maths as tfmot's PruneLowMagnitude, kept on
+        # this layer so a DiffWrapper prunes wherever it is used.
+        masks, thresholds = [], []
+        for diff in self.diff_weights:
+            short = diff.name.split("/")[-1].split(":")[0]
+            masks.append(self.add_weight(name=short + "_mask", shape=diff.shape, initializer="ones",
+                                         trainable=False, aggregation=tf.VariableAggregation.MEAN))
+            thresholds.append(self.add_weight(name=short + "_threshold", shape=[], initializer="zeros",
+                                              trainable=False, aggregation=tf.VariableAggregation.MEAN))
+        self.pruning_vars = list(zip(self.diff_weights, masks, thresholds))
+        self.pruning_step = self.add_weight(name="pruning_step", shape=[], dtype=tf.int64,
+                                            initializer="zeros", trainable=False)
+        self.replan(self.method)
 
     # -- weights: only the diffs ever train --------------------------------
     @property
@@ -85,11 +113,16 @@ class DiffWrapper(keras.layers.Wrapper, PrunableLayer):
 
     @property
     def diff_weights(self):
-        return list(self._diffs)
+        return [d for d in self._diffs if d is not None]
+
+    @property
+    def diffed(self):
+        """(index in `base_weights`, base variable, diff variable) of every weight that has a diff."""
+        return [(i, v, d) for i, ((_, _, v), d) in enumerate(zip(self._slots, self._diffs)) if d is not None]
 
     @property
     def trainable_weights(self):
-        return list(self._diffs) if self.trainable else []
+        return self.diff_weights if self.trainable else []
 
     @property
     def int8_scales(self):
@@ -99,14 +132,34 @@ class DiffWrapper(keras.layers.Wrapper, PrunableLayer):
     @property
     def non_trainable_weights(self):
         frozen = self.layer.weights + [self._scales[i] for i in sorted(self._scales)]
-        return frozen + ([] if self.trainable else list(self._diffs))
+        pruning = [v for _, mask, threshold in self.pruning_vars for v in (mask, threshold)]
+        pruning += [self.pruning_step] if self.pruning_step is not None else []
+        return frozen + pruning + ([] if self.trainable else self.diff_weights)
 
-    def get_prunable_weights(self):
-        return self.diff_weights if self.method.prunable else []
+    @property
+    def masks(self):
+        """{weight index: its diff's current 0/1 mask as a numpy array}; empty for an unpruned method."""
+        by_diff = {id(d): mask for d, mask, _ in self.pruning_vars}
+        return {i: by_diff[id(d)].numpy() for i, _, d in self.diffed if id(d) in by_diff}
+
+    def replan(self, method):
+        """Use `method` (the same kind, budget planned by `tfdiff.callbacks`) from now on."""
+        method = deserialize_method(method)
+        if type(method) is not type(self.method):
+            raise ValueError(f"`method` must be a {type(self.method).__name__}. Received: method={method!r}")
+        self.method = method
+        if self.pruning_step is not None:
+            self._pruning = Pruning(training_step_fn=lambda: self.pruning_step, pruning_vars=self.pruning_vars,
+                                    pruning_schedule=method.schedule(), block_size=(1, 1), block_pooling_type="AVG")
+
+    def remask(self):
+        """Zero the pruned diff values now (the optimizer moves them between mask updates)."""
+        if self._pruning is not None:
+            self._pruning.weight_mask_op()
 
     # -- forward pass --------------------------------------------------------
     def effective_weights(self):
-        return [self.method.quantized_effective(v, d, self._scales[i], c) if i in self._scales
+        return [v if d is None else self.method.quantized_effective(v, d, self._scales[i], c) if i in self._scales
                 else self.method.effective(v, d, c)
                 for i, ((_, _, v), d, c) in enumerate(zip(self._slots, self._diffs, self._constants))]
 
@@ -115,8 +168,20 @@ class DiffWrapper(keras.layers.Wrapper, PrunableLayer):
             kwargs["training"] = training
         if mask is not None and _accepts(self.layer, "mask"):
             kwargs["mask"] = mask
+        if self._pruning is not None:
+            self._prune(keras.backend.learning_phase() if training is None else training)
         with _substituted(self._slots, self.effective_weights()):
             return self.layer.call(inputs, **kwargs)
+
+    def _prune(self, training):
+        # As PruneLowMagnitude.call: in training, count the step and update
+        # the masks when the schedule says; always compute with masked diffs.
+        def step():
+            with tf.control_dependencies([self.pruning_step.assign_add(1)]):
+                with tf.control_dependencies([self._pruning.conditional_mask_update()]):
+                    return tf.no_op()
+        self.add_update(smart_cond(training, step, tf.no_op))
+        self.add_update(self._pruning.weight_mask_op())
 
     def compute_mask(self, inputs, mask=None):
         return self.layer.compute_mask(inputs, mask)

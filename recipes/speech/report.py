@@ -7,6 +7,8 @@ import os
 import re
 import sys
 
+from device.format import SIGNATURE_BYTES
+
 METHOD_TITLES = {"sparse": "Sparse", "hash": "Hash"}
 
 
@@ -90,8 +92,8 @@ def markdown_table(results):
     columns = [(f"{METHOD_TITLES[m]} {r}x {kind}", f"{kind}-{m}-{r}x")
                for m in flywheel["methods"] for r in flywheel["ratios"] for kind in ("BLC", "Diff")
                if kind == "Diff" or m in blc_methods]
-    label = "# dom." if results["task"] == "fsc" else "hours"
-    head = ["Gen", label, "BL"] + [title for title, _ in columns] + ["BL∞"]
+    label, size_of = _data_size(results)
+    head = ["Gen"] + ([label] if label else []) + ["BL"] + [title for title, _ in columns] + ["BL∞"]
     quantized = ", int8 device models (every column measured on an int8 .tflite)" if results["flywheel"].get("quantize") else ""
     lines = _provenance(results) + [
         f"{'Accuracy' if metric == 'accuracy' else 'WER'} (%), {results['task']}, scale {results['scale']}{quantized}"
@@ -99,8 +101,7 @@ def markdown_table(results):
         "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in results["generations"]:
         rows = g["rows"]
-        size = len(g.get("domains", [])) if results["task"] == "fsc" else g.get("hours", "-")
-        cells = [str(g["gen"]), str(size), _fmt(rows.get("BL"), metric)]
+        cells = [str(g["gen"])] + ([size_of(g)] if label else []) + [_fmt(rows.get("BL"), metric)]
         cells += [_fmt(rows.get(key), metric) for _, key in columns]
         cells.append(_fmt(rows.get("BLinf"), metric))
         lines.append("| " + " | ".join(cells) + " |")
@@ -118,8 +119,7 @@ def markdown_table(results):
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for g in results["generations"]:
             rows = g["rows"]
-            size = len(g.get("domains", []))
-            cells = [str(g["gen"]), str(size), _fmt(rows.get("BL"), robust)]
+            cells = [str(g["gen"])] + ([size_of(g)] if label else []) + [_fmt(rows.get("BL"), robust)]
             cells += [_fmt(rows.get(key), robust) for _, key in columns] + [_fmt(rows.get("BLinf"), robust)]
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Share of the byte budget used (file + 68-byte signature) / (4N / ratio), and the "
@@ -132,7 +132,7 @@ def markdown_table(results):
             if "budget_bytes" not in row:
                 cells.append("-")
                 continue
-            signature = 68 if key.startswith("Diff") else 0
+            signature = SIGNATURE_BYTES if key.startswith("Diff") else 0
             used = f"{100 * (row['bytes'] + signature) / row['budget_bytes']:.0f}%"
             cells.append(used + (f" ({row['nominal_compression']:g}x)" if "nominal_compression" in row else ""))
         lines.append(f"| {g['gen']} | " + " | ".join(cells) + " |")
@@ -145,6 +145,16 @@ def markdown_table(results):
                 cells = [_fmt_plain(g["rows"].get(key, {}).get(field)) for key in keyed]
                 lines.append(f"| {g['gen']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _data_size(results):
+    """(column title, generation -> cell) of what each generation trains on, from the fields it records."""
+    generations = results["generations"]
+    if any("domains" in g for g in generations):
+        return "# dom.", lambda g: str(len(g.get("domains", [])))
+    if any("hours" in g for g in generations):
+        return "hours", lambda g: str(g.get("hours", "-"))
+    return None, None
 
 
 def _fmt_plain(value):
@@ -160,13 +170,15 @@ def plot(results, path):
     metric = _metric(results)
     gens = [g["gen"] for g in results["generations"]]
     keys = sorted({k for g in results["generations"] for k in g["rows"]})
+    colors = {key: f"C{i % 10}" for i, key in enumerate(keys)}  # one colour per series in both panels
+    styles = {"BL": ("--", "s"), "BLinf": ((0, (1, 1)), "x")}
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 6))
     for key in keys:
         points = [(g["gen"], 100 * g["rows"][key][metric]) for g in results["generations"]
                   if key in g["rows"] and metric in g["rows"][key]]
         if points:
-            style = "-" if key.startswith("Diff") else (":" if key.startswith("BLC") else "--")
-            left.plot(*zip(*points), style, marker="o", label=key)
+            style, marker = styles.get(key, ("-" if key.startswith("Diff") else "-.", "o"))
+            left.plot(*zip(*points), linestyle=style, marker=marker, color=colors[key], label=key)
     left.set_xlabel("generation")
     left.set_ylabel(f"{metric} (%)")
     left.set_xticks(gens)
@@ -175,11 +187,17 @@ def plot(results, path):
     left.set_title(f"{results['task']}: {metric} per generation")
     diff_keys = [k for k in keys if k.startswith("Diff")]
     width = 0.8 / max(1, len(diff_keys))
+    budgets = {}
     for i, key in enumerate(diff_keys):
         points = [(g["gen"] + i * width, g["rows"][key]["bytes"]) for g in results["generations"]
                   if key in g["rows"]]
         if points:
-            right.bar(*zip(*points), width=width, label=key)
+            right.bar(*zip(*points), width=width, color=colors[key], label=key)
+        budgets.update({key.rsplit("-", 1)[-1]: g["rows"][key]["budget_bytes"] - SIGNATURE_BYTES
+                        for g in results["generations"] if "budget_bytes" in g["rows"].get(key, {})})
+    for i, (ratio, budget) in enumerate(sorted(budgets.items(), key=lambda item: -item[1])):
+        right.axhline(budget, color="black", linestyle=("--", ":", "-.")[i % 3], linewidth=1,
+                      label=f"budget {ratio} (less the signature)")
     updates = gens[1:]
     right.set_xticks([g + width * (len(diff_keys) - 1) / 2 for g in updates], [str(g) for g in updates])
     right.set_xlabel("generation")
