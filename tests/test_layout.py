@@ -107,3 +107,10 @@ def test_one_recipe_never_imports_another():
         for imported, _ in imports(tree, module_of(path)):
             if imported.startswith("recipes."):
                 assert imported.split(".")[1] in (parts[1], "speech"), f"{path} imports {imported}"
+
+
+def test_the_device_safety_tests_need_no_tensorflow():
+    code = ("import sys, tests.test_device_safety, tests.device_world; "
+            "print(sorted(m for m in ('tensorflow', 'tf_keras', 'ai_edge_litert') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"

@@ -145,14 +145,17 @@ def test_a_wrapped_model_saves_loads_and_goes_on_training(tmp_path):
     diff_model = tfdiff.wrap(base, tfdiff.SparseDiff(compression=10.0, end_step=40, frequency=5))
     diff_model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x, y = _data(128)
-    diff_model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=tfdiff.callbacks(diff_model))
+    with pytest.warns(tfdiff.DiffCutWarning):  # stopped at step 16 of 40, on purpose
+        diff_model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=tfdiff.callbacks(diff_model))
     diff_model.save(tmp_path / "m.keras")
     back = tfdiff.load_model(tmp_path / "m.keras")
     assert int(back.layers[0].pruning_step.numpy()) == 16
     np.testing.assert_array_equal(back(x).numpy(), diff_model(x).numpy())
-    back.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=tfdiff.callbacks(back))
-    assert int(back.layers[0].pruning_step.numpy()) == 32 and int(back.optimizer.iterations.numpy()) == 32
-    assert tfdiff.extract(back, generation=1).cut_values == 0
+    back.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=tfdiff.callbacks(back))  # to the schedule's end
+    assert int(back.layers[0].pruning_step.numpy()) == 40 and int(back.optimizer.iterations.numpy()) == 40
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tfdiff.DiffCutWarning)
+        assert tfdiff.extract(back, generation=1).cut_values == 0
     with pytest.raises(ValueError, match="does not exist"):
         tfdiff.load_model(tmp_path / "missing.keras")
 
