@@ -13,7 +13,7 @@ from tfdiff import keras
 def run(model_path, keras_model_path, diff_path, out_dir, runs=200, rounds=3):
     """`model_path` is the device's base .tflite, `keras_model_path` its Keras model."""
     patched = os.path.join(out_dir, "patched.tflite")
-    device.apply(model_path, diff_path, out=patched, allow_unsigned=True)  # the server measures its own diff
+    device.apply(model_path, diff_path, out=patched, allow_unsigned=True, force=True)  # the server's own diff
     base = keras.models.load_model(keras_model_path, compile=False)
     fresh = os.path.join(out_dir, "fresh.tflite")
     device.convert(tfdiff.fold(base, tfdiff.Diff.load(diff_path)), fresh)

@@ -10,12 +10,12 @@ Example (shell):
 """
 __version__ = "0.2.0"  # tfdiff's version: one release holds both packages
 
-from .applier import ApplyError, apply, discard, recover, rollback
+from .applier import ApplyError, UpdateCommittedError, apply, discard, recover, reset_state, rollback
 from .converter import ConversionError, convert
 from .format import DiffFormatError
 from .signing import SignatureError
 from .status import status
 from .tflite import ModelFormatError
 
-__all__ = ["apply", "recover", "discard", "rollback", "status", "convert", "ApplyError", "ConversionError", "DiffFormatError",
+__all__ = ["apply", "recover", "discard", "rollback", "reset_state", "status", "convert", "UpdateCommittedError", "ApplyError", "ConversionError", "DiffFormatError",
            "ModelFormatError", "SignatureError"]

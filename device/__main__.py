@@ -2,27 +2,32 @@
 
     convert MODEL.keras OUT.tflite [--quantize int8] [--custom-objects M:NAME ...] [--signature M:FN]
                                               (server; needs TensorFlow)
-    apply MODEL.tflite DIFF [--out OUT] [--public-key KEY | --allow-unsigned] [--json]
-    recover MODEL.tflite [--discard]          (finish an interrupted apply)
+    trust KEY.pem                             (install the server's public key: the device's trusted key)
+    apply MODEL.tflite DIFF [--out OUT [--force]] [--public-key KEY | --allow-unsigned] [--json]
+    recover MODEL.tflite [--discard | --reset-state]   (finish an interrupted apply)
     rollback MODEL.tflite                     (back to the previous generation)
-    status MODEL.tflite [--json]              (generation, digests, trusted key, journal, rollback)
+    status MODEL.tflite [--json]              (generation, digests, trusted keys, journal, rollback)
     bench MODEL.tflite [--diff DIFF] [--runs N]   (needs LiteRT: pip install ".[device]")
 
-apply refuses a diff that is not signed by the device's trusted key
-(--public-key, $TFDIFF_PUBLIC_KEY, or MODEL.tflite.tfdiff-key.pem), and one
-whose generation is not above the model's installed one. rollback restores
-the generation before the last apply bit for bit, from the undo record that
+apply refuses a diff that is not signed by a trusted key (--public-key,
+$TFDIFF_PUBLIC_KEY, or the key directory: $TFDIFF_KEY_DIR, default
+/etc/tfdiff/keys, where `trust` installs keys), and one whose generation is
+not above the model's installed one. Keys, key directories and the model's
+directory writable by other users are refused. rollback restores the
+generation before the last apply bit for bit, from the undo record that
 apply keeps (MODEL.tflite.tfdiff-undo); the installed generation goes back too.
 
 Exit status: 0 done; 1 refused (bad, tampered, unsigned, old or foreign
 input: one line on stderr, the model unchanged); 2 an unexpected error (one
-line; --debug shows the traceback).
+line; --debug shows the traceback); 3 an update committed but not finished
+(a full disk, say): `recover` finishes it.
 """
-import argparse
 import json
 import sys
+from argparse import ArgumentTypeError
+from argparse import RawDescriptionHelpFormatter as RawDescription
 
-from .cli import run
+from .cli import Parser, run
 
 
 def _convert(args):
@@ -32,10 +37,16 @@ def _convert(args):
     print(f"wrote {args.out} ({len(data)} bytes)")
 
 
+def _trust(args):
+    from .trust import install
+    print(f"installed {install(args.key, args.key_dir)}: diffs signed by it now apply")
+
+
 def _apply(args):
     from .applier import apply
     result = apply(args.model, args.diff, out=args.out, public_key=args.public_key,
-                   allow_unsigned=args.allow_unsigned, max_diff_bytes=args.max_diff_bytes)
+                   allow_unsigned=args.allow_unsigned, max_diff_bytes=args.max_diff_bytes,
+                   key_beside_model=args.key_beside_model, force=args.force)
     where = args.out or args.model
     if args.json:
         print(json.dumps({"status": result.status, "model": where, "generation": result.diff.generation,
@@ -48,7 +59,11 @@ def _apply(args):
 
 
 def _recover(args):
-    if args.discard:
+    if args.reset_state:
+        from .applier import reset_state
+        reset_state(args.model)
+        print(f"{args.model} is taken as shipped: generation 0, no undo record")
+    elif args.discard:
         from .applier import discard
         print("discarded the journal" if discard(args.model) else "no journal to discard")
     else:
@@ -63,19 +78,20 @@ def _rollback(args):
 
 def _status(args):
     from .status import format_status, status
-    report = status(args.model, public_key=args.public_key)
+    report = status(args.model, public_key=args.public_key, key_beside_model=args.key_beside_model)
     print(json.dumps(report, indent=2) if args.json else format_status(report))
 
 
 def _bench(args):
+    if args.runs < 1 or args.threads < 1:
+        raise ValueError(f"--runs and --threads must be at least 1. Received: {args.runs}, {args.threads}")
     from .bench import main as run_bench
     run_bench(args.model, args.diff, runs=args.runs, threads=args.threads, public_key=args.public_key,
               as_json=args.json)
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="tfdiff-device", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="tfdiff-device", description=__doc__, formatter_class=RawDescription)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True)
@@ -90,21 +106,30 @@ def _parser():
                          help="a function model -> {name: tf.function with an input signature} to export "
                               "instead of the model's call")
     convert.set_defaults(run=_convert)
+    trust = commands.add_parser("trust", help="install a public key as a trusted key of this device")
+    trust.add_argument("key", help="the server's Ed25519 public key (PEM)")
+    trust.add_argument("--key-dir", help="the key directory (default $TFDIFF_KEY_DIR, else /etc/tfdiff/keys)")
+    trust.set_defaults(run=_trust)
     apply = commands.add_parser("apply", help="patch a .tflite with a diff")
     apply.add_argument("model", help="the device's .tflite (patched in place unless --out)")
     apply.add_argument("diff", help="the received .tfdiff file")
-    apply.add_argument("--out", help="write the patched model here instead of in place")
+    apply.add_argument("--out", help="write the patched model to this new file instead of in place")
+    apply.add_argument("--force", action="store_true", help="let --out replace an existing regular file")
     apply.add_argument("--public-key", help="the trusted Ed25519 public key (PEM) the diff must be signed by")
     apply.add_argument("--allow-unsigned", action="store_true",
                        help="skip the signature check (development only)")
-    apply.add_argument("--max-diff-bytes", type=int, default=None,
+    apply.add_argument("--max-diff-bytes", type=_size, default=None,
                        help="refuse larger diff files (default 64 MiB)")
+    apply.add_argument("--key-beside-model", action="store_true",
+                       help="also trust MODEL.tfdiff-key.pem (whoever can write the model's directory could plant it)")
     apply.add_argument("--json", action="store_true", help="print the result as one JSON line")
     apply.set_defaults(run=_apply)
     recover = commands.add_parser("recover", help="finish an interrupted apply")
     recover.add_argument("model", help="the device's .tflite")
     recover.add_argument("--discard", action="store_true",
                          help="delete a journal that recover refused as another model's, without replaying it")
+    recover.add_argument("--reset-state", action="store_true",
+                         help="take a replaced model as shipped: forget its recorded generation and undo record")
     recover.set_defaults(run=_recover)
     rollback = commands.add_parser("rollback", help="restore the generation before the last apply")
     rollback.add_argument("model", help="the device's .tflite")
@@ -112,6 +137,7 @@ def _parser():
     status = commands.add_parser("status", help="installed generation, digests, trusted key, journal, rollback")
     status.add_argument("model", help="the device's .tflite")
     status.add_argument("--public-key", help="report this key as the trusted one, as apply would use it")
+    status.add_argument("--key-beside-model", action="store_true", help="as apply's")
     status.add_argument("--json", action="store_true", help="print the report as JSON")
     status.set_defaults(run=_status)
     bench = commands.add_parser("bench", help="inference latency, and apply cost for a diff (needs LiteRT)")
@@ -127,6 +153,13 @@ def _parser():
 
 def main(argv=None):
     return run(_parser().parse_args(argv), "tfdiff-device")
+
+
+def _size(text):
+    """A byte count for --max-diff-bytes: a positive integer up to 1 TiB."""
+    if not text.isdigit() or not 0 < int(text) <= 1 << 40:
+        raise ArgumentTypeError(f"a byte count from 1 to {1 << 40}. Received: {text!r}")
+    return int(text)
 
 
 def _version():

@@ -38,12 +38,14 @@ import fcntl
 import mmap
 import os
 import shutil
+import stat
 import time
 
 import numpy as np
 
 from . import signing
-from .format import UNBOUND, DiffFormatError, WeightsHasher, decode, fsync_dir, read_bounded, replacing, write_atomic
+from .trust import check_private, model_path_of, trusted_keys
+from .format import UNBOUND, DiffFormatError, WeightsHasher, decode, fsync_dir, read_bounded, write_atomic
 from .journal import JournalHeader, JournalWriter, chunks, read_header, write_inverse
 from .patch import patch_mismatch, patched_values
 from .tflite import TFLiteFile, graph_digest_of, read_mapped
@@ -51,16 +53,25 @@ from .tflite import TFLiteFile, graph_digest_of, read_mapped
 JOURNAL_SUFFIX = ".tfdiff-journal"
 STATE_SUFFIX = ".tfdiff-state"
 LOCK_SUFFIX = ".tfdiff-lock"
-# A public key beside the model (MODEL.tfdiff-key.pem) or in this variable is
-# the device's trusted key when the caller names none.
-KEY_SUFFIX = ".tfdiff-key.pem"
-KEY_ENVIRONMENT = "TFDIFF_PUBLIC_KEY"
+PLAN_SUFFIX = ".tfdiff-plan"  # an apply --out's patch plan, beside the model
+OUT_SUFFIX = ".tfdiff-out"  # names the temporary copy of an apply --out in progress
+TMP_SUFFIX = ".tfdiff-tmp"  # that copy, beside its destination
 UNDO_SUFFIX = ".tfdiff-undo"
 _PAGE = mmap.PAGESIZE
 
 
 class ApplyError(ValueError):
     """A diff that cannot be applied to this model; nothing was changed."""
+
+
+class UpdateCommittedError(RuntimeError):
+    """The update is committed but could not be finished (a full disk, say): `recover` finishes it.
+
+    Not a ValueError: the model may already be the new one, so the command
+    line exits with status 3, not 1 ("unchanged").
+    """
+
+    exit_status = 3
 
 
 class Result:
@@ -76,19 +87,22 @@ class Result:
 
 def apply(model_path: "str | os.PathLike", diff_path: "str | os.PathLike", out: "str | os.PathLike | None" = None,
           public_key: "str | None" = None, allow_unsigned: bool = False,
-          max_diff_bytes: "int | None" = None) -> "Result":
+          max_diff_bytes: "int | None" = None, key_beside_model: bool = False, force: bool = False) -> "Result":
     """Apply the diff at `diff_path` to the .tflite at `model_path`.
 
     Args:
         model_path: the device's model; patched in place unless `out` is given.
         diff_path: the received diff file.
-        out: write the patched model here instead (atomically).
+        out: write the patched model here instead (atomically): a new file,
+            or with `force` an existing regular file to replace.
         public_key: path of the trusted Ed25519 public key (PEM). Without
-            it, $TFDIFF_PUBLIC_KEY, then MODEL.tfdiff-key.pem beside the
-            model; with none of them the diff is refused.
+            it, the keys device/trust.py finds ($TFDIFF_PUBLIC_KEY, the key
+            directory); with none the diff is refused.
         allow_unsigned: accept a diff without checking any signature (for
             development and for a server evaluating its own diffs).
         max_diff_bytes: refuse larger diff files (default 64 MiB).
+        key_beside_model: also trust MODEL.tfdiff-key.pem (device/trust.py).
+        force: let `out` replace an existing regular file.
 
     Returns:
         a Result: "applied" (with the count of patched elements), or
@@ -97,14 +111,16 @@ def apply(model_path: "str | os.PathLike", diff_path: "str | os.PathLike", out: 
     Raises:
         DiffFormatError, ApplyError, ModelFormatError, signing.SignatureError,
         all ValueErrors with a one-line message; the model is then unchanged.
+        UpdateCommittedError: committed, not finished; `recover` finishes it.
 
     Example (from the shell): python -m device apply model.tflite gen1.tfdiff --public-key k.pub
     """
-    model_path = os.fspath(model_path)
-    _require_model(model_path)
+    model_path = _model(model_path)
+    if out is not None:
+        out = _check_out(model_path, os.fspath(out), force)
     data = read_bounded(diff_path, max_diff_bytes)
     if not allow_unsigned:
-        signing.verify_bytes(data, trusted_key(model_path, public_key))
+        signing.verify_bytes(data, trusted_keys(model_path, public_key, key_beside_model))
     diff = decode(data)
 
     with _locked(model_path):
@@ -116,6 +132,7 @@ def apply(model_path: "str | os.PathLike", diff_path: "str | os.PathLike", out: 
             raise ApplyError(f"diff (generation {diff.generation}) is bound to another model graph "
                              f"({diff.graph_digest.hex()[:12]}); this model's is {graph.hex()[:12]}")
         installed = installed_generation(model_path)
+        _check_state(model_path)
         if diff.generation <= installed:
             if out is None and weights_digest_of(model_path) == diff.target_digest:
                 return Result("already", model_path, diff)
@@ -123,37 +140,65 @@ def apply(model_path: "str | os.PathLike", diff_path: "str | os.PathLike", out: 
                              f"generation {installed}; refusing to go back")
         if out is None:
             return _apply_in_place(model_path, diff, installed)
-        return _apply_to_copy(model_path, diff, os.fspath(out), installed)
-
-
-def trusted_key(model_path, public_key=None):
-    """The path of the device's trusted public key; SignatureError if it has none."""
-    for candidate in (public_key, os.environ.get(KEY_ENVIRONMENT), os.fspath(model_path) + KEY_SUFFIX):
-        if candidate and (candidate is public_key or os.path.isfile(candidate)):
-            return candidate
-    raise signing.SignatureError(
-        f"no trusted public key: give --public-key, set {KEY_ENVIRONMENT}, or install one at "
-        f"{os.fspath(model_path) + KEY_SUFFIX} (--allow-unsigned skips the check, for development)")
+        return _apply_to_copy(model_path, diff, out, installed)
 
 
 def installed_generation(model_path: "str | os.PathLike") -> int:
     """The generation the model holds: 0 (as shipped) until a diff was applied to it."""
+    return _read_state(model_path)[0]
+
+
+def state_matches(model_path: "str | os.PathLike") -> bool:
+    """True unless the state records the weights digest of another model (the model file was replaced)."""
+    _, recorded = _read_state(model_path)
+    return recorded is None or recorded == weights_digest_of(model_path)
+
+
+def reset_state(model_path: "str | os.PathLike") -> None:
+    """Take the model as shipped: forget its recorded generation and its undo record (the owner's decision)."""
+    model_path = _model(model_path)
+    with _locked(model_path):
+        for suffix in (STATE_SUFFIX, UNDO_SUFFIX):
+            if os.path.lexists(model_path + suffix):
+                os.unlink(model_path + suffix)
+        fsync_dir(os.path.dirname(model_path))
+
+
+def _read_state(model_path):
+    """(generation, recorded weights digest or None) from MODEL.tfdiff-state; (0, None) without one.
+
+    The state is "generation N" and, since it is tied to the model,
+    "weights <sha256 hex>": the digest of the model that generation is.
+    """
     path = os.fspath(model_path) + STATE_SUFFIX
     try:
-        with open(path, "rb") as f:
-            raw = f.read(64)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
-        return 0
+        return 0, None
     except OSError as e:
         raise ApplyError(f"cannot read {path}: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        raw = f.read(256)
     fields = raw.decode("ascii", "replace").split()
-    if len(fields) != 2 or fields[0] != "generation" or not fields[1].isdigit():
-        raise ApplyError(f"{path} is damaged: expected 'generation N'")
-    return int(fields[1])
+    if (len(fields) not in (2, 4) or fields[0] != "generation" or not fields[1].isdigit()
+            or int(fields[1]) >= 2**32 or (len(fields) == 4 and (fields[2] != "weights" or len(fields[3]) != 64))):
+        raise ApplyError(f"{path} is damaged: expected 'generation N weights DIGEST'")
+    try:
+        recorded = bytes.fromhex(fields[3]) if len(fields) == 4 else None
+    except ValueError:
+        raise ApplyError(f"{path} is damaged: expected 'generation N weights DIGEST'") from None
+    return int(fields[1]), recorded
 
 
-def _write_state(model_path, generation):
-    write_atomic(os.fspath(model_path) + STATE_SUFFIX, f"generation {generation}\n".encode())
+def _check_state(model_path):
+    if not state_matches(model_path):
+        generation = installed_generation(model_path)
+        raise ApplyError(f"{model_path} is not the model its state records (generation {generation}): the file "
+                         f"was replaced. `tfdiff-device recover {model_path} --reset-state` takes it as shipped")
+
+
+def _write_state(model_path, generation, digest):
+    write_atomic(os.fspath(model_path) + STATE_SUFFIX, f"generation {generation}\nweights {digest.hex()}\n".encode())
 
 
 def weights_digest_of(model_path):
@@ -167,14 +212,12 @@ def recover(model_path: "str | os.PathLike", _locked_already: bool = False) -> b
     Raises ApplyError when a journal is there but does not belong to the
     model (see `discard`); the model is then left as it is.
     """
-    model_path = os.fspath(model_path)
-    _require_model(model_path)
     if not _locked_already:
+        model_path = _model(model_path)
         with _locked(model_path):
             return recover(model_path, _locked_already=True)
     journal = model_path + JOURNAL_SUFFIX
-    if os.path.lexists(journal + ".tmp"):
-        os.unlink(journal + ".tmp")  # never committed: the model was not touched
+    _clean_leftovers(model_path)
     if not os.path.lexists(journal):
         return False
     header = _replay(model_path, journal)
@@ -188,8 +231,7 @@ def discard(model_path: "str | os.PathLike") -> bool:
     Only for a journal `recover` reported as foreign: discarding the journal of
     a half-written update of *this* model leaves it half-written.
     """
-    model_path = os.fspath(model_path)
-    _require_model(model_path)
+    model_path = _model(model_path)
     with _locked(model_path):
         found = False
         for path in (model_path + JOURNAL_SUFFIX + ".tmp", model_path + JOURNAL_SUFFIX):
@@ -209,8 +251,7 @@ def rollback(model_path: "str | os.PathLike") -> int:
     current model or, after the next `recover`, the previous one. The
     installed generation goes back with it. Returns the restored generation.
     """
-    model_path = os.fspath(model_path)
-    _require_model(model_path)
+    model_path = _model(model_path)
     with _locked(model_path):
         recover(model_path, _locked_already=True)
         undo, journal = model_path + UNDO_SUFFIX, model_path + JOURNAL_SUFFIX
@@ -230,9 +271,51 @@ def rollback(model_path: "str | os.PathLike") -> int:
         return inverse.generation_to
 
 
-def _require_model(model_path):
-    if not os.path.isfile(model_path):
-        raise ApplyError(f"model {model_path} does not exist")
+def _model(model_path):
+    """The model's real path, its directory checked (device/trust.py); ApplyError if it is no file."""
+    if not os.path.isfile(os.fspath(model_path)):
+        raise ApplyError(f"model {os.fspath(model_path)} does not exist")
+    return model_path_of(model_path)
+
+
+def _check_out(model_path, out, force):
+    """`out` as a real path if apply may write it: a new file, or with `force` an existing regular file."""
+    if os.path.lexists(out):
+        info = os.lstat(out)
+        if not stat.S_ISREG(info.st_mode):
+            raise ApplyError(f"--out {out} exists and is not a regular file; refusing to replace it")
+        if not force:
+            raise ApplyError(f"--out {out} exists; --force replaces it")
+    directory = os.path.realpath(os.path.dirname(os.path.abspath(out)))
+    check_private(directory, "the directory of --out", group_ok=True)
+    real = os.path.join(directory, os.path.basename(out))
+    if real == model_path:
+        raise ApplyError("--out names the model itself; apply in place instead")
+    return real
+
+
+def _clean_leftovers(model_path):
+    """Remove what killed runs left (an uncommitted journal, an --out's plan and copy); under the lock."""
+    leftovers = [model_path + JOURNAL_SUFFIX + ".tmp", model_path + PLAN_SUFFIX]
+    record = model_path + OUT_SUFFIX
+    if os.path.lexists(record):
+        with os.fdopen(os.open(record, os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:
+            named = f.read(4096).decode("utf-8", "replace")
+        if named.endswith(TMP_SUFFIX):  # only ever a copy this applier made
+            leftovers.append(named)
+        leftovers.append(record)
+    for path in leftovers:
+        if os.path.lexists(path):
+            os.unlink(path)  # a symlink itself, never its target
+
+
+def _committed(model_path, work):
+    """Run `work()` after the commit point: any failure leaves a committed update for `recover`."""
+    try:
+        return work()
+    except (OSError, ApplyError) as e:
+        raise UpdateCommittedError(f"the update of {model_path} is committed but not finished ({e}); "
+                                   f"`tfdiff-device recover {model_path}` finishes it") from None
 
 
 def _finish(model_path, journal, header):
@@ -241,7 +324,7 @@ def _finish(model_path, journal, header):
     if digest != header.target:
         raise ApplyError(f"journal replay left {model_path} with unexpected weights "
                          f"({digest.hex()[:12]}, expected {header.target.hex()[:12]})")
-    _write_state(model_path, header.generation_to)
+    _write_state(model_path, header.generation_to, digest)
     if header.generation_to > header.generation_from:
         os.replace(journal, model_path + UNDO_SUFFIX)  # one undo generation: the newest update's
     else:
@@ -254,7 +337,7 @@ def _apply_in_place(model_path, diff, installed):
     if not os.access(model_path, os.W_OK):
         raise ApplyError(f"{model_path} is not writable")
     if _is_target(model_path, diff):  # record its generation, nothing else to do
-        _write_state(model_path, diff.generation)
+        _write_state(model_path, diff.generation, diff.target_digest)
         return Result("already", model_path, diff)
     journal = model_path + JOURNAL_SUFFIX
     patched = _prepare(model_path, diff, journal + ".tmp", installed)
@@ -262,29 +345,43 @@ def _apply_in_place(model_path, diff, installed):
     os.replace(journal + ".tmp", journal)  # the commit point
     fsync_dir(os.path.dirname(os.path.abspath(journal)))
     _crash_point("journal-committed")
-    header = _replay(model_path, journal)
-    _crash_point("model-written")
-    _finish(model_path, journal, header)
+
+    def finish():
+        header = _replay(model_path, journal)
+        _crash_point("model-written")
+        _finish(model_path, journal, header)
+    _committed(model_path, finish)
     return Result("applied", model_path, diff, patched)
 
 
 def _apply_to_copy(model_path, diff, out, installed):
+    """Copy, patch the copy, rename it over `out`; a kill leaves files `recover MODEL` or the next apply removes."""
     already = _is_target(model_path, diff)
-    with replacing(out) as tmp:
-        shutil.copyfile(model_path, tmp)
-        if already:
-            patched = None
-        else:
-            plan = tmp + ".plan"
-            try:
-                patched = _prepare(model_path, diff, plan, installed)
-                _replay(tmp, plan)
-            finally:
-                if os.path.exists(plan):
-                    os.unlink(plan)
+    tmp, plan, record = out + TMP_SUFFIX, model_path + PLAN_SUFFIX, model_path + OUT_SUFFIX
+    for path in (tmp, plan):
+        if os.path.lexists(path):
+            os.unlink(path)
+    write_atomic(record, tmp.encode("utf-8"))  # first, so that recover can find the copy
+    patched = None
+    try:
+        with open(model_path, "rb") as source, os.fdopen(
+                os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as copy:
+            shutil.copyfileobj(source, copy, 1 << 20)
+        if not already:
+            patched = _prepare(model_path, diff, plan, installed)
+            _replay(tmp, plan)
             if weights_digest_of(tmp) != diff.target_digest:
                 raise ApplyError("the patched copy does not match the diff's target digest")
-    _write_state(out, diff.generation)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        _crash_point("copy-written")
+        os.replace(tmp, out)
+        fsync_dir(os.path.dirname(out))
+    finally:
+        for path in (tmp, plan, record):
+            if os.path.lexists(path):
+                os.unlink(path)
+    _write_state(out, diff.generation, diff.target_digest)
     if patched is None:
         return Result("already", out, diff)
     return Result("applied", out, diff, patched)
@@ -325,7 +422,7 @@ def _prepare(model_path, diff, plan_path, installed):
                 for name in weight_map.names():
                     values = model.weight_values(name).reshape(-1)
                     if name in entries:
-                        old, touched = values.copy(), np.zeros(values.size, dtype=bool)
+                        touched = np.zeros(values.size, dtype=bool)
                         for entry in entries[name]:  # a composed diff may patch a weight twice, in order
                             positions = entry.indices if entry.method == "sparse" else np.arange(values.size)
                             values[positions] = patched_values(entry, values[positions], positions)
@@ -333,7 +430,7 @@ def _prepare(model_path, diff, plan_path, installed):
                         changed = np.flatnonzero(touched)
                         journal.add(*_word_changes(mm, model.byte_positions(name)[changed], values[changed]))
                         patched += changed.size
-                        del old, touched
+                        del touched
                     after.update(name, values.reshape(weight_map.shape(name)))
                     _release(mm, model.weight_spans_of(name))
                     del values
@@ -479,5 +576,6 @@ def _pause_for_tests():
         time.sleep(float(pause))
 
 
-__all__ = ["apply", "recover", "discard", "rollback", "trusted_key", "installed_generation", "ApplyError", "DiffFormatError",
+__all__ = ["apply", "recover", "discard", "rollback", "reset_state", "state_matches", "installed_generation",
+           "UpdateCommittedError", "ApplyError", "DiffFormatError",
            "Result"]

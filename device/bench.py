@@ -48,8 +48,8 @@ def apply_cost(model_path, diff_path, in_place=True, repeats=3, public_key=None)
         for _ in range(repeats):
             copy = os.path.join(tmp, "model.tflite")
             shutil.copyfile(model_path, copy)
-            for name in os.listdir(tmp):  # the last repeat's state, undo record and lock: a fresh device
-                if name.startswith("model.tflite."):
+            for name in os.listdir(tmp):  # the last repeat's output, state, undo record, lock: a fresh device
+                if name.startswith(("model.tflite.", "patched.tflite")):
                     os.unlink(os.path.join(tmp, name))
             out = [] if in_place else ["--out", os.path.join(tmp, "patched.tflite")]
             # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the

@@ -131,8 +131,6 @@ def convert_file(model_path, out, quantize=None, custom_objects=None, signature=
             {name: tf.function with an input signature}, as `convert`'s
             `signatures`.
     """
-    from tfdiff import keras
-
     if not os.path.exists(model_path):
         raise ConversionError(f"model {model_path} does not exist")
     objects = dict(custom_objects) if isinstance(custom_objects, dict) else {

@@ -14,6 +14,7 @@ decides when a journal is written, committed, replayed and kept.
 """
 import hashlib
 import os
+import stat
 import struct
 
 import numpy as np
@@ -81,9 +82,9 @@ class JournalWriter:
 
 def read_header(path, model_path):
     """The header of a complete journal that names this model's size; JournalError otherwise."""
-    size = os.path.getsize(path)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with _open(path) as f:
+        size = os.fstat(f.fileno()).st_size
         remaining = size - 32
         while remaining > 0:
             block = f.read(min(remaining, 1 << 20))
@@ -102,14 +103,16 @@ def read_header(path, model_path):
 
 def chunks(path, header):
     """(words, old, new) of each chunk of a checked journal, old and new as uint32 bits."""
-    end = os.path.getsize(path) - 32
-    with open(path, "rb") as f:
+    with _open(path) as f:
+        end = os.fstat(f.fileno()).st_size - 32
         f.seek(JournalHeader.LAYOUT.size)
         for _ in range(header.chunks):
             (count,) = struct.unpack("<Q", f.read(8))
             if 16 * count > end - f.tell():
                 raise JournalError(f"journal {path} is damaged: a chunk runs past its end")
             words = np.frombuffer(f.read(8 * count), dtype="<i8")
+            if words.size and words.min() < 0:
+                raise JournalError(f"journal {path} is damaged: a negative position")
             old = np.frombuffer(f.read(4 * count), dtype="<u4")
             yield words, old, np.frombuffer(f.read(4 * count), dtype="<u4")
 
@@ -119,3 +122,15 @@ def write_inverse(path, inverse_path, header):
     with JournalWriter(inverse_path, header.inverse()) as out:
         for words, old, new in chunks(path, header):
             out.add(words, new, old)
+
+
+def _open(path):
+    """A journal or undo record, never through a symlink (a planted link could name another device's)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        raise JournalError(f"cannot open journal {path}: {e.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise JournalError(f"journal {path} is not a regular file")
+    return os.fdopen(fd, "rb")

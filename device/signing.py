@@ -5,13 +5,37 @@ and is appended as "SIG1" + 64 bytes (docs/FORMAT.md). Keys are PEM files:
 PKCS#8 for the private key, SubjectPublicKeyInfo for the public one.
 """
 import os
+import stat
 
 from .format import SIGNATURE_BYTES, SIGNATURE_MAGIC, UNBOUND, DiffFile, DiffFormatError, write_atomic
 from .tflite import graph_digest_of
 
 
+MAX_KEY_BYTES = 16 << 10  # an Ed25519 PEM is under 200 bytes
+
+
 class SignatureError(ValueError):
     """A diff that is unsigned, or not signed by the trusted key."""
+
+
+def read_key(path):
+    """The bytes of a key file, at most MAX_KEY_BYTES, from a regular file only (never a device or a pipe)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise SignatureError(f"cannot read key {path}: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise SignatureError(f"key {path} is not a regular file")
+        data = f.read(MAX_KEY_BYTES + 1)
+    if len(data) > MAX_KEY_BYTES:
+        raise SignatureError(f"key {path} is larger than {MAX_KEY_BYTES} bytes")
+    return data
+
+
+def load_public_key(data, path):
+    """The Ed25519 public key in PEM `data` (read from `path`); SignatureError otherwise."""
+    return _parse_key(data, path, private=False)
 
 
 def _serialization():
@@ -26,6 +50,8 @@ def keygen(private_path, public_path):
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption())
     public = key.public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo)
+    if os.path.abspath(private_path) == os.path.abspath(public_path):
+        raise ValueError(f"the private and the public key need two paths. Received: {private_path} twice")
     for path in (private_path, public_path):
         if os.path.exists(path):
             raise FileExistsError(f"{path} exists; refusing to overwrite a key")
@@ -36,15 +62,15 @@ def keygen(private_path, public_path):
 
 
 def _load_key(path, private):
+    return _parse_key(read_key(path), path, private)
+
+
+def _parse_key(data, path, private):
     from cryptography.hazmat.primitives.asymmetric import ed25519
     s = _serialization()
     try:
-        with open(path, "rb") as f:
-            data = f.read()
         key = (s.load_pem_private_key(data, password=None) if private
                else s.load_pem_public_key(data))
-    except OSError as e:
-        raise SignatureError(f"cannot read key {path}: {e.strerror}") from None
     except (ValueError, TypeError):
         raise SignatureError(f"{path} is not a PEM {'private' if private else 'public'} key") from None
     wanted = ed25519.Ed25519PrivateKey if private else ed25519.Ed25519PublicKey
@@ -70,6 +96,9 @@ def sign(diff_path, private_key_path, out=None, model=None, unbound=False):
             without `model` or `unbound`.
     """
     diff = DiffFile.load(diff_path)
+    if model is not None and diff.version < 2:
+        raise SignatureError(f"{diff_path} is a format-v{diff.version} diff, which cannot name a graph; "
+                             "extract it again to sign it bound to --model")
     if model is not None:
         diff.graph_digest = graph_digest_of(model)
     elif diff.graph_digest == UNBOUND and diff.version >= 2 and not unbound:
@@ -81,26 +110,26 @@ def sign(diff_path, private_key_path, out=None, model=None, unbound=False):
     return diff
 
 
-def verify_bytes(data, public_key_path):
+def verify_bytes(data, public_keys):
     """Check the Ed25519 signature over the raw bytes of a diff file, before any parsing.
 
     The signature covers every byte before "SIG1" exactly as received, so
     two different files never verify with one signature. Raises
-    SignatureError unless `data` ends in a signature by the trusted key.
+    SignatureError unless `data` ends in a signature by one of the trusted
+    keys (`public_keys`: a path, or a list of paths).
     """
     from cryptography.exceptions import InvalidSignature
-    key = _load_key(public_key_path, private=False)
+    paths = [public_keys] if isinstance(public_keys, (str, os.PathLike)) else list(public_keys)
+    keys = [_load_key(path, private=False) for path in paths]
     if len(data) <= SIGNATURE_BYTES or data[-SIGNATURE_BYTES:-64] != SIGNATURE_MAGIC:
         raise SignatureError("diff is not signed, and this device requires signed diffs")
-    try:
-        key.verify(bytes(data[-64:]), bytes(data[:-SIGNATURE_BYTES]))
-    except InvalidSignature:
-        raise SignatureError("diff signature does not match the trusted public key") from None
+    for key in keys:
+        try:
+            key.verify(bytes(data[-64:]), bytes(data[:-SIGNATURE_BYTES]))
+            return
+        except InvalidSignature:
+            continue
+    raise SignatureError("diff signature does not match the trusted public key")
 
 
-def verify(diff, public_key_path):
-    """Raise SignatureError unless the decoded `diff` is signed by the key at `public_key_path`."""
-    verify_bytes(diff.to_bytes(), public_key_path)
-
-
-__all__ = ["keygen", "sign", "verify", "verify_bytes", "SignatureError", "DiffFormatError"]
+__all__ = ["keygen", "sign", "verify_bytes", "read_key", "load_public_key", "SignatureError", "DiffFormatError"]

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from device import applier, signing
+from device import signing, trust
 from device.format import UNBOUND, DiffFile, Entry, weights_digest
 from device.patch import patch_weight
 from device.tflite import TFLiteFile, graph_digest_of
@@ -97,13 +97,17 @@ def run_cli(*args, env=None):
 
 
 def trusting(tmp):
-    """Make tmp/server.pub the devices' trusted key ($TFDIFF_PUBLIC_KEY); returns a function that undoes it."""
-    saved = os.environ.get(applier.KEY_ENVIRONMENT)
-    os.environ[applier.KEY_ENVIRONMENT] = str(tmp / "server.pub")
+    """Make tmp/server.pub the devices' trusted key ($TFDIFF_PUBLIC_KEY) and an empty tmp/keys their key
+    directory, so no key of the machine's (/etc/tfdiff/keys) takes part; returns a function that undoes it."""
+    (tmp / "keys").mkdir(mode=0o755, exist_ok=True)
+    wanted = {trust.KEY_ENVIRONMENT: str(tmp / "server.pub"), trust.KEY_DIR_ENVIRONMENT: str(tmp / "keys")}
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
 
     def undo():
-        if saved is None:
-            del os.environ[applier.KEY_ENVIRONMENT]
-        else:
-            os.environ[applier.KEY_ENVIRONMENT] = saved
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
     return undo

@@ -13,7 +13,7 @@ import tfdiff
 from device import applier, signing, tflite
 from device.converter import ConversionError, convert
 from device.tflite import TFLiteFile
-from tests.device_world import run_cli, weight_bytes
+from tests.device_world import run_cli, trusting, weight_bytes
 from tfdiff import keras
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,13 +86,9 @@ def world(tmp_path_factory):
         folded = tfdiff.fold(base, diff)
         convert(folded, tmp / f"{name}-folded.tflite")
         diffs[name] = (diff, folded)
-    saved = os.environ.get(applier.KEY_ENVIRONMENT)
-    os.environ[applier.KEY_ENVIRONMENT] = str(tmp / "server.pub")
+    undo = trusting(tmp)
     yield tmp, base, diffs
-    if saved is None:
-        del os.environ[applier.KEY_ENVIRONMENT]
-    else:
-        os.environ[applier.KEY_ENVIRONMENT] = saved
+    undo()
 
 
 @pytest.mark.parametrize("method", ["sparse", "hash"])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from benchmarks.fuzz import mutations
-from device import applier, journal, signing
+from device import applier, journal, signing, trust
 from device.format import DiffFile, DiffFormatError
 from device.patch import patch_weight
 from tests.device_world import (ROOT, digest, make_world, next_diff, run_cli, signed, trusting, weight_bytes,
@@ -86,15 +86,17 @@ def test_a_device_without_a_trusted_key_refuses_every_diff(world, tmp_path):
     model = tmp_path / "device.tflite"
     original = (tmp / "base.tflite").read_bytes()
     model.write_bytes(original)
-    env = {k: v for k, v in os.environ.items() if k != applier.KEY_ENVIRONMENT}
+    env = {k: v for k, v in os.environ.items() if k != trust.KEY_ENVIRONMENT}  # the key directory is empty
     for diff in ("hash.tfdiff", "hash-unsigned.tfdiff"):
         proc = run_cli("apply", model, tmp / diff, env=env)
         assert proc.returncode == 1 and "no trusted public key" in proc.stderr, proc.stderr
         assert model.read_bytes() == original
-    # A key installed beside the model is the device's configuration.
-    (tmp_path / ("device.tflite" + applier.KEY_SUFFIX)).write_bytes((tmp / "server.pub").read_bytes())
-    assert run_cli("apply", model, tmp / "hash-unsigned.tfdiff", env=env).returncode == 1
+    # A key beside the model (planted by whoever can write the directory) counts only when asked for.
+    (tmp_path / ("device.tflite" + trust.KEY_SUFFIX)).write_bytes((tmp / "server.pub").read_bytes())
     proc = run_cli("apply", model, tmp / "hash.tfdiff", env=env)
+    assert proc.returncode == 1 and "no trusted public key" in proc.stderr, proc.stderr
+    assert run_cli("apply", model, tmp / "hash-unsigned.tfdiff", "--key-beside-model", env=env).returncode == 1
+    proc = run_cli("apply", model, tmp / "hash.tfdiff", "--key-beside-model", env=env)
     assert proc.returncode == 0, proc.stderr
     assert applier.installed_generation(model) == 1
 
@@ -356,16 +358,17 @@ def test_a_composed_diff_equals_the_chain_bit_for_bit(world, tmp_path):
     gen2_model = tmp_path / "gen2.tflite"
     applier.apply(tmp / "sparse-folded.tflite", signed(tmp, gen2, tmp_path / "gen2.tfdiff"), out=gen2_model)
     gen3 = next_diff(gen2_model, 3, seed=3)
-    chain = [tmp / "sparse-unsigned.tfdiff", signed(tmp, gen2, tmp_path / "gen2.tfdiff"),
+    chain = [tmp / "sparse.tfdiff", signed(tmp, gen2, tmp_path / "gen2.tfdiff"),
              signed(tmp, gen3, tmp_path / "gen3.tfdiff")]
     proc = subprocess.run([sys.executable, "-m", "tfdiff", "compose", *map(str, chain), "-o",
-                           tmp_path / "catchup.tfdiff", "--key", tmp / "server.pem"],
+                           tmp_path / "catchup.tfdiff", "--key", tmp / "server.pem", "--public-key",
+                           tmp / "server.pub"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0 and "for the chain of 3" in proc.stdout, proc.stderr
     stepwise, caught_up = tmp_path / "stepwise.tflite", tmp_path / "caught-up.tflite"
     for path in (stepwise, caught_up):
         path.write_bytes((tmp / "base.tflite").read_bytes())
-    for diff in [tmp / "sparse.tfdiff"] + chain[1:]:
+    for diff in chain:
         assert run_cli("apply", stepwise, diff).returncode == 0
     assert run_cli("apply", caught_up, tmp_path / "catchup.tfdiff").returncode == 0
     assert caught_up.read_bytes() == stepwise.read_bytes()

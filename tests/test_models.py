@@ -215,18 +215,28 @@ def test_show_counts_each_weight_once_and_adds_up_to_the_file():
     assert "int8 deltas" in int8.summary() and _rows_add_up(int8.summary())
 
 
-def test_device_status_reports_generation_digests_key_and_rollback(tmp_path):
+def test_device_status_reports_generation_digests_key_and_rollback(tmp_path, monkeypatch):
+    monkeypatch.delenv("TFDIFF_PUBLIC_KEY", raising=False)
+    monkeypatch.setenv("TFDIFF_KEY_DIR", str(tmp_path / "keys"))
+    (tmp_path / "keys").mkdir()
     model = tmp_path / "model.tflite"
     shutil.copyfile(os.path.join(GOLDEN, "base.tflite"), model)
     before = device.status(model)
-    assert before["generation"] == 0 and before["trusted_key"] is None and before["rollback"] is None
+    assert before["generation"] == 0 and "no trusted public key" in before["trusted_keys"]["error"]
+    assert before["rollback"] is None and before["state_matches"]
     device.apply(model, os.path.join(GOLDEN, "sparse.tfdiff"), allow_unsigned=True)
     after = device.status(model)
     assert after["generation"] == 1 and after["rollback"] == {"to_generation": 0}
     assert after["weights_digest"] != before["weights_digest"] and after["graph_digest"] == before["graph_digest"]
+    device.signing.keygen(tmp_path / "k.pem", tmp_path / "k.pub")
+    proc = subprocess.run([sys.executable, "-m", "device", "trust", str(tmp_path / "k.pub")], capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)
+    assert proc.returncode == 0, proc.stderr
     proc = subprocess.run([sys.executable, "-m", "device", "status", str(model), "--json"], capture_output=True,
                           text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)
-    assert proc.returncode == 0 and json.loads(proc.stdout) == after
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0 and [k["path"] for k in report.pop("trusted_keys")] == [str(tmp_path / "keys" / "k.pub.pem")]
+    assert report == {k: v for k, v in after.items() if k != "trusted_keys"}
     proc = subprocess.run([sys.executable, "-m", "device", "status", str(tmp_path / "none.tflite")],
                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "does not exist" in proc.stderr

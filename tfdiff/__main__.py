@@ -3,12 +3,11 @@
 None of these commands needs TensorFlow. Exit status: 0 done, 1 a bad input
 or a refused signature (one line on stderr), 2 an unexpected error.
 """
-import argparse
 import json
 import sys
 
 from device import signing
-from device.cli import run
+from device.cli import Parser, run
 
 
 def _keygen(args):
@@ -24,7 +23,14 @@ def _sign(args):
 def _compose(args):
     from device.format import decode, read_bounded
     from tfdiff.diff import Diff, compose
-    chain = [decode(read_bounded(path), Diff) for path in args.diffs]
+    if args.key and not args.public_key:
+        raise ValueError("--key signs the composed diff, so every input must verify first: give --public-key")
+    chain = []
+    for path in args.diffs:
+        data = read_bounded(path)
+        if args.public_key:  # over the raw bytes, before parsing, as a device does
+            signing.verify_bytes(data, args.public_key)
+        chain.append(decode(data, Diff))
     composed = compose(chain)
     composed.save(args.out)
     if args.key:
@@ -37,12 +43,13 @@ def _show(args):
     from device.format import decode, read_bounded
     from tfdiff.diff import Diff
     data = read_bounded(args.diff)
-    diff = decode(data, Diff)
-    if diff.signature is None:
-        signature = "unsigned"
-    elif args.public_key:
+    if args.public_key:  # before parsing: an unsigned or foreign diff is refused (exit 1)
         signing.verify_bytes(data, args.public_key)
+    diff = decode(data, Diff)
+    if args.public_key:
         signature = f"signed, verified with {args.public_key}"
+    elif diff.signature is None:
+        signature = "unsigned"
     else:
         signature = "signed, NOT verified (give --public-key)"
     if args.json:
@@ -60,7 +67,7 @@ def _show(args):
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="python -m tfdiff", description=__doc__)
+    parser = Parser(prog="python -m tfdiff", description=__doc__)
     parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -83,7 +90,8 @@ def _parser():
     compose = commands.add_parser("compose", help="one catch-up diff for a chain of diffs, bit-exact")
     compose.add_argument("diffs", nargs="+", help="the chain, oldest first")
     compose.add_argument("-o", "--out", required=True, help="the composed diff")
-    compose.add_argument("--key", help="sign the composed diff with this private key (PEM)")
+    compose.add_argument("--key", help="sign the composed diff with this private key (PEM); needs --public-key")
+    compose.add_argument("--public-key", help="every input must be signed by this key (PEM), checked before parsing")
     compose.add_argument("--model", help="with --key: the .tflite the chain is for, if its diffs name no graph")
     compose.set_defaults(run=_compose)
     return parser

@@ -78,7 +78,7 @@ class Diff(wire.DiffFile):
             size, stored, nbytes = entries[0].size, sum(e.values.size for e in entries), sum(map(entry_nbytes, entries))
             kinds = sorted({("int8 deltas" if e.values.dtype == np.int8 else "nonzeros") if e.method == "sparse"
                             else "table" for e in entries})
-            rows.append((name, "x".join(map(str, entries[0].shape)) or "scalar",
+            rows.append((printable(name), "x".join(map(str, entries[0].shape)) or "scalar",
                          "+".join(kinds) + (f" x{len(entries)}" if len(entries) > 1 else ""), str(stored),
                          str(nbytes), _ratio(size, stored), _ratio(4 * size, nbytes)))
             raw += nbytes
@@ -173,6 +173,11 @@ def compose(diffs: "Iterable[Diff]") -> "Diff":
     method, seed, num_hashes = wire.file_fields(entries)
     return Diff(method, entries, diffs[0].base_digest, diffs[-1].target_digest, generation=diffs[-1].generation,
                 seed=seed, num_hashes=num_hashes, graph_digest=graphs.pop() if graphs else wire.UNBOUND)
+
+
+def printable(text):
+    """`text` with control characters escaped, so a crafted weight name cannot fake lines or move a terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def entry_nbytes(entry):
