@@ -9,7 +9,12 @@ that exact transitive set, and scripts/setup uses it as pip constraints. The
 recipes and benchmarks are run from the checkout (`python -m recipes.fsc.run`),
 as icefall's are, and are not installed.
 """
+import re
+
 from setuptools import find_packages, setup
+
+# One version: device/__init__.py's (tfdiff re-exports it; CITATION.cff is checked against it by a test).
+VERSION = re.search(r'^__version__ = "([^"]+)"', open("device/__init__.py").read(), re.M).group(1)
 
 # The device extra is what a phone or Raspberry Pi needs to patch and run a
 # model: no TensorFlow.
@@ -21,7 +26,7 @@ DEVICE = [
 
 setup(
     name="tfdiff",
-    version="0.2.0",
+    version=VERSION,
     license="Apache-2.0",
     description="Learned, budgeted neural diffs for on-device speech models",
     python_requires=">=3.9",
@@ -52,8 +57,8 @@ setup(
         ],
         # Baselines of the wire benchmark (zipnn, which needs PyTorch, comes from scripts/bench).
         "bench": ["bsdiff4>=1.2", "zstandard>=0.20"],
-        # wheel: the test of a plain install builds tfdiff's wheel offline.
-        "test": ["pytest>=7", "pytest-xdist>=3.5", "bsdiff4>=1.2", "zstandard>=0.20", "wheel>=0.40"],
+        # wheel: the test of a plain install builds tfdiff's wheel offline; ruff: scripts/test lints first.
+        "test": ["pytest>=7", "pytest-xdist>=3.5", "bsdiff4>=1.2", "zstandard>=0.20", "wheel>=0.40", "ruff>=0.17"],
     },
     entry_points={"console_scripts": ["tfdiff=tfdiff.__main__:main", "tfdiff-device=device.__main__:main"]},
 )

@@ -1,4 +1,4 @@
-"""python -m benchmarks {all,wire,apply,train,latency,fuzz,int8} --out DIR [--run FSC_RUN]
+"""python -m benchmarks {all,wire,apply,train,latency,fuzz,attack,int8} --out DIR [--run FSC_RUN]
                        [--int8-run FSC_INT8_RUN] [--tiny]
 
 Writes DIR/benchmarks.json (every figure, with the machine), DIR/BENCHMARKS.md
@@ -9,13 +9,14 @@ with a run of int8 devices (--int8-run, made like --run but with
 every part for the test suite.
 """
 import argparse
+import copy
 import json
 import os
 import sys
 
 from benchmarks import machine
 
-PARTS = ("wire", "apply", "train", "latency", "fuzz", "int8")
+PARTS = ("wire", "apply", "train", "latency", "fuzz", "attack", "int8")
 
 
 def run(parts, out, run_dir=None, tiny=False, int8_run=None):
@@ -59,16 +60,20 @@ def run(parts, out, run_dir=None, tiny=False, int8_run=None):
             from recipes.fsc.run import SCALES, run as fsc_run
             from recipes.speech.recipe import override
             with open(os.path.join(run_dir, "results.json")) as f:
-                settings = json.load(f)
-            scale = settings["scale"]
-            override(SCALES[scale], ["flywheel.quantize=int8", 'flywheel.methods=["sparse"]',
-                                     f"flywheel.ratios={json.dumps(settings['flywheel']['ratios'])}"])  # compared: sparse
+                recorded = json.load(f)
+            scale = recorded["scale"]
+            settings = copy.deepcopy(SCALES[scale])
+            override(settings, ["flywheel.quantize=int8", 'flywheel.methods=["sparse"]',  # compared: sparse
+                                f"flywheel.ratios={json.dumps(recorded['flywheel']['ratios'])}"])
             int8_run = os.path.join(out, "fsc-run-int8")
-            fsc_run(int8_run, synthetic=True, scale=scale)
+            fsc_run(int8_run, synthetic=True, scale=scale, settings=settings)
         report["int8"] = int8.run(run_dir, int8_run, runs=20 if tiny else 200, rounds=1 if tiny else 3)
     if "fuzz" in parts:
         from benchmarks import fuzz
         report["fuzz"] = fuzz.run(count=60 if tiny else 2000)
+    if "attack" in parts:
+        from benchmarks import attack
+        report["attack"] = attack.run(crafted_mib=4 if tiny else 64)
     with open(path + ".tmp", "w") as f:
         json.dump(report, f, indent=2)
     os.replace(path + ".tmp", path)

@@ -53,12 +53,14 @@ def markdown(report):
                   f"Float run `{r['float_run']}`, int8 run `{r['int8_run']}` (`--quantize int8`). BL: the "
                   "generation's fresh model, on its float32 or int8 .tflite; Diff: the patched device model "
                   "(int8: bit for bit the server's, `int8_bit_exact`). Bytes: the diff file, unsigned.", "",
-                  "| gen | model | float32 acc. (%) | int8 acc. (%) | float32 bytes | int8 bytes | budget | int8 bit-exact |",
+                  "| gen | model | float32 acc. (%) | int8 acc. (%) | float32 bytes | int8 bytes | budget "
+                  "| int8 bit-exact |",
                   "|---|---|---|---|---|---|---|---|"]
         for row in r["rows"]:
             lines.append(f"| {row['gen']} | {row['model']} | {100 * row['float32_accuracy']:.1f} | "
-                         f"{100 * row['int8_accuracy']:.1f} | {row['float32_bytes'] or '-'} | {row['int8_bytes'] or '-'} | "
-                         f"{row['budget_bytes'] or '-'} | {'-' if row['int8_bit_exact'] is None else row['int8_bit_exact']} |")
+                         f"{100 * row['int8_accuracy']:.1f} | {row['float32_bytes'] or '-'} | "
+                         f"{row['int8_bytes'] or '-'} | {row['budget_bytes'] or '-'} | "
+                         f"{'-' if row['int8_bit_exact'] is None else row['int8_bit_exact']} |")
         lines += ["", f"LiteRT latency of the patched models each chain ends with ({r['threads']} thread, median of "
                   f"{r['rounds']} rounds of {r['runs']} runs):", "",
                   "| ratio | float32 ms | int8 ms | int8 / float32 | float32 .tflite bytes | int8 .tflite bytes |",
@@ -75,7 +77,35 @@ def markdown(report):
                   f"{r['refused']} refused with one line and exit 1, {r['applied']} applied (mutations that "
                   f"left the files as they were), {r['unexpected']} unexpected (exit 2, an escaped exception "
                   f"or a multi-line message), {r['model_changed']} models changed by a refused apply.", ""]
+    if "attack" in report:
+        lines += _attack(report["attack"])
     return "\n".join(lines)
+
+
+def _attack(r):
+    """The attack review's cases (benchmarks/attack.py), one table per group."""
+    s, memory = r["summary"], r["memory"]
+    lines = ["## The attack review, replayed (benchmarks/attack.py)", "",
+             f"Diffs applied that the configured key did not sign: {s['foreign_diffs_applied']} "
+             f"(genuine diffs refused: {s['genuine_diffs_refused']}); planted or symlinked side files accepted: "
+             f"{s['side_files_accepted']}; exit statuses that misstate the model on a full disk: "
+             f"{s['exit_status_lies']}; exit 2 on bad input: {s['exit_2_on_bad_input']}; bytes left by "
+             f"{r['killed_out']['runs']} killed `apply --out` runs after `recover`: {s['bytes_left_by_killed_runs']}.",
+             "", "| case | expected | exit | model changed | message |", "|---|---|---|---|---|"]
+    for c in r["keys"]:
+        lines.append(f"| {c['case']} | {c['expect']} | {c['status']} | {c['applied']} | {c['message'][:90]} |")
+    lines += ["", "| planted side file | exit | accepted | message |", "|---|---|---|---|"]
+    for c in r["side_files"]:
+        lines.append(f"| {c['case']} | {c['status']} | {c['accepted']} | {c['message'][:90]} |")
+    lines += ["", "| full disk at | exit | model changed | exit status truthful |", "|---|---|---|---|"]
+    for c in r["full_disk"]:
+        lines.append(f"| {c['case']} | {c['status']} | {c['model_changed']} | {c['truthful']} |")
+    lines += ["", f"A crafted unsigned diff of {memory['input_bytes'] / 2**20:.0f} MiB (one table of float32 zeros): "
+              f"peak RSS {memory['tfdiff show']['peak_rss_mb']:.0f} MB for `tfdiff show`, "
+              f"{memory['apply --allow-unsigned']['peak_rss_mb']:.0f} MB for an `--allow-unsigned` apply, against "
+              f"{memory['runtime_mb']:.0f} MB for the runtime alone: {s['peak_over_input']:.2f}x the input "
+              "above it.", ""]
+    return lines
 
 
 def plot(report, out):

@@ -261,14 +261,14 @@ def rollback(model_path: "str | os.PathLike") -> int:
         if weights_digest_of(model_path) != header.target:
             raise ApplyError(f"{model_path} is not the model its undo record was made for; refusing to roll back")
         write_inverse(undo, journal + ".tmp", header)
-        _crash_point("rollback-written")
-        os.replace(journal + ".tmp", journal)  # the commit point
-        fsync_dir(os.path.dirname(os.path.abspath(journal)))
-        _crash_point("rollback-committed")
-        os.unlink(undo)
-        inverse = _replay(model_path, journal)
-        _finish(model_path, journal, inverse)
-        return inverse.generation_to
+        _commit(journal, "rollback")
+
+        def finish():
+            os.unlink(undo)
+            inverse = _replay(model_path, journal)
+            _finish(model_path, journal, inverse)
+            return inverse.generation_to
+        return _committed(model_path, finish)
 
 
 def _model(model_path):
@@ -309,6 +309,14 @@ def _clean_leftovers(model_path):
             os.unlink(path)  # a symlink itself, never its target
 
 
+def _commit(journal, stage):
+    """Rename the written JOURNAL.tmp to JOURNAL and fsync the directory: the commit point of an update."""
+    _crash_point(f"{stage}-written")
+    os.replace(journal + ".tmp", journal)
+    fsync_dir(os.path.dirname(os.path.abspath(journal)))
+    _crash_point(f"{stage}-committed")
+
+
 def _committed(model_path, work):
     """Run `work()` after the commit point: any failure leaves a committed update for `recover`."""
     try:
@@ -341,10 +349,7 @@ def _apply_in_place(model_path, diff, installed):
         return Result("already", model_path, diff)
     journal = model_path + JOURNAL_SUFFIX
     patched = _prepare(model_path, diff, journal + ".tmp", installed)
-    _crash_point("journal-written")
-    os.replace(journal + ".tmp", journal)  # the commit point
-    fsync_dir(os.path.dirname(os.path.abspath(journal)))
-    _crash_point("journal-committed")
+    _commit(journal, "journal")
 
     def finish():
         header = _replay(model_path, journal)

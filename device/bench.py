@@ -63,7 +63,7 @@ def apply_cost(model_path, diff_path, in_place=True, repeats=3, public_key=None)
                                   + out + trust,
                                   capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(
                                       os.path.abspath(__file__))))
-            line = [l for l in proc.stdout.splitlines() if l.startswith("BENCH")]
+            line = [text for text in proc.stdout.splitlines() if text.startswith("BENCH")]
             if proc.returncode == 1:  # a refusal, in the child's one line: the caller's refusal too
                 raise ValueError(proc.stderr.strip().split("error: ", 1)[-1])
             if proc.returncode or not line:

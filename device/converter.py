@@ -32,6 +32,7 @@ import os
 import numpy as np
 
 from .format import write_atomic
+from .patch import INT8_LIMIT
 from .tflite import TFLiteFile
 from .weightmap import WEIGHT_MAP_NAME, Segment, WeightMap
 
@@ -325,8 +326,8 @@ def _quantize(real, tensor):
     values = real.reshape(shape)
     reduce = tuple(i for i in range(values.ndim) if i != axis)
     peak = np.max(np.abs(values), axis=reduce, keepdims=True).astype(np.float32)
-    scale = np.where(peak > 0, peak / np.float32(127), np.float32(1)).astype(np.float32)
-    q = np.clip(np.rint(values / scale), -127, 127).astype(np.int8)
+    scale = np.where(peak > 0, peak / np.float32(INT8_LIMIT), np.float32(1)).astype(np.float32)
+    q = np.clip(np.rint(values / scale), -INT8_LIMIT, INT8_LIMIT).astype(np.int8)
     tensor.quantization.scale = [float(x) for x in scale.reshape(-1)]
     tensor.quantization.zeroPoint = [0] * scale.size
     return q.reshape(-1).view(np.uint8)

@@ -239,6 +239,17 @@ def entry_header_bytes(name, rank, method):
 
 def encode_entry(entry, version=VERSION):
     """The bytes of one entry as a diff file holds it (what the entry costs on the wire)."""
+    values = np.ascontiguousarray(entry.values)
+    return _entry_head(entry, version) + values.astype(values.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def entry_nbytes(entry, version=VERSION):
+    """len(encode_entry(entry)), without copying the values."""
+    return len(_entry_head(entry, version)) + np.asarray(entry.values).nbytes
+
+
+def _entry_head(entry, version):
+    """An entry's bytes before its values: name, shape, method fields, value header, sparse gaps."""
     name = entry.name.encode("utf-8")
     values = np.ascontiguousarray(entry.values)
     dtype_id = VALUE_DTYPE_IDS.get(values.dtype)
@@ -254,7 +265,6 @@ def encode_entry(entry, version=VERSION):
     if entry.method == "sparse":
         gaps = encode_gaps(entry.indices)
         parts += [struct.pack("<I", len(gaps)), gaps]
-    parts.append(values.astype(values.dtype.newbyteorder("<"), copy=False).tobytes())
     return b"".join(parts)
 
 
@@ -309,7 +319,7 @@ def _read_entry(r, version, header_fields, index):
         raise DiffFormatError(f"entry {name}: hash table of {count} values for {size} weights")
     raw = r.take(count * dtype.itemsize, f"entry {name} values")
     values = np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="))
-    if not np.all(np.isfinite(values)):
+    if values.dtype.kind == "f" and not np.isfinite(values.sum(dtype=np.float64) * 0):  # no temporary array
         raise DiffFormatError(f"entry {name}: values are not all finite")
     return Entry(name, tuple(shape), method, values, indices, seed, num_hashes)
 
@@ -321,7 +331,9 @@ def read_diff(stream, cls=DiffFile):
 
 def decode(data, cls=DiffFile):
     """Parse and check a whole diff file; raises DiffFormatError on any fault."""
-    data = bytes(data)
+    # Views, not copies, of the bytes as received: a 64 MiB file costs about its own size again (the
+    # decoded values), not a copy per check.
+    data = memoryview(bytes(data) if not isinstance(data, bytes) else data)
     if len(data) < len(MAGIC) or data[:len(MAGIC)] != MAGIC:
         raise DiffFormatError("not a tfdiff file (bad magic)")
     if len(data) < 8:
@@ -335,7 +347,7 @@ def decode(data, cls=DiffFile):
     if len(data) > SIGNATURE_BYTES and data[-SIGNATURE_BYTES:-64] == SIGNATURE_MAGIC:
         candidate_end = len(data) - SIGNATURE_BYTES
         if _digest_ok(data[:candidate_end]):
-            body_end, signature = candidate_end, data[-64:]
+            body_end, signature = candidate_end, bytes(data[-64:])
     header = _HEADER_V1 if version == 1 else _HEADER
     if body_end < header.size + _DIGEST:
         raise DiffFormatError("diff is truncated: shorter than its header")
@@ -346,12 +358,12 @@ def decode(data, cls=DiffFile):
         (_, _, method_id, num_hashes, seed, generation, base, target, count) = header.unpack(
             r.take(header.size, "header"))
         header_fields = (_method(method_id), seed, num_hashes)
-        raw = bytes(r.data[r.pos:])
+        raw = r.data[r.pos:]
     else:
         (_, _, generation, base, target, graph, count) = header.unpack(r.take(header.size, "header"))
         header_fields = None
         coding, raw_length = r.unpack(_CODING.format[1:], "entries header")
-        block = bytes(r.take(len(r.data) - r.pos, "entries"))
+        block = r.take(len(r.data) - r.pos, "entries")
         raw = _decode_entries(coding, block, raw_length)
         r = _Reader(raw)
     entries = [_read_entry(r, version, header_fields, i) for i in range(count)]
@@ -365,15 +377,36 @@ def decode(data, cls=DiffFile):
     diff = cls(method=method, entries=entries, base_digest=bytes(base), target_digest=bytes(target),
                generation=generation, seed=seed, num_hashes=num_hashes, signature=signature,
                version=version, graph_digest=bytes(graph))
-    # One diff, one encoding: a file that re-encodes differently (padded
-    # varints, a stray byte before the signature) is refused. The compressed
-    # block is compared as received: another liblzma may compress the same
-    # entries to other bytes, and both are the one diff the signature named.
-    raw_again = b"".join(encode_entry(e, version) for e in entries)
-    coded = (coding, block) if version >= 2 else None
-    if raw_again != raw or diff._signed(diff._encoded(raw_again, coded)) != data:
-        raise DiffFormatError("diff is not canonically encoded")
+    _check_canonical(data, raw, entries, version, (method, seed, num_hashes, generation, base, target, graph,
+                                                   count, None if version == 1 else coding))
     return diff
+
+
+def _check_canonical(data, raw, entries, version, fields):
+    """One diff, one encoding: refuse a file that would encode differently (padded varints, a stray byte).
+
+    Entry by entry, each entry's head is encoded again (its values are the
+    received bytes, read verbatim, so they need no second copy); the header
+    is packed again and compared; the block, checksum and signature are the
+    received bytes by construction. The compressed block is compared as
+    received: another liblzma may compress the same entries to other bytes,
+    and both are the one diff the signature named.
+    """
+    method, seed, num_hashes, generation, base, target, graph, count, coding = fields
+    offset = 0
+    for entry in entries:
+        head = _entry_head(entry, version)
+        if raw[offset:offset + len(head)] != head:
+            raise DiffFormatError("diff is not canonically encoded")
+        offset += len(head) + entry.values.nbytes
+    if version == 1:
+        header_again = _HEADER_V1.pack(MAGIC, 1, METHOD_IDS[method], num_hashes, seed, generation, base, target,
+                                       count)
+    else:
+        header_again = _HEADER.pack(MAGIC, version, generation, base, target, graph, count) + _CODING.pack(
+            coding, len(raw))
+    if offset != len(raw) or data[:len(header_again)] != header_again:
+        raise DiffFormatError("diff is not canonically encoded")
 
 
 def _code_entries(raw):

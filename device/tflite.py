@@ -9,6 +9,7 @@ schema.fbs; everything else in the file is left alone.
 Keras weight, where each of its elements lives in the buffers (docs/FORMAT.md).
 """
 import hashlib
+import math
 import mmap
 import struct
 import zlib
@@ -102,8 +103,10 @@ class TFLiteFile:
             shape = weight_map.shape(name)
             if any(not isinstance(d, int) or d < 0 for d in shape):
                 raise ModelFormatError(f"weight map: {name} has shape {shape}")
-            size = int(np.prod(shape, dtype=np.int64))
+            size = math.prod(shape)  # Python integers: a crafted shape cannot wrap around to a small size
             itemsize = DTYPES[weight_map.dtype(name)].itemsize
+            if size * itemsize > len(self.data):
+                raise ModelFormatError(f"weight map: {name} has shape {shape}, larger than the model file")
             segments = weight_map.segments(name)
             if sum(s.count for s in segments) != size:
                 raise ModelFormatError(f"weight map: the segments of {name} do not hold its {size} elements")

@@ -75,7 +75,7 @@ def checked_key(path, source):
 
 
 def check_private(path, what, group_ok=False):
-    """TrustError unless `path` is owned by this user or root and writable by no one else (`group_ok`: but its group)."""
+    """TrustError unless `path` is owned by this user or root and writable by no one else (`group_ok`: or its group)."""
     try:
         info = os.stat(path)
     except OSError as e:

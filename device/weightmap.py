@@ -134,6 +134,7 @@ class WeightMap:
         dtypes = {w["name"]: w["dtype"] for w in doc["weights"] if "dtype" in w}
         if doc["version"] == 1 and dtypes or any(d not in DTYPES for d in dtypes.values()):
             raise ValueError(f"weight map declares element types {sorted(set(dtypes.values()))}; "
-                             f"version {doc['version']} maps know {sorted(DTYPES) if doc['version'] > 1 else ['float32']}")
+                             f"version {doc['version']} maps know "
+                             f"{sorted(DTYPES) if doc['version'] > 1 else ['float32']}")
         return cls({w["name"]: (tuple(w["shape"]), [Segment.from_json(s) for s in w["segments"]])
                     for w in doc["weights"]}, dtypes)

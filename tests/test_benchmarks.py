@@ -9,7 +9,8 @@ pytestmark = pytest.mark.slow
 
 def test_every_part_on_tiny_inputs(tiny_fsc_run, tiny_fsc_int8_run, tmp_path):
     run_dir, _, _ = tiny_fsc_run
-    report = run(("wire", "apply", "train", "latency", "fuzz", "int8"), str(tmp_path), run_dir=str(run_dir), tiny=True,
+    report = run(("wire", "apply", "train", "latency", "fuzz", "attack", "int8"), str(tmp_path), run_dir=str(run_dir),
+                 tiny=True,
                  int8_run=str(tiny_fsc_int8_run))
     saved = json.load(open(tmp_path / "benchmarks.json"))
     assert saved == json.loads(json.dumps(report))
@@ -28,10 +29,14 @@ def test_every_part_on_tiny_inputs(tiny_fsc_run, tiny_fsc_int8_run, tmp_path):
     assert set(saved["train_step_ratio"]) == {"sparse", "hash"}
     assert saved["latency"]["same_bytes"] and saved["latency_ratio"] > 0
     assert saved["fuzz"]["cases"] == 60 and saved["fuzz"]["unexpected"] == saved["fuzz"]["model_changed"] == 0
+    attack = saved["attack"]["summary"]
+    assert attack["foreign_diffs_applied"] == attack["genuine_diffs_refused"] == attack["side_files_accepted"] == 0
+    assert attack["exit_status_lies"] == attack["exit_2_on_bad_input"] == attack["bytes_left_by_killed_runs"] == 0
     int8 = saved["int8"]
     assert [r["model"] for r in int8["rows"]] == ["BL", "BL", "Diff-sparse-8x"]
-    assert int8["rows"][-1]["int8_bit_exact"] is True and int8["rows"][-1]["int8_bytes"] <= int8["rows"][-1]["budget_bytes"]
-    assert int8["latency"][0]["int8_ms"] > 0 and int8["latency"][0]["int8_model_bytes"] < int8["latency"][0]["float32_model_bytes"]
+    last, timing = int8["rows"][-1], int8["latency"][0]
+    assert last["int8_bit_exact"] is True and last["int8_bytes"] <= last["budget_bytes"]
+    assert timing["int8_ms"] > 0 and timing["int8_model_bytes"] < timing["float32_model_bytes"]
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "Machine:" in text and "commit" in text
     assert (tmp_path / "wire.png").exists()

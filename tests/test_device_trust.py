@@ -162,7 +162,8 @@ def test_server_tools_verify_before_they_parse_or_sign(world, tmp_path):
                               cwd=ROOT)
     proc = tfdiff_cli("show", world / "hash-unsigned.tfdiff", "--public-key", world / "server.pub")
     assert proc.returncode == 1 and "not signed" in proc.stderr
-    proc = tfdiff_cli("compose", world / "hash-unsigned.tfdiff", "-o", tmp_path / "c.tfdiff", "--key", world / "server.pem")
+    proc = tfdiff_cli("compose", world / "hash-unsigned.tfdiff", "-o", tmp_path / "c.tfdiff", "--key",
+                      world / "server.pem")
     assert proc.returncode == 1 and "--public-key" in proc.stderr and not (tmp_path / "c.tfdiff").exists()
     proc = tfdiff_cli("compose", world / "hash-unsigned.tfdiff", "-o", tmp_path / "c.tfdiff", "--key",
                       world / "server.pem", "--public-key", world / "server.pub")
@@ -188,3 +189,15 @@ def test_bad_command_lines_are_refusals(world, tmp_path):
         proc = run_cli(*args)
         assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) <= 1 + ("usage" in proc.stderr), (
             args, proc.stderr)
+
+
+def test_a_weight_map_with_a_huge_shape_is_refused_before_any_allocation(world):
+    from device.tflite import ModelFormatError, TFLiteFile
+    from device.weightmap import WeightMap
+    model = TFLiteFile((world / "base.tflite").read_bytes())
+    good = model.weight_map()
+    name = good.names()[0]
+    crafted = {n: (good.shape(n), good.segments(n)) for n in good.names()}
+    crafted[name] = ((2**32, 2**32), good.segments(name))  # 2**64 elements: wraps to 0 in int64
+    with pytest.raises(ModelFormatError, match="larger than the model file"):
+        model._check(WeightMap(crafted))

@@ -59,8 +59,9 @@ def test_the_device_runtime_imports_neither_tensorflow_nor_tfdiff(path, tree):
 
 
 def test_importing_the_runtime_loads_no_tensorflow():
-    code = ("import sys, device, device.applier, device.format, device.signing, device.tflite, device.patch; "
-            "print(sorted(m for m in ('tensorflow', 'tfdiff', 'tf_keras') if m in sys.modules))")
+    code = ("import sys, device, device.applier, device.format, device.signing, device.tflite, device.patch, "
+            "device.status, device.trust, device.__main__; "
+            "print(sorted(m for m in ('tensorflow', 'tfdiff', 'tf_keras', 'device.converter') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -114,3 +115,23 @@ def test_the_device_safety_tests_need_no_tensorflow():
             "print(sorted(m for m in ('tensorflow', 'tf_keras', 'ai_edge_litert') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_one_version_for_the_packages_the_wheel_and_the_citation():
+    import re
+
+    import device
+    citation = re.search(r"^version: (\S+)$", open(os.path.join(ROOT, "CITATION.cff")).read(), re.M).group(1)
+    setup = open(os.path.join(ROOT, "setup.py")).read()
+    assert citation == device.__version__ and "version=VERSION" in setup and '"0.' not in setup.split("VERSION =")[0]
+
+
+@pytest.mark.slow
+def test_importing_tfdiff_leaves_tf_keras_as_it_was():
+    """tfdiff trains with tf_keras; a user's `tf.keras` (Keras 3 since TF 2.16) must stay what it was."""
+    code = ("import tensorflow as tf; before = tf.keras.Sequential.__module__; import tfdiff; tfdiff.wrap; "
+            "from tfdiff import keras; print(before, tf.keras.Sequential.__module__, keras.Sequential.__module__)")
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True)
+    before, after, ours = out.stdout.split()
+    assert before == after and before.startswith("keras") and ours.startswith("tf_keras"), out.stdout

@@ -235,7 +235,8 @@ def test_device_status_reports_generation_digests_key_and_rollback(tmp_path, mon
     proc = subprocess.run([sys.executable, "-m", "device", "status", str(model), "--json"], capture_output=True,
                           text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)
     report = json.loads(proc.stdout)
-    assert proc.returncode == 0 and [k["path"] for k in report.pop("trusted_keys")] == [str(tmp_path / "keys" / "k.pub.pem")]
+    keys = [k["path"] for k in report.pop("trusted_keys")]
+    assert proc.returncode == 0 and keys == [str(tmp_path / "keys" / "k.pub.pem")]
     assert report == {k: v for k, v in after.items() if k != "trusted_keys"}
     proc = subprocess.run([sys.executable, "-m", "device", "status", str(tmp_path / "none.tflite")],
                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)

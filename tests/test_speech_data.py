@@ -82,7 +82,8 @@ def test_speaker_bootstrap_intervals():
     # A model right on the same utterances plus one more of each speaker (who has an error left):
     # the paired interval is tight and above zero, though each model's own interval is wide.
     better = scores.copy()
-    gained = [np.flatnonzero((scores == 0) & (groups == g))[0] for g in range(8) if ((scores == 0) & (groups == g)).any()]
+    gained = [np.flatnonzero((scores == 0) & (groups == g))[0] for g in range(8)
+              if ((scores == 0) & (groups == g)).any()]
     better[gained] = 1
     low, high = intervals.paired(better, scores, groups)
     assert 0 < low <= len(gained) / 400 <= high < 0.05

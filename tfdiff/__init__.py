@@ -19,10 +19,12 @@ True
 # install without TensorFlow can import tfdiff; only the names that train
 # or fold models import TensorFlow.
 _EXPORTS = {
-    "DiffWrapper": ".wrapper", "SparseDiff": ".methods", "HashDiff": ".methods", "wrap": ".model",
+    "DiffWrapper": ".wrapper", "SparseDiff": ".methods", "HashDiff": ".methods", "DiffMethod": ".methods",
+    "wrap": ".model",
     "callbacks": ".model", "extract": ".model", "fold": ".model", "named_weights": ".model",
     "weight_variables": ".naming", "fold_batchnorm": ".batchnorm",
-    "DiffMismatchError": ".model", "DiffCutWarning": ".model", "load_model": ".model", "compress_baseline": ".baseline", "strip": ".baseline",
+    "DiffMismatchError": ".diff", "DiffCutWarning": ".model", "load_model": ".model",
+    "compress_baseline": ".baseline", "strip": ".baseline",
     "Diff": ".diff", "compose": ".diff", "BudgetError": ".budget", "budget_bytes": ".budget",
     "compressed_nbytes": ".baseline", "keras": "._keras", "Int8Model": ".quantized",
 }

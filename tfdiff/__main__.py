@@ -55,15 +55,15 @@ def _show(args):
     if args.json:
         print(json.dumps({
             "method": diff.method, "format_version": diff.version, "generation": diff.generation,
-            "bytes": diff.nbytes, "params": diff.num_params, "base_digest": diff.base_digest.hex(),
+            "bytes": len(data), "params": diff.num_params, "base_digest": diff.base_digest.hex(),
             "target_digest": diff.target_digest.hex(), "graph_digest": _graph(diff), "signature": signature,
             "entries": [{"name": e.name, "shape": list(e.shape), "method": e.method,
                          "stored": int(e.values.size)} for e in diff.entries]}, indent=2))
     else:
-        print(f"{diff.method} diff, generation {diff.generation}, {diff.nbytes} bytes, "
+        print(f"{diff.method} diff, generation {diff.generation}, {len(data)} bytes, "
               f"base {diff.base_digest.hex()[:12]} -> target {diff.target_digest.hex()[:12]}, "
               f"graph {_graph(diff)}, {signature}")
-        print(diff.summary())
+        print(diff.summary(file_bytes=len(data)))
 
 
 def _parser():

@@ -170,8 +170,7 @@ def compressed_nbytes(model: "keras.Model", value_dtype: str = "float16") -> int
     weights as their tables, everything else as dense float16/32 values; a
     whole model, so the comparison with a diff's `nbytes` is like for like.
     """
-    from device.format import FILE_OVERHEAD_BYTES, Entry
-    from .diff import entry_nbytes
+    from device.format import FILE_OVERHEAD_BYTES, Entry, entry_nbytes
 
     total = FILE_OVERHEAD_BYTES
     for path, outer, inner in layers_with_paths(model):

@@ -8,6 +8,10 @@ from device import format as wire
 from .budget import budget_bytes
 
 
+class DiffMismatchError(ValueError):
+    """A diff applied to a model it was not made for."""
+
+
 class Diff(wire.DiffFile):
     """A diff between two model generations, as saved and sent.
 
@@ -62,12 +66,13 @@ class Diff(wire.DiffFile):
                 e.values, e.indices = e.values[keep], e.indices[keep]
         return self
 
-    def summary(self):
+    def summary(self, file_bytes=None):
         """A table, one row per weight (a composed diff's entries of one weight together), adding up to the file.
 
         `entry bytes` are each weight's entries as encoded; the last rows
         reconcile them with the file: what LZMA2 saved on the entries block,
-        the headers and checksum, the signature.
+        the headers and checksum, the signature. `file_bytes`: the size of
+        the file this diff was read from, unchanged (saves encoding it again).
         """
         rows = [("weight", "shape", "kind", "stored", "entry bytes", "nominal", "wire")]
         weights = {}
@@ -75,15 +80,20 @@ class Diff(wire.DiffFile):
             weights.setdefault(entry.name, []).append(entry)
         raw = 0
         for name, entries in weights.items():
-            size, stored, nbytes = entries[0].size, sum(e.values.size for e in entries), sum(map(entry_nbytes, entries))
+            size, stored = entries[0].size, sum(e.values.size for e in entries)
+            nbytes = sum(map(wire.entry_nbytes, entries))
             kinds = sorted({("int8 deltas" if e.values.dtype == np.int8 else "nonzeros") if e.method == "sparse"
                             else "table" for e in entries})
             rows.append((printable(name), "x".join(map(str, entries[0].shape)) or "scalar",
                          "+".join(kinds) + (f" x{len(entries)}" if len(entries) > 1 else ""), str(stored),
                          str(nbytes), _ratio(size, stored), _ratio(4 * size, nbytes)))
             raw += nbytes
-        unsigned = len(self.unsigned_bytes())
-        signed = self.nbytes
+        if file_bytes is None:
+            unsigned = len(self.unsigned_bytes())
+            signed = self.nbytes
+        else:
+            signed = file_bytes
+            unsigned = signed - (wire.SIGNATURE_BYTES if self.signature is not None else 0)
         coded = unsigned - wire.FILE_OVERHEAD_BYTES if self.version >= 2 else raw  # v1 files are not coded
         if coded != raw:
             rows.append(("lzma2 on the entries", "", "", "", str(coded - raw), "", ""))
@@ -178,10 +188,6 @@ def compose(diffs: "Iterable[Diff]") -> "Diff":
 def printable(text):
     """`text` with control characters escaped, so a crafted weight name cannot fake lines or move a terminal."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
-def entry_nbytes(entry):
-    return len(wire.encode_entry(entry))
 
 
 def _ratio(numerator, denominator):

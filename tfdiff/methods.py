@@ -2,8 +2,8 @@
 
 A method object is small configuration, like a tfmot schedule: it holds no
 variables, round-trips through `get_config`, and is shared by every layer it
-is applied to. Every method answers the same questions, so `DiffWrapper`
-never asks which method it holds:
+is applied to. Every method is a `DiffMethod` and answers the same
+questions, so `DiffWrapper` never asks which method it holds:
 
     create_diff(wrapper, base)      the trainable variable of one weight's diff
     constants(base, diff)           per-weight constants of the forward pass, or None
@@ -11,10 +11,12 @@ never asks which method it holds:
     entry(name, base, diff)         that weight's wire entry (device.format.Entry)
     quantized_effective(base, diff, scale, consts), quantized_entry(name, base, diff, scale)
                                     the same for a weight the device holds in int8
-                                    (tfdiff/quantized.py): SparseDiff and HashDiff
-    prunable                        whether tfmot prunes the diff (with `schedule()`)
+                                    (tfdiff/quantized.py), where `supports_int8`
+    planned(shapes, dense, int8_names)  a copy whose budget is planned for these weights
+    prunable                        whether the diff is pruned by magnitude (with `schedule()`)
     wire_method                     the entry kind it travels as ("sparse" or "hash")
 """
+import abc
 import math
 
 import numpy as np
@@ -27,6 +29,58 @@ from ._keras import keras, tf, tfmot
 from .budget import BUDGETS, plan
 
 _INT8_LIMIT = float(INT8_LIMIT)  # device/patch.py's saturation, as a float for TensorFlow
+
+
+class DiffMethod(abc.ABC):
+    """The interface every diff method provides (the module docstring lists it).
+
+    Subclasses set `name` and `wire_method`, and say whether the diff is
+    pruned (`prunable`, then `schedule()`) and whether it can be learned
+    against an int8 device model (`supports_int8`, then the quantized
+    methods). Arguments are checked by the shared `_check_*` validators, with
+    "Received:" messages.
+    """
+
+    name = wire_method = None
+    prunable = False
+    supports_int8 = False
+
+    @abc.abstractmethod
+    def planned(self, shapes, dense=None, int8_names=()):
+        """A copy whose budget is planned for weights of `shapes` (see tfdiff/budget.py)."""
+
+    @abc.abstractmethod
+    def get_config(self):
+        """The constructor's arguments, JSON-ready."""
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    @abc.abstractmethod
+    def create_diff(self, wrapper, base):
+        """The trainable variable of one weight's diff, added to `wrapper`."""
+
+    def constants(self, base, diff):
+        """Per-weight constants of the forward pass, or None."""
+        return None
+
+    @abc.abstractmethod
+    def effective(self, base, diff, constants=None):
+        """The weight the wrapped layer computes with."""
+
+    @abc.abstractmethod
+    def entry(self, name, base_value, diff_value):
+        """The weight's wire entry (device.format.Entry)."""
+
+    def quantized_effective(self, base, diff, scale, constants=None):
+        raise NotImplementedError(f"{type(self).__name__} cannot learn a diff of int8 weights")
+
+    def quantized_entry(self, name, base_value, diff_value, scale):
+        raise NotImplementedError(f"{type(self).__name__} cannot learn a diff of int8 weights")
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.get_config()})"
 
 
 def _check_compression(compression):
@@ -63,7 +117,7 @@ def _check_step(name, value, minimum):
 
 
 @keras.utils.register_keras_serializable(package="tfdiff")
-class SparseDiff:
+class SparseDiff(DiffMethod):
     """An additive diff pruned by magnitude during training.
 
     W' = W + D, where D starts at zero and tfmot's magnitude pruning drives it
@@ -101,6 +155,7 @@ class SparseDiff:
 
     name = wire_method = "sparse"
     prunable = True
+    supports_int8 = True
 
     def __init__(self, compression=10.0, begin_step=0, end_step=1000, frequency=100,
                  value_dtype="float16", budget="wire", kept_fraction=None):
@@ -138,17 +193,10 @@ class SparseDiff:
                 "value_dtype": self.value_dtype, "budget": self.budget,
                 "kept_fraction": self.kept_fraction}
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
     # -- what DiffWrapper asks of a method ---------------------------------
     def create_diff(self, wrapper, base):
         return wrapper.add_weight(name=_diff_name(base), shape=base.shape, dtype=base.dtype,
                                   initializer="zeros", trainable=True)
-
-    def constants(self, base, diff):
-        return None
 
     def effective(self, base, diff, constants=None):
         return base + diff
@@ -178,11 +226,9 @@ class SparseDiff:
         indices = np.flatnonzero(deltas)
         return Entry(name, tuple(np.shape(base_value)), "sparse", deltas[indices], indices)
 
-    def __repr__(self):
-        return f"SparseDiff({self.get_config()})"
 
 
-class _HashTables:
+class _HashTables(DiffMethod):
     """What HashDiff and BLC's HashedWeights share: K hashes into one table per weight."""
 
     wire_method = "hash"
@@ -219,10 +265,6 @@ class _HashTables:
                 "seed": self.seed, "value_dtype": self.value_dtype, "budget": self.budget,
                 "table_fraction": self.table_fraction}
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
     def _table(self, wrapper, base, suffix):
         size = int(np.prod(base.shape))
         return wrapper.add_weight(name=_diff_name(base) + suffix, shape=(self.table_size(size),),
@@ -242,8 +284,6 @@ class _HashTables:
         values = np.asarray(table_value, dtype=np.float32).astype(self.value_dtype)
         return Entry(name, tuple(np.shape(base_value)), "hash", values, None, self.seed, self.num_hashes)
 
-    def __repr__(self):
-        return f"{type(self).__name__}({self.get_config()})"
 
 
 @keras.utils.register_keras_serializable(package="tfdiff")
@@ -278,6 +318,7 @@ class HashDiff(_HashTables):
     """
 
     name = "hash"
+    supports_int8 = True
 
     def create_diff(self, wrapper, base):
         return self._table(wrapper, base, "_table")

@@ -15,7 +15,7 @@ from device.format import DiffFile, DiffFormatError, weights_digest
 from device.patch import patch_weight
 
 from ._keras import keras, tfmot
-from .diff import Diff
+from .diff import Diff, DiffMismatchError
 from .methods import deserialize_method
 from .quantized import quantize_with
 from .naming import (PruneLowMagnitude, all_diff_wrappers, check_keras_model, check_model, copy_model,
@@ -25,10 +25,6 @@ from .wrapper import DiffWrapper
 
 LOG = logging.getLogger("tfdiff")
 LOG.addHandler(logging.NullHandler())  # a library's logger: silent until the application configures logging
-
-
-class DiffMismatchError(ValueError):
-    """A diff applied to a model it was not made for."""
 
 
 class DiffCutWarning(UserWarning):
@@ -79,7 +75,7 @@ def wrap(model: "keras.Model", method, include=None, exclude=None, int8=None) ->
         if missing:
             raise ValueError(f"`int8` is not a model of these weights; they differ in {missing[:3]}. "
                              f"Received: int8 with {len(int8.values)} weights")
-        if not hasattr(method, "quantized_effective"):
+        if not method.supports_int8:
             raise ValueError(f"{type(method).__name__} cannot learn a diff of int8 weights. "
                              f"Received: method={method!r}")
         unselected = sorted(int8_names - set(shapes))

@@ -25,6 +25,8 @@ from device.format import weights_digest
 from device.patch import INT8_LIMIT, patch_weight
 from device.tflite import TFLiteFile
 
+from .diff import DiffMismatchError
+
 
 class Int8Model:
     """The weights of a quantized .tflite in Keras layout: int8 values with scales, or float32.
@@ -87,7 +89,6 @@ class Int8Model:
 
     def patched(self, diff) -> "Int8Model":
         """The model after `diff`, computed by device.patch, and checked against the diff's digests."""
-        from .model import DiffMismatchError
 
         if self.digest() != diff.base_digest:
             raise DiffMismatchError(f"diff does not apply to this int8 model: its base weights differ "

@@ -57,7 +57,7 @@ class DiffWrapper(keras.layers.Wrapper):
         super().__init__(layer, **kwargs)
         self.method = deserialize_method(method)
         self.int8_weights = tuple(int(i) for i in int8_weights)
-        if self.int8_weights and not hasattr(self.method, "quantized_effective"):
+        if self.int8_weights and not self.method.supports_int8:
             raise ValueError(f"{type(self.method).__name__} cannot learn a diff of int8 weights. "
                              f"Received: method={self.method!r}, int8_weights={self.int8_weights}")
         self.supports_masking = getattr(layer, "supports_masking", False)

@@ -247,12 +247,13 @@ def load_task(run_dir):
     return recipe.load_task(prepare, run_dir)
 
 
-def run(out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default", workers=None):
-    return recipe.run(prepare, SCALES, out, data_dir, synthetic, scale, seed, strategy, workers)
+def run(out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default", workers=None, settings=None):
+    return recipe.run(prepare, SCALES, out, data_dir, synthetic, scale, seed, strategy, workers, settings)
 
 
 def main(argv=None):
-    recipe.main(run, "python -m recipes.fsc.run", __doc__, "a Fluent Speech Commands directory (data/*.csv, wavs/)", SCALES, argv)
+    recipe.main(run, "python -m recipes.fsc.run", __doc__, "a Fluent Speech Commands directory (data/*.csv, wavs/)",
+                SCALES, argv)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ class RnntConfig:
         if time_reduction < 1 or (time_reduction > 1 and enc_layers < 2):
             raise ValueError("`time_reduction` must be 1, or >= 2 with at least 2 encoder layers. Received: "
                              f"time_reduction={time_reduction}, enc_layers={enc_layers}")
-        self.enc_layers, self.enc_units, self.pred_layers, self.pred_units = enc_layers, enc_units, pred_layers, pred_units
+        self.enc_layers, self.enc_units = enc_layers, enc_units
+        self.pred_layers, self.pred_units = pred_layers, pred_units
         self.proj, self.embed_dim, self.joint_dim, self.vocab_size = proj, embed_dim, joint_dim, vocab_size
         self.pred_dropout, self.time_reduction = pred_dropout, time_reduction
         self.enc_bidirectional = bool(enc_bidirectional)
@@ -88,7 +89,7 @@ def reduced_length(frames, factor):
 def time_reduction_of(model):
     """The encoder's time reduction factor (1 if it has none)."""
     encoder = model.get_layer("encoder")
-    layers = [l for l in encoder.layers if isinstance(l, TimeReduction)]
+    layers = [layer for layer in encoder.layers if isinstance(layer, TimeReduction)]
     return layers[0].factor if layers else 1
 
 
@@ -174,7 +175,7 @@ def _named(model, name):
     for layer in model.layers:
         if _unwrapped(layer).name == name:
             return layer
-    raise ValueError(f"{model.name} has no layer {name!r}. Received layers: {[l.name for l in model.layers]}")
+    raise ValueError(f"{model.name} has no layer {name!r}. Received layers: {[layer.name for layer in model.layers]}")
 
 
 def _unwrapped(layer):
@@ -219,7 +220,7 @@ def signatures(model):
 
 def _config_of(model):
     prediction = model.get_layer("prediction")
-    layers = [l for l in prediction.layers if l.name.startswith("pred_lstm")]
+    layers = [layer for layer in prediction.layers if layer.name.startswith("pred_lstm")]
     return {"pred_layers": len(layers), "pred_units": layers[0].units,
             "proj": prediction.get_layer("pred_proj").units}
 

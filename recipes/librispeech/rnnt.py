@@ -168,4 +168,5 @@ def edit_distance(a, b):
     return row[-1]
 
 
-__all__ = ["rnnt_loss", "lattice", "greedy_decode", "beam_search", "one_at_a_time", "word_error_rate", "normalize", "edit_distance"]
+__all__ = ["rnnt_loss", "lattice", "greedy_decode", "beam_search", "one_at_a_time", "word_error_rate", "normalize",
+           "edit_distance"]

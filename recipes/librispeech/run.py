@@ -248,12 +248,13 @@ def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0, settings=
                      fractions, seed, settings["learning_rate"])
 
 
-def run(out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default", workers=None):
-    return recipe.run(prepare, SCALES, out, data_dir, synthetic, scale, seed, strategy, workers)
+def run(out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default", workers=None, settings=None):
+    return recipe.run(prepare, SCALES, out, data_dir, synthetic, scale, seed, strategy, workers, settings)
 
 
 def main(argv=None):
-    recipe.main(run, "python -m recipes.librispeech.run", __doc__, "a LibriSpeech directory (train-clean-100/, test-clean/, ...)", SCALES, argv)
+    recipe.main(run, "python -m recipes.librispeech.run", __doc__,
+                "a LibriSpeech directory (train-clean-100/, test-clean/, ...)", SCALES, argv)
 
 
 if __name__ == "__main__":

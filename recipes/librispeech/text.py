@@ -45,7 +45,8 @@ def sentences(directory=FORTUNES, min_words=4, max_words=20):
 
 
 # -- the grammar -------------------------------------------------------------------
-NAMES = "alice bob carol david emma frank grace henry isabel jack kate liam maria noah olivia peter rose sam tina victor".split()
+NAMES = ("alice bob carol david emma frank grace henry isabel jack kate liam maria noah olivia peter rose sam tina "
+         "victor").split()
 PRONOUNS = "i you we they he she".split()
 DETERMINERS = "the a my your our their this that every some".split()
 ADJECTIVES = ("red green blue yellow black white brown small large tiny huge old new young warm cold hot quiet loud "

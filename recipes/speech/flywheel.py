@@ -129,7 +129,8 @@ class Flywheel:
                  threads=None):
         import tensorflow as tf
         if workers is not None and workers < 1:
-            raise ValueError(f"`workers` must be None (train in this process) or at least 1. Received: workers={workers!r}")
+            raise ValueError("`workers` must be None (train in this process) or at least 1. "
+                             f"Received: workers={workers!r}")
         self.task, self.config, self.run_dir, self.scale = task, config, run_dir, scale
         self.workers, self.threads = workers, threads
         self.base_tflite = os.path.join(run_dir, "devices", "gen0.tflite")

@@ -1,5 +1,6 @@
 """The part every recipe's run.py shares: the strategy, the flywheel, the report, the command line."""
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -10,19 +11,22 @@ from .flywheel import Flywheel, FlywheelConfig
 from .report import write_report
 
 
-def run(prepare, scales, out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default", workers=None):
+def run(prepare, scales, out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default", workers=None,
+        settings=None):
     """Prepare the recipe's task, run the flywheel, write the report; returns (results, table).
 
     `workers`: None trains in this process; N trains each generation's rows in N worker
-    processes (recipes/speech/workers.py), only with the default strategy.
+    processes (recipes/speech/workers.py), only with the default strategy. `settings`: the
+    scale's settings as overridden (`override`); a copy of `scales[scale]` when None.
     """
     if workers is not None and strategy != "default":
         raise ValueError(f"--workers runs one process per core on this machine; it does not combine with "
                          f"--strategy {strategy}. Received: workers={workers}, strategy={strategy!r}")
     distribution = make_strategy(strategy)
     out = output_dir(out, strategy)
-    task = prepare(out, data_dir, synthetic, scale, seed, settings=scales[scale])
-    flywheel = Flywheel(task, FlywheelConfig(**scales[scale]["flywheel"]), out, scale, distribution, workers=workers)
+    settings = copy.deepcopy(settings or scales[scale])
+    task = prepare(out, data_dir, synthetic, scale, seed, settings=settings)
+    flywheel = Flywheel(task, FlywheelConfig(**settings["flywheel"]), out, scale, distribution, workers=workers)
     results = flywheel.run()
     return results, write_report(results, out)
 
@@ -74,14 +78,16 @@ def main(run_recipe, prog, doc, data_help, scales, argv=None):
                              "flywheel.diff_learning_rate=0.01 (saved in RUN_DIR with the results)")
     args = parser.parse_args(argv)
     quantized = [f"flywheel.quantize={args.quantize}"] if args.quantize else []
+    settings = copy.deepcopy(scales[args.scale])  # a copy: the recipe's SCALES stay as written
     try:
-        override(scales[args.scale], quantized + args.set)
+        override(settings, quantized + args.set)
     except ValueError as e:
         parser.error(str(e))
     start = time.time()
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be at least 1. Received: --workers {args.workers}")
-    _, table = run_recipe(args.out, args.data, args.synthetic, args.scale, args.seed, args.strategy, args.workers)
+    _, table = run_recipe(args.out, args.data, args.synthetic, args.scale, args.seed, args.strategy, args.workers,
+                          settings=settings)
     print(table)
     print(f"done in {time.time() - start:.0f} s; results in {args.out}/results.json, results.md, results.png")
 

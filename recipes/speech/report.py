@@ -94,10 +94,12 @@ def markdown_table(results):
                if kind == "Diff" or m in blc_methods]
     label, size_of = _data_size(results)
     head = ["Gen"] + ([label] if label else []) + ["BL"] + [title for title, _ in columns] + ["BL∞"]
-    quantized = ", int8 device models (every column measured on an int8 .tflite)" if results["flywheel"].get("quantize") else ""
+    quantized = (", int8 device models (every column measured on an int8 .tflite)"
+                 if results["flywheel"].get("quantize") else "")
     lines = _provenance(results) + [
         f"{'Accuracy' if metric == 'accuracy' else 'WER'} (%), {results['task']}, scale {results['scale']}{quantized}"
-        + (", test split" if any("valid_" + metric in r for g in results["generations"] for r in g["rows"].values()) else ""),
+        + (", test split" if any("valid_" + metric in r for g in results["generations"]
+                                 for r in g["rows"].values()) else ""),
         "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in results["generations"]:
         rows = g["rows"]

@@ -25,6 +25,7 @@ default valid); the test split only reports, in the recipe's results.
 Each writes RUN_DIR/study-{curve,diff,seeds}.json and .md, and prints the table.
 """
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -237,10 +238,12 @@ def main(prepare, load_task, scales, prog, argv=None):
                          f"Received: --set {' '.join(args.set)}")
         task = load_task(args.run_dir)
     else:
-        override(scales[args.scale], args.set)
-        task = prepare(args.run_dir, synthetic=True, scale=args.scale, settings=scales[args.scale])
+        settings = copy.deepcopy(scales[args.scale])  # a copy: the recipe's SCALES stay as written
+        override(settings, args.set)
+        task = prepare(args.run_dir, synthetic=True, scale=args.scale, settings=settings)
     if args.split not in getattr(task, "splits", ("test",)):
-        parser.error(f"this recipe's task has no {args.split!r} split (it has {list(getattr(task, 'splits', ('test',)))}); "
+        splits = list(getattr(task, "splits", ("test",)))
+        parser.error(f"this recipe's task has no {args.split!r} split (it has {splits}); "
                      f"pass --split test only to report, never to choose a setting. Received: --split {args.split}")
     if args.study == "seeds":
         result = seed_runs(task, args.run_dir, range(1, args.seeds), args.generations, args.workers)

@@ -134,7 +134,8 @@ class Augmentation:
         for name in ("snr_db", "gain_db", "speed"):
             low, high = getattr(self, name)
             if not low <= high:
-                raise ValueError(f"`{name}` must be (low, high) with low <= high. Received: {name}={getattr(self, name)!r}")
+                raise ValueError(f"`{name}` must be (low, high) with low <= high. "
+                                 f"Received: {name}={getattr(self, name)!r}")
         object.__setattr__(self, "snr_db", tuple(map(float, self.snr_db)))
         object.__setattr__(self, "gain_db", tuple(map(float, self.gain_db)))
         object.__setattr__(self, "speed", tuple(map(float, self.speed)))
