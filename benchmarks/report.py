@@ -78,15 +78,15 @@ def markdown(report):
                   f"left the files as they were), {r['unexpected']} unexpected (exit 2, an escaped exception "
                   f"or a multi-line message), {r['model_changed']} models changed by a refused apply.", ""]
     if "attack" in report:
-        lines += _attack(report["attack"])
+        lines += ["## The attack review, replayed (benchmarks/attack.py)", "",
+                  *attack_markdown(report["attack"]).splitlines(), ""]
     return "\n".join(lines)
 
 
-def _attack(r):
-    """The attack review's cases (benchmarks/attack.py), one table per group."""
+def attack_markdown(r):
+    """The attack review's cases (benchmarks/attack.py), one table per group (docs/BENCHMARKS.md holds one)."""
     s, memory = r["summary"], r["memory"]
-    lines = ["## The attack review, replayed (benchmarks/attack.py)", "",
-             f"Diffs applied that the configured key did not sign: {s['foreign_diffs_applied']} "
+    lines = [f"Diffs applied that the configured key did not sign: {s['foreign_diffs_applied']} "
              f"(genuine diffs refused: {s['genuine_diffs_refused']}); planted or symlinked side files accepted: "
              f"{s['side_files_accepted']}; exit statuses that misstate the model on a full disk: "
              f"{s['exit_status_lies']}; exit 2 on bad input: {s['exit_2_on_bad_input']}; bytes left by "
@@ -104,8 +104,8 @@ def _attack(r):
               f"peak RSS {memory['tfdiff show']['peak_rss_mb']:.0f} MB for `tfdiff show`, "
               f"{memory['apply --allow-unsigned']['peak_rss_mb']:.0f} MB for an `--allow-unsigned` apply, against "
               f"{memory['runtime_mb']:.0f} MB for the runtime alone: {s['peak_over_input']:.2f}x the input "
-              "above it.", ""]
-    return lines
+              "above it."]
+    return "\n".join(lines) + "\n"
 
 
 def plot(report, out):

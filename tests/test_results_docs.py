@@ -27,3 +27,15 @@ def test_a_table_that_differs_from_its_json_is_found(tmp_path):
     docs_tables(str(doc), write=True)
     assert docs_tables(str(doc)) == [("r.json", False)]
     assert json.load(open(tmp_path / "r.json"))["task"] in doc.read_text()
+
+
+def test_the_attack_tables_match_their_json():
+    import json
+    import re
+
+    from benchmarks.report import attack_markdown
+    text = open(os.path.join(ROOT, "docs", "BENCHMARKS.md")).read()
+    blocks = re.findall(r"<!-- attack: (\S+) -->\n(.*?)<!-- /attack -->", text, re.S)
+    assert blocks
+    for name, body in blocks:
+        assert body == attack_markdown(json.load(open(os.path.join(ROOT, "docs", name)))["attack"]), name
