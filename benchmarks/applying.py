@@ -16,7 +16,7 @@ import numpy as np
 
 import device
 import tfdiff
-from device.bench import apply_cost
+from device.bench import MODES, apply_cost
 from device.format import Entry
 from tfdiff import keras
 from tfdiff.model import seal
@@ -83,8 +83,8 @@ def run(out_dir, tiny=False, repeats=3):
         diff_path = os.path.join(out_dir, f"rnnt-shaped-{method}10x.tfdiff")
         diff.save(diff_path)
         cp_seconds = _cp_seconds(path, repeats)
-        for in_place in (True, False):
-            cost = apply_cost(path, diff_path, in_place=in_place, repeats=repeats)
+        for mode in MODES:
+            cost = apply_cost(path, diff_path, mode, repeats=repeats)
             rows.append({"method": method, **cost, "cp_seconds": cp_seconds, "diff_bytes": diff.nbytes,
                          "params": params})
     return rows

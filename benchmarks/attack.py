@@ -176,7 +176,8 @@ def _full_disk_cases(world):
     sites = {"journal write": (journal.JournalWriter, "add"), "rename (the commit point)": (applier.os, "replace"),
              "replay into the model": (applier, "_replay"), "atomic write (the state)": (applier, "write_atomic")}
     cases = []
-    for label, (owner, name) in sites.items():
+    for (label, (owner, name)), strategy in ((site, strategy) for site in sites.items()
+                                             for strategy in ("inplace", "copy")):
         directory, model = _device(world, f"disk-{len(cases)}")
         before, original = _sha(model), getattr(owner, name)
 
@@ -185,7 +186,8 @@ def _full_disk_cases(world):
         setattr(owner, name, full)
         try:
             with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-                status = main(["apply", model, world["server_diff"], "--public-key", world["server_key"]])
+                status = main(["apply", model, world["server_diff"], "--public-key", world["server_key"],
+                               "--strategy", strategy])
         finally:
             setattr(owner, name, original)
         after = _sha(model)
@@ -193,7 +195,8 @@ def _full_disk_cases(world):
         target = wire.DiffFile.load(world["server_diff"]).target_digest
         truthful = ((status == 1 and after == before) or (status == 0 and applier.weights_digest_of(model) == target)
                     or (status == 3 and recovered and applier.weights_digest_of(model) == target))
-        cases.append({"case": label, "status": status, "model_changed": after != before, "truthful": truthful})
+        cases.append({"case": f"{label}, {strategy}", "status": status, "model_changed": after != before,
+                      "truthful": truthful})
     return cases
 
 

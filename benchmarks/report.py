@@ -30,10 +30,12 @@ def markdown(report):
                   f"A {rows[0]['params'] / 1e6:.1f}M-parameter float32 model at the paper's RNN-T shapes "
                   f"({rows[0]['model_bytes'] / 2**20:.0f} MiB .tflite); `python -m device apply` in a fresh "
                   "process, medians of repeats; peak RSS is the whole process, interpreter included.", "",
-                  "| diff | mode | diff KiB | seconds | cp seconds | peak RSS MiB |", "|---|---|---|---|---|---|"]
+                  "| diff | mode | diff KiB | seconds | cp seconds | peak RSS MiB | kept for rollback MiB |",
+                  "|---|---|---|---|---|---|---|"]
         for r in rows:
+            kept = f"{r['rollback_bytes'] / 2**20:.1f}" if "rollback_bytes" in r else "-"
             lines.append(f"| {r['method']} 10x | {r['mode']} | {_kb(r['diff_bytes'])} | {r['seconds']:.2f} | "
-                         f"{r['cp_seconds']:.2f} | {r['peak_rss_mb']:.0f} |")
+                         f"{r['cp_seconds']:.2f} | {r['peak_rss_mb']:.0f} | {kept} |")
         lines.append("")
     if "train_step_ratio" in report:
         s = report["train_step_seconds"]

@@ -3,7 +3,7 @@
     convert MODEL.keras OUT.tflite [--quantize int8] [--custom-objects M:NAME ...] [--signature M:FN]
                                               (server; needs TensorFlow)
     trust KEY.pem                             (install the server's public key: the device's trusted key)
-    apply MODEL.tflite DIFF [--out OUT [--force]] [--public-key KEY | --allow-unsigned] [--json]
+    apply MODEL.tflite DIFF [--out OUT [--force]] [--strategy auto|inplace|copy] [--public-key KEY] [--json]
     recover MODEL.tflite [--discard | --reset-state]   (finish an interrupted apply)
     rollback MODEL.tflite                     (back to the previous generation)
     status MODEL.tflite [--json]              (generation, digests, trusted keys, journal, rollback)
@@ -46,16 +46,17 @@ def _apply(args):
     from .applier import apply
     result = apply(args.model, args.diff, out=args.out, public_key=args.public_key,
                    allow_unsigned=args.allow_unsigned, max_diff_bytes=args.max_diff_bytes,
-                   key_beside_model=args.key_beside_model, force=args.force)
+                   key_beside_model=args.key_beside_model, force=args.force, strategy=args.strategy)
     where = args.out or args.model
     if args.json:
         print(json.dumps({"status": result.status, "model": where, "generation": result.diff.generation,
-                          "patched_elements": result.patched_elements,
+                          "patched_elements": result.patched_elements, "strategy": result.strategy,
                           "target_digest": result.diff.target_digest.hex()}))
     elif result.status == "already":
         print(f"{where} already holds this diff's target model; nothing to do")
     else:
-        print(f"patched {result.patched_elements} weights of {where} (generation {result.diff.generation})")
+        how = {"inplace": "in place", "copy": "by a copy renamed over it", "out": "into a new file"}[result.strategy]
+        print(f"patched {result.patched_elements} weights of {where} {how} (generation {result.diff.generation})")
 
 
 def _recover(args):
@@ -115,6 +116,9 @@ def _parser():
     apply.add_argument("diff", help="the received .tfdiff file")
     apply.add_argument("--out", help="write the patched model to this new file instead of in place")
     apply.add_argument("--force", action="store_true", help="let --out replace an existing regular file")
+    apply.add_argument("--strategy", choices=("auto", "inplace", "copy"), default="auto",
+                       help="in place with a journal, or a copy renamed over the model (the old one kept for "
+                            "rollback); auto: whichever writes fewer bytes")
     apply.add_argument("--public-key", help="the trusted Ed25519 public key (PEM) the diff must be signed by")
     apply.add_argument("--allow-unsigned", action="store_true",
                        help="skip the signature check (development only)")

@@ -57,6 +57,13 @@ PLAN_SUFFIX = ".tfdiff-plan"  # an apply --out's patch plan, beside the model
 OUT_SUFFIX = ".tfdiff-out"  # names the temporary copy of an apply --out in progress
 TMP_SUFFIX = ".tfdiff-tmp"  # that copy, beside its destination
 UNDO_SUFFIX = ".tfdiff-undo"
+# The copy strategy (A/B): the new model is built whole in MODEL.tfdiff-next and renamed over the model; the
+# old one stays as MODEL.tfdiff-previous (its generation and digest in .tfdiff-previous-state) for rollback.
+SWAP_SUFFIX = ".tfdiff-swap"
+NEXT_SUFFIX = ".tfdiff-next"
+PREVIOUS_SUFFIX = ".tfdiff-previous"
+STRATEGIES = ("auto", "inplace", "copy")
+_JOURNAL_BYTES_PER_ELEMENT = 16  # device/journal.py: position, old and new word
 _PAGE = mmap.PAGESIZE
 
 
@@ -75,19 +82,21 @@ class UpdateCommittedError(RuntimeError):
 
 
 class Result:
-    """What an apply did: 'applied', or 'already' when the model was the target."""
+    """What an apply did: 'applied', or 'already' when the model was the target; and how ('inplace', 'copy', 'out')."""
 
-    def __init__(self, status, path, diff, patched_elements=0):
+    def __init__(self, status, path, diff, patched_elements=0, strategy="inplace"):
         self.status, self.path, self.diff = status, path, diff
-        self.patched_elements = patched_elements
+        self.patched_elements, self.strategy = patched_elements, strategy
 
     def __repr__(self):
-        return f"Result({self.status!r}, {self.path!r}, patched_elements={self.patched_elements})"
+        return (f"Result({self.status!r}, {self.path!r}, patched_elements={self.patched_elements}, "
+                f"strategy={self.strategy!r})")
 
 
 def apply(model_path: "str | os.PathLike", diff_path: "str | os.PathLike", out: "str | os.PathLike | None" = None,
           public_key: "str | None" = None, allow_unsigned: bool = False,
-          max_diff_bytes: "int | None" = None, key_beside_model: bool = False, force: bool = False) -> "Result":
+          max_diff_bytes: "int | None" = None, key_beside_model: bool = False, force: bool = False,
+          strategy: str = "auto") -> "Result":
     """Apply the diff at `diff_path` to the .tflite at `model_path`.
 
     Args:
@@ -103,6 +112,12 @@ def apply(model_path: "str | os.PathLike", diff_path: "str | os.PathLike", out: 
         max_diff_bytes: refuse larger diff files (default 64 MiB).
         key_beside_model: also trust MODEL.tfdiff-key.pem (device/trust.py).
         force: let `out` replace an existing regular file.
+        strategy: in place, "inplace" journals every word it changes (old
+            and new bits) and writes them into the model; "copy" builds the
+            new model whole beside it, renames it over, and keeps the old
+            file for `rollback`; "auto" picks the one that writes fewer
+            bytes (copy for hash and composed diffs, which change most
+            weights; in place for a small sparse diff).
 
     Returns:
         a Result: "applied" (with the count of patched elements), or
@@ -115,6 +130,8 @@ def apply(model_path: "str | os.PathLike", diff_path: "str | os.PathLike", out: 
 
     Example (from the shell): python -m device apply model.tflite gen1.tfdiff --public-key k.pub
     """
+    if strategy not in STRATEGIES:
+        raise ApplyError(f"`strategy` must be one of {STRATEGIES}. Received: strategy={strategy!r}")
     model_path = _model(model_path)
     if out is not None:
         out = _check_out(model_path, os.fspath(out), force)
@@ -138,9 +155,11 @@ def apply(model_path: "str | os.PathLike", diff_path: "str | os.PathLike", out: 
                 return Result("already", model_path, diff)
             raise ApplyError(f"diff is generation {diff.generation}, but this model is already at "
                              f"generation {installed}; refusing to go back")
-        if out is None:
-            return _apply_in_place(model_path, diff, installed)
-        return _apply_to_copy(model_path, diff, out, installed)
+        if out is not None:
+            return _apply_to_copy(model_path, diff, out, installed)
+        if strategy == "copy" or (strategy == "auto" and _copy_writes_less(model_path, diff)):
+            return _apply_by_swap(model_path, diff, installed)
+        return _apply_in_place(model_path, diff, installed)
 
 
 def installed_generation(model_path: "str | os.PathLike") -> int:
@@ -170,7 +189,18 @@ def _read_state(model_path):
     The state is "generation N" and, since it is tied to the model,
     "weights <sha256 hex>": the digest of the model that generation is.
     """
-    path = os.fspath(model_path) + STATE_SUFFIX
+    return _state_file(os.fspath(model_path) + STATE_SUFFIX)
+
+
+def _parse_state(path):
+    """(generation, digest) of a state-format record that must name a digest (swap, previous-state)."""
+    generation, digest = _state_file(path)
+    if digest is None:
+        raise ApplyError(f"{path} is damaged: expected 'generation N weights DIGEST'")
+    return generation, digest
+
+
+def _state_file(path):
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
@@ -198,7 +228,11 @@ def _check_state(model_path):
 
 
 def _write_state(model_path, generation, digest):
-    write_atomic(os.fspath(model_path) + STATE_SUFFIX, f"generation {generation}\nweights {digest.hex()}\n".encode())
+    write_atomic(os.fspath(model_path) + STATE_SUFFIX, _state_text(generation, digest))
+
+
+def _state_text(generation, digest):
+    return f"generation {generation}\nweights {digest.hex()}\n".encode()
 
 
 def weights_digest_of(model_path):
@@ -218,6 +252,8 @@ def recover(model_path: "str | os.PathLike", _locked_already: bool = False) -> b
             return recover(model_path, _locked_already=True)
     journal = model_path + JOURNAL_SUFFIX
     _clean_leftovers(model_path)
+    if os.path.lexists(model_path + SWAP_SUFFIX):
+        return _finish_swap(model_path)
     if not os.path.lexists(journal):
         return False
     header = _replay(model_path, journal)
@@ -255,6 +291,8 @@ def rollback(model_path: "str | os.PathLike") -> int:
     with _locked(model_path):
         recover(model_path, _locked_already=True)
         undo, journal = model_path + UNDO_SUFFIX, model_path + JOURNAL_SUFFIX
+        if not os.path.lexists(undo) and os.path.lexists(model_path + PREVIOUS_SUFFIX):
+            return _rollback_by_swap(model_path)
         if not os.path.lexists(undo):
             raise ApplyError(f"{model_path} has no undo record: nothing to roll back")
         header = read_header(undo, model_path)
@@ -333,6 +371,7 @@ def _finish(model_path, journal, header):
         raise ApplyError(f"journal replay left {model_path} with unexpected weights "
                          f"({digest.hex()[:12]}, expected {header.target.hex()[:12]})")
     _write_state(model_path, header.generation_to, digest)
+    _remove(model_path + PREVIOUS_SUFFIX, model_path + PREVIOUS_SUFFIX + "-state")  # one rollback record
     if header.generation_to > header.generation_from:
         os.replace(journal, model_path + UNDO_SUFFIX)  # one undo generation: the newest update's
     else:
@@ -357,6 +396,84 @@ def _apply_in_place(model_path, diff, installed):
         _finish(model_path, journal, header)
     _committed(model_path, finish)
     return Result("applied", model_path, diff, patched)
+
+
+def _copy_writes_less(model_path, diff):
+    """True when journaling the changed words would write more than a copy of the model."""
+    changed = sum(e.values.size if e.method == "sparse" else e.size for e in diff.entries)
+    return _JOURNAL_BYTES_PER_ELEMENT * changed > os.path.getsize(model_path)
+
+
+def _apply_by_swap(model_path, diff, installed):
+    """The copy strategy: MODEL.tfdiff-next built and checked whole, the old model kept, then one rename.
+
+    The swap record (written first) names the target digest; after a kill,
+    `recover` finishes the update if the model already is the target, and
+    otherwise removes what was built, leaving the old model.
+    """
+    if _is_target(model_path, diff):
+        _write_state(model_path, diff.generation, diff.target_digest)
+        return Result("already", model_path, diff, strategy="copy")
+    swap, following, previous = (model_path + SWAP_SUFFIX, model_path + NEXT_SUFFIX, model_path + PREVIOUS_SUFFIX)
+    write_atomic(swap, _state_text(diff.generation, diff.target_digest))
+    _remove(following, following + ".plan")
+    with open(model_path, "rb") as source, os.fdopen(
+            os.open(following, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as copy:
+        shutil.copyfileobj(source, copy, 1 << 20)
+    patched = _prepare(model_path, diff, following + ".plan", installed)
+    _replay(following, following + ".plan")
+    _remove(following + ".plan")
+    if weights_digest_of(following) != diff.target_digest:
+        _remove(following, swap)
+        raise ApplyError("the patched copy does not match the diff's target digest")
+    with open(following, "rb+") as f:
+        os.fsync(f.fileno())
+    _remove(previous + ".tmp")
+    os.link(model_path, previous + ".tmp")  # the old model, kept for rollback (no copy: a second name)
+    write_atomic(previous + "-state", _state_text(installed, diff.base_digest))
+    os.replace(previous + ".tmp", previous)
+    _crash_point("swap-written")
+    os.replace(following, model_path)  # the commit point
+    fsync_dir(os.path.dirname(model_path))
+    _crash_point("swap-committed")
+    _committed(model_path, lambda: _finish_swap(model_path))
+    return Result("applied", model_path, diff, patched, strategy="copy")
+
+
+def _finish_swap(model_path):
+    """After a kill or a swap: the model is the swap record's target (finish) or not (undo what was built)."""
+    generation, target = _parse_state(model_path + SWAP_SUFFIX)
+    previous = model_path + PREVIOUS_SUFFIX
+    if weights_digest_of(model_path) == target:
+        _write_state(model_path, generation, target)
+        _remove(model_path + UNDO_SUFFIX)  # the rollback record is now the previous model
+    elif os.path.lexists(previous) and os.path.samefile(previous, model_path):
+        _remove(previous, previous + "-state")  # not committed: the link to the model as it still is goes
+    _remove(model_path + NEXT_SUFFIX, model_path + NEXT_SUFFIX + ".plan", model_path + SWAP_SUFFIX)
+    fsync_dir(os.path.dirname(model_path))
+    return True
+
+
+def _rollback_by_swap(model_path):
+    """Put MODEL.tfdiff-previous back, if it is the model its state records; returns its generation."""
+    previous = model_path + PREVIOUS_SUFFIX
+    generation, digest = _parse_state(previous + "-state")
+    if weights_digest_of(previous) != digest:
+        raise ApplyError(f"{previous} is not the model its state records; refusing to roll back")
+    write_atomic(model_path + SWAP_SUFFIX, _state_text(generation, digest))
+    _crash_point("rollback-written")
+    os.replace(previous, model_path)  # the commit point
+    fsync_dir(os.path.dirname(model_path))
+    _crash_point("rollback-committed")
+    _committed(model_path, lambda: _finish_swap(model_path))
+    _remove(previous + "-state")
+    return generation
+
+
+def _remove(*paths):
+    for path in paths:
+        if os.path.lexists(path):
+            os.unlink(path)  # a symlink itself, never its target
 
 
 def _apply_to_copy(model_path, diff, out, installed):
@@ -388,8 +505,8 @@ def _apply_to_copy(model_path, diff, out, installed):
                 os.unlink(path)
     _write_state(out, diff.generation, diff.target_digest)
     if patched is None:
-        return Result("already", out, diff)
-    return Result("applied", out, diff, patched)
+        return Result("already", out, diff, strategy="out")
+    return Result("applied", out, diff, patched, strategy="out")
 
 
 def _is_target(model_path, diff):

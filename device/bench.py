@@ -35,10 +35,16 @@ def latency(model_path, runs=50, warmup=5, threads=1, seed=0):
             "runs": runs, "threads": threads}
 
 
-def apply_cost(model_path, diff_path, in_place=True, repeats=3, public_key=None):
-    """Seconds and peak RSS of `python -m device apply` in a fresh process, median of repeats.
+MODES = ("inplace", "swap", "out")  # --strategy inplace, --strategy copy (renamed over the model), --out
 
-    Each repeat patches a fresh copy of the model, so the original is untouched.
+
+def apply_cost(model_path, diff_path, mode="inplace", repeats=3, public_key=None):
+    """Seconds, peak RSS and bytes kept for rollback of `python -m device apply`, in a fresh process.
+
+    `mode`: "inplace" (journal), "swap" (the copy strategy: a new file
+    renamed over the model, the old one kept) or "out" (a new file beside).
+    Median of repeats; each patches a fresh copy of the model, so the
+    original is untouched.
     With `public_key` the signature check is part of the cost; without it
     the diff is applied with --allow-unsigned.
     """
@@ -51,7 +57,10 @@ def apply_cost(model_path, diff_path, in_place=True, repeats=3, public_key=None)
             for name in os.listdir(tmp):  # the last repeat's output, state, undo record, lock: a fresh device
                 if name.startswith(("model.tflite.", "patched.tflite")):
                     os.unlink(os.path.join(tmp, name))
-            out = [] if in_place else ["--out", os.path.join(tmp, "patched.tflite")]
+            if mode not in MODES:
+                raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
+            out = {"inplace": ["--strategy", "inplace"], "swap": ["--strategy", "copy"],
+                   "out": ["--out", os.path.join(tmp, "patched.tflite")]}[mode]
             # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the
             # (large) parent across fork and exec, VmHWM starts afresh.
             script = ("import sys, time; from device.__main__ import main; "
@@ -69,17 +78,19 @@ def apply_cost(model_path, diff_path, in_place=True, repeats=3, public_key=None)
             if proc.returncode or not line:
                 raise RuntimeError(f"apply failed: {proc.stderr.strip() or proc.stdout.strip()}")
             _, seconds, maxrss_kb = line[0].split()
-            results.append((float(seconds), int(maxrss_kb) / 1024))
+            # The rollback record: the journal kept as the undo record, or the previous model file.
+            kept = sum(os.path.getsize(copy + suffix) for suffix in (".tfdiff-undo", ".tfdiff-previous")
+                       if os.path.exists(copy + suffix))
+            results.append((float(seconds), int(maxrss_kb) / 1024, kept))
     seconds, rss = np.median([r[0] for r in results]), np.median([r[1] for r in results])
-    return {"mode": "inplace" if in_place else "copy", "seconds": float(seconds),
-            "peak_rss_mb": float(rss), "model_bytes": os.path.getsize(model_path)}
+    return {"mode": mode, "seconds": float(seconds), "peak_rss_mb": float(rss),
+            "model_bytes": os.path.getsize(model_path), "rollback_bytes": int(results[-1][2])}
 
 
 def main(model_path, diff_path=None, runs=50, threads=1, public_key=None, as_json=False):
     report = {"model": os.fspath(model_path), "latency": latency(model_path, runs=runs, threads=threads)}
     if diff_path:
-        report["apply"] = [apply_cost(model_path, diff_path, in_place=True, public_key=public_key),
-                           apply_cost(model_path, diff_path, in_place=False, public_key=public_key)]
+        report["apply"] = [apply_cost(model_path, diff_path, mode, public_key=public_key) for mode in MODES]
     if as_json:
         print(json.dumps(report, indent=2))
         return report
@@ -87,6 +98,7 @@ def main(model_path, diff_path=None, runs=50, threads=1, public_key=None, as_jso
     print(f"{report['model']}: inference median {lat['median_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms "
           f"({runs} runs, {threads} thread{'s' if threads > 1 else ''})")
     for cost in report.get("apply", []):
-        print(f"apply {'in place' if cost['mode'] == 'inplace' else 'to a copy'}: {cost['seconds']:.3f} s, "
-              f"peak RSS {cost['peak_rss_mb']:.1f} MB")
+        how = {"inplace": "in place (journal)", "swap": "by a copy renamed over it", "out": "to a new file"}
+        print(f"apply {how[cost['mode']]}: {cost['seconds']:.3f} s, peak RSS {cost['peak_rss_mb']:.1f} MB, "
+              f"{cost['rollback_bytes']} bytes kept for rollback")
     return report

@@ -209,7 +209,10 @@ def test_bench_reports_latency_and_apply_cost(world):
     from device import bench
     report = bench.latency(tmp / "base.tflite", runs=5, warmup=1)
     assert 0 < report["median_ms"] <= report["p90_ms"]
-    cost = bench.apply_cost(tmp / "base.tflite", tmp / "sparse.tfdiff", in_place=True, repeats=1)
-    assert cost["seconds"] > 0 and cost["peak_rss_mb"] > 0
+    for mode in bench.MODES:
+        cost = bench.apply_cost(tmp / "base.tflite", tmp / "hash.tfdiff", mode, repeats=1)
+        assert cost["seconds"] > 0 and cost["peak_rss_mb"] > 0
+        kept = cost["rollback_bytes"]
+        assert (kept > 0) if mode == "inplace" else kept == {"swap": cost["model_bytes"], "out": 0}[mode]
 
 

@@ -216,7 +216,7 @@ def test_killed_at_each_stage_leaves_old_or_finishes_new(world, tmp_path, stage)
     model.write_bytes((tmp / "base.tflite").read_bytes())
     old, new = digest(model), digest(tmp / "hash-folded.tflite")
     env = dict(os.environ, TFDIFF_CRASH_AT=stage)
-    proc = run_cli("apply", model, tmp / "hash.tfdiff", env=env)
+    proc = run_cli("apply", model, tmp / "hash.tfdiff", "--strategy", "inplace", env=env)
     assert proc.returncode == -signal.SIGKILL
     committed = stage != "journal-written"
     assert os.path.exists(str(model) + applier.JOURNAL_SUFFIX) == committed
@@ -237,7 +237,7 @@ def test_sigkill_at_random_instants_some_mid_write(world, tmp_path):
     tmp, _, _ = world
     model = tmp_path / "device.tflite"
     old, new = digest(tmp / "base.tflite"), digest(tmp / "hash-folded.tflite")
-    command = [sys.executable, "-m", "device", "apply", str(model), str(tmp / "hash.tfdiff")]
+    command = [sys.executable, "-m", "device", "apply", str(model), str(tmp / "hash.tfdiff"), "--strategy", "inplace"]
     # A pause after each weight's write widens the window, so that kills land mid-write.
     env = dict(os.environ, TFDIFF_REPLAY_PAUSE="0.05")
     model.write_bytes((tmp / "base.tflite").read_bytes())
@@ -274,7 +274,8 @@ def test_a_journal_of_another_model_is_refused_and_can_be_discarded(world, tmp_p
     tmp, _, _ = world
     donor = tmp_path / "donor.tflite"
     donor.write_bytes((tmp / "base.tflite").read_bytes())
-    proc = run_cli("apply", donor, tmp / "hash.tfdiff", env=dict(os.environ, TFDIFF_CRASH_AT="journal-committed"))
+    proc = run_cli("apply", donor, tmp / "hash.tfdiff", "--strategy", "inplace",
+                   env=dict(os.environ, TFDIFF_CRASH_AT="journal-committed"))
     assert proc.returncode == -signal.SIGKILL
     # Another device model of the same size, holding other weights, inherits the journal.
     model = tmp_path / "device.tflite"
@@ -334,12 +335,14 @@ def test_rollback_restores_the_previous_generation_bit_for_bit(world, tmp_path):
     assert digest(model) == digest(tmp / "hash-folded.tflite")
 
 
-@pytest.mark.parametrize("stage", ["rollback-written", "rollback-committed", "half-written"])
-def test_rollback_killed_at_each_stage_leaves_one_generation_or_the_other(world, tmp_path, stage):
+@pytest.mark.parametrize("strategy,stage", [("inplace", "rollback-written"), ("inplace", "rollback-committed"),
+                                            ("inplace", "half-written"), ("copy", "rollback-written"),
+                                            ("copy", "rollback-committed")])
+def test_rollback_killed_at_each_stage_leaves_one_generation_or_the_other(world, tmp_path, strategy, stage):
     tmp, _, _ = world
     model = tmp_path / "device.tflite"
     model.write_bytes((tmp / "base.tflite").read_bytes())
-    assert run_cli("apply", model, tmp / "hash.tfdiff").returncode == 0
+    assert run_cli("apply", model, tmp / "hash.tfdiff", "--strategy", strategy).returncode == 0
     old, new = digest(tmp / "hash-folded.tflite"), digest(tmp / "base.tflite")
     proc = run_cli("rollback", model, env=dict(os.environ, TFDIFF_CRASH_AT=stage))
     assert proc.returncode == -signal.SIGKILL
@@ -383,7 +386,8 @@ def test_a_composed_diff_equals_the_chain_bit_for_bit(world, tmp_path):
         for leftover in tmp_path.glob("caught-up.tflite.tfdiff-*"):
             leftover.unlink()
         env = dict(os.environ, TFDIFF_CRASH_AT=stage)
-        assert run_cli("apply", caught_up, tmp_path / "catchup.tfdiff", env=env).returncode == -signal.SIGKILL
+        assert run_cli("apply", caught_up, tmp_path / "catchup.tfdiff", "--strategy", "inplace",
+                       env=env).returncode == -signal.SIGKILL
         assert run_cli("recover", caught_up).returncode == 0
         assert caught_up.read_bytes() == stepwise.read_bytes() and applier.installed_generation(caught_up) == 3
     assert run_cli("rollback", caught_up).returncode == 0
@@ -463,3 +467,39 @@ def test_a_crafted_weight_map_cannot_reach_outside_the_weights(world, tmp_path):
     bomb = __import__("zlib").compress(b" " * (80 << 20), 9)
     with pytest.raises(ValueError, match="inflates past"):
         WeightMap.from_bytes(bomb)
+
+
+@pytest.mark.parametrize("stage", ["swap-written", "swap-committed"])
+def test_the_copy_strategy_killed_at_each_step_leaves_old_or_finishes_new(world, tmp_path, stage):
+    tmp, _, _ = world
+    model = tmp_path / "device.tflite"
+    model.write_bytes((tmp / "base.tflite").read_bytes())
+    old, new = digest(model), digest(tmp / "hash-folded.tflite")
+    proc = run_cli("apply", model, tmp / "hash.tfdiff", "--strategy", "copy",
+                   env=dict(os.environ, TFDIFF_CRASH_AT=stage))
+    assert proc.returncode == -signal.SIGKILL
+    committed = stage == "swap-committed"
+    assert digest(model) == (new if committed else old)  # one rename: never a mix
+    assert run_cli("recover", model).returncode == 0
+    assert digest(model) == (new if committed else old)
+    assert applier.installed_generation(model) == (1 if committed else 0)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    kept = ["device.tflite.tfdiff-previous", "device.tflite.tfdiff-previous-state", "device.tflite.tfdiff-state"]
+    assert left == sorted(["device.tflite", "device.tflite.tfdiff-lock"] + (kept if committed else []))
+    assert run_cli("apply", model, tmp / "hash.tfdiff").returncode == 0 and digest(model) == new
+    assert run_cli("rollback", model).returncode == 0 and digest(model) == old  # the previous file, put back
+    assert applier.installed_generation(model) == 0
+
+
+def test_auto_picks_in_place_for_a_small_sparse_diff_and_a_copy_for_a_hash_diff(world, tmp_path):
+    tmp, _, _ = world
+    for method, expected in (("sparse", "inplace"), ("hash", "copy")):
+        model = tmp_path / f"{method}.tflite"
+        model.write_bytes((tmp / "base.tflite").read_bytes())
+        result = applier.apply(model, tmp / f"{method}.tfdiff")
+        assert result.strategy == expected and digest(model) == digest(tmp / f"{method}-folded.tflite")
+        undo = os.path.exists(str(model) + applier.UNDO_SUFFIX)
+        kept = os.path.exists(str(model) + applier.PREVIOUS_SUFFIX)
+        assert (undo, kept) == ((True, False) if expected == "inplace" else (False, True))
+    proc = run_cli("apply", tmp_path / "fresh.tflite", tmp / "hash.tfdiff", "--json")
+    assert proc.returncode == 1  # no such model

@@ -78,7 +78,8 @@ def test_a_model_reached_through_a_symlink_is_one_model(world, tmp_path):
     model = fresh(world, tmp_path)
     link = tmp_path / "link.tflite"
     link.symlink_to(model)
-    proc = run_cli("apply", link, world / "hash.tfdiff", env=dict(os.environ, TFDIFF_CRASH_AT="half-written"))
+    proc = run_cli("apply", link, world / "hash.tfdiff", "--strategy", "inplace",
+                   env=dict(os.environ, TFDIFF_CRASH_AT="half-written"))
     assert proc.returncode == -signal.SIGKILL
     assert os.path.lexists(str(model) + applier.JOURNAL_SUFFIX)  # the real path's journal, lock and state
     proc = run_cli("recover", model)
@@ -88,7 +89,8 @@ def test_a_model_reached_through_a_symlink_is_one_model(world, tmp_path):
 
 def test_symlinked_side_files_are_never_read(world, tmp_path):
     donor = fresh(world, tmp_path, "donor.tflite")
-    proc = run_cli("apply", donor, world / "hash.tfdiff", env=dict(os.environ, TFDIFF_CRASH_AT="journal-committed"))
+    proc = run_cli("apply", donor, world / "hash.tfdiff", "--strategy", "inplace",
+                   env=dict(os.environ, TFDIFF_CRASH_AT="journal-committed"))
     assert proc.returncode == -signal.SIGKILL
     model = fresh(world, tmp_path)
     os.symlink(str(donor) + applier.JOURNAL_SUFFIX, str(model) + applier.JOURNAL_SUFFIX)
@@ -122,7 +124,7 @@ def test_a_committed_update_that_cannot_finish_exits_3_and_recover_finishes_it(w
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(applier, "_write_state", full_disk)
     with pytest.raises(applier.UpdateCommittedError, match="recover"):
-        applier.apply(model, world / "hash.tfdiff")
+        applier.apply(model, world / "hash.tfdiff", strategy="inplace")
     monkeypatch.undo()
     assert applier.installed_generation(model) == 0 and os.path.lexists(str(model) + applier.JOURNAL_SUFFIX)
     assert applier.recover(model)
@@ -131,7 +133,7 @@ def test_a_committed_update_that_cannot_finish_exits_3_and_recover_finishes_it(w
     model = fresh(world, tmp_path, "other.tflite")
     monkeypatch.setattr(applier.JournalWriter, "add", full_disk)
     with pytest.raises(OSError):
-        applier.apply(model, world / "hash.tfdiff")
+        applier.apply(model, world / "hash.tfdiff", strategy="inplace")
     assert model.read_bytes() == (world / "base.tflite").read_bytes()
     assert not any(p.name.startswith("other.tflite.tfdiff-journal") for p in tmp_path.iterdir())
 
