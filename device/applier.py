@@ -470,6 +470,11 @@ def _rollback_by_swap(model_path):
     return generation
 
 
+def previous_generation(model_path):
+    """The generation of MODEL.tfdiff-previous, the copy strategy's rollback record."""
+    return _parse_state(os.fspath(model_path) + PREVIOUS_SUFFIX + "-state")[0]
+
+
 def _remove(*paths):
     for path in paths:
         if os.path.lexists(path):

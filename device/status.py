@@ -5,7 +5,8 @@ Read-only, like `rauc status`: nothing is written, no lock is taken.
 import hashlib
 import os
 
-from .applier import JOURNAL_SUFFIX, UNDO_SUFFIX, installed_generation, state_matches, weights_digest_of
+from .applier import (JOURNAL_SUFFIX, PREVIOUS_SUFFIX, SWAP_SUFFIX, UNDO_SUFFIX, ApplyError, installed_generation,
+                      previous_generation, state_matches, weights_digest_of)
 from .journal import JournalError, read_header
 from .tflite import graph_digest_of
 from .trust import TrustError, model_path_of, trusted_keys
@@ -26,8 +27,6 @@ def status(model_path: "str | os.PathLike", public_key: "str | None" = None, key
 
     Example (from the shell): python -m device status model.tflite --json
     """
-    from .applier import ApplyError
-
     if not os.path.isfile(os.fspath(model_path)):
         raise ApplyError(f"model {os.fspath(model_path)} does not exist")
     model_path = model_path_of(model_path)
@@ -36,13 +35,16 @@ def status(model_path: "str | os.PathLike", public_key: "str | None" = None, key
               "weights_digest": weights_digest_of(model_path).hex(),
               "graph_digest": graph_digest_of(model_path).hex(),
               "trusted_keys": _trusted_keys(model_path, public_key, key_beside_model),
-              "pending_journal": os.path.lexists(model_path + JOURNAL_SUFFIX), "rollback": None}
+              "pending_journal": any(os.path.lexists(model_path + s) for s in (JOURNAL_SUFFIX, SWAP_SUFFIX)),
+              "rollback": None}
     undo = model_path + UNDO_SUFFIX
-    if os.path.lexists(undo):
-        try:
+    try:
+        if os.path.lexists(undo):
             report["rollback"] = {"to_generation": read_header(undo, model_path).generation_from}
-        except (JournalError, OSError) as e:
-            report["rollback"] = {"error": str(e)}
+        elif os.path.lexists(model_path + PREVIOUS_SUFFIX):
+            report["rollback"] = {"to_generation": previous_generation(model_path)}
+    except (JournalError, ApplyError, OSError) as e:
+        report["rollback"] = {"error": str(e)}
     return report
 
 

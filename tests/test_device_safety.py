@@ -15,6 +15,7 @@ import pytest
 
 from benchmarks.fuzz import mutations
 from device import applier, journal, signing, trust
+from device.status import status
 from device.format import DiffFile, DiffFormatError
 from device.patch import patch_weight
 from tests.device_world import (ROOT, digest, make_world, next_diff, run_cli, signed, trusting, weight_bytes,
@@ -501,5 +502,6 @@ def test_auto_picks_in_place_for_a_small_sparse_diff_and_a_copy_for_a_hash_diff(
         undo = os.path.exists(str(model) + applier.UNDO_SUFFIX)
         kept = os.path.exists(str(model) + applier.PREVIOUS_SUFFIX)
         assert (undo, kept) == ((True, False) if expected == "inplace" else (False, True))
+        assert status(model)["rollback"] == {"to_generation": 0} and not status(model)["pending_journal"]
     proc = run_cli("apply", tmp_path / "fresh.tflite", tmp / "hash.tfdiff", "--json")
     assert proc.returncode == 1  # no such model
