@@ -578,12 +578,17 @@ def _word_changes(data, positions, new_values):
     The journal writes whole words; an int8 element shares its word with its
     neighbours, which keep the bytes they have.
     """
+    width = new_values.dtype.itemsize
+    if width == 4:  # a float32 element is its own aligned word: no grouping (np.unique of 64M took 39 s)
+        words = positions // 4
+        bits = np.frombuffer(data, dtype="<u4", count=len(data) // 4)
+        return words, bits[words], np.ascontiguousarray(new_values).view("<u4").reshape(-1)
     raw = np.frombuffer(data, dtype=np.uint8)
-    words = np.unique(positions // 4)
+    ordered = np.sort(positions // 4)
+    words = ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))] if ordered.size else ordered
     before = raw[(4 * words)[:, None] + np.arange(4)]
     after = before.copy()
     row = np.searchsorted(words, positions // 4)
-    width = new_values.dtype.itemsize
     after[row[:, None], (positions % 4)[:, None] + np.arange(width)] = new_values.view(np.uint8).reshape(-1, width)
     del raw
     return words, before.view("<u4").reshape(-1), after.view("<u4").reshape(-1)
