@@ -25,18 +25,7 @@ def markdown(report):
             lines.append(f"| {row['gen']} | {row['method']} | {bytes_} | {accuracy} |")
         lines.append("")
     if "apply" in report:
-        rows = report["apply"]
-        lines += ["## Applying a diff on the device", "",
-                  f"A {rows[0]['params'] / 1e6:.1f}M-parameter float32 model at the paper's RNN-T shapes "
-                  f"({rows[0]['model_bytes'] / 2**20:.0f} MiB .tflite); `python -m device apply` in a fresh "
-                  "process, medians of repeats; peak RSS is the whole process, interpreter included.", "",
-                  "| diff | mode | diff KiB | seconds | cp seconds | peak RSS MiB | kept for rollback MiB |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in rows:
-            kept = f"{r['rollback_bytes'] / 2**20:.1f}" if "rollback_bytes" in r else "-"
-            lines.append(f"| {r['method']} 10x | {r['mode']} | {_kb(r['diff_bytes'])} | {r['seconds']:.2f} | "
-                         f"{r['cp_seconds']:.2f} | {r['peak_rss_mb']:.0f} | {kept} |")
-        lines.append("")
+        lines += ["## Applying a diff on the device", "", *apply_markdown(report["apply"]).splitlines(), ""]
     if "train_step_ratio" in report:
         s = report["train_step_seconds"]
         lines += ["## Training step time (FSC demo model, same batch)", "",
@@ -83,6 +72,21 @@ def markdown(report):
         lines += ["## The attack review, replayed (benchmarks/attack.py)", "",
                   *attack_markdown(report["attack"]).splitlines(), ""]
     return "\n".join(lines)
+
+
+def apply_markdown(rows):
+    """The apply benchmark's table (benchmarks/applying.py): each diff in each mode (docs/BENCHMARKS.md holds one)."""
+    lines = [f"A {rows[0]['params'] / 1e6:.1f}M-parameter float32 model at the paper's RNN-T shapes "
+             f"({rows[0]['model_bytes'] / 2**20:.0f} MiB .tflite); `python -m device apply` in a fresh "
+             "process, medians of repeats; peak RSS is the whole process, interpreter included. Modes: "
+             "`inplace` (journal), `swap` (the copy strategy, renamed over the model), `out` (a new file).", "",
+             "| diff | mode | diff KiB | seconds | cp seconds | peak RSS MiB | kept for rollback MiB |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        kept = f"{r['rollback_bytes'] / 2**20:.1f}" if "rollback_bytes" in r else "-"
+        lines.append(f"| {r['method']} 10x | {r['mode']} | {_kb(r['diff_bytes'])} | {r['seconds']:.2f} | "
+                     f"{r['cp_seconds']:.2f} | {r['peak_rss_mb']:.0f} | {kept} |")
+    return "\n".join(lines) + "\n"
 
 
 def attack_markdown(r):

@@ -417,15 +417,12 @@ def _apply_by_swap(model_path, diff, installed):
     swap, following, previous = (model_path + SWAP_SUFFIX, model_path + NEXT_SUFFIX, model_path + PREVIOUS_SUFFIX)
     write_atomic(swap, _state_text(diff.generation, diff.target_digest))
     _remove(following, following + ".plan")
-    with open(model_path, "rb") as source, os.fdopen(
-            os.open(following, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as copy:
-        shutil.copyfileobj(source, copy, 1 << 20)
-    patched = _prepare(model_path, diff, following + ".plan", installed)
-    _replay(following, following + ".plan")
-    _remove(following + ".plan")
-    if weights_digest_of(following) != diff.target_digest:
+    _copy_file(model_path, following)
+    try:
+        patched = _patch_into(model_path, diff, following)
+    except BaseException:
         _remove(following, swap)
-        raise ApplyError("the patched copy does not match the diff's target digest")
+        raise
     with open(following, "rb+") as f:
         os.fsync(f.fileno())
     _remove(previous + ".tmp")
@@ -475,6 +472,13 @@ def previous_generation(model_path):
     return _parse_state(os.fspath(model_path) + PREVIOUS_SUFFIX + "-state")[0]
 
 
+def _copy_file(source_path, target_path):
+    """A byte copy into a new file (never through a planted file or symlink)."""
+    with open(source_path, "rb") as source, os.fdopen(
+            os.open(target_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as copy:
+        shutil.copyfileobj(source, copy, 1 << 20)
+
+
 def _remove(*paths):
     for path in paths:
         if os.path.lexists(path):
@@ -484,30 +488,21 @@ def _remove(*paths):
 def _apply_to_copy(model_path, diff, out, installed):
     """Copy, patch the copy, rename it over `out`; a kill leaves files `recover MODEL` or the next apply removes."""
     already = _is_target(model_path, diff)
-    tmp, plan, record = out + TMP_SUFFIX, model_path + PLAN_SUFFIX, model_path + OUT_SUFFIX
-    for path in (tmp, plan):
-        if os.path.lexists(path):
-            os.unlink(path)
+    tmp, record = out + TMP_SUFFIX, model_path + OUT_SUFFIX
+    _remove(tmp, model_path + PLAN_SUFFIX)
     write_atomic(record, tmp.encode("utf-8"))  # first, so that recover can find the copy
     patched = None
     try:
-        with open(model_path, "rb") as source, os.fdopen(
-                os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as copy:
-            shutil.copyfileobj(source, copy, 1 << 20)
+        _copy_file(model_path, tmp)
         if not already:
-            patched = _prepare(model_path, diff, plan, installed)
-            _replay(tmp, plan)
-            if weights_digest_of(tmp) != diff.target_digest:
-                raise ApplyError("the patched copy does not match the diff's target digest")
+            patched = _patch_into(model_path, diff, tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         _crash_point("copy-written")
         os.replace(tmp, out)
         fsync_dir(os.path.dirname(out))
     finally:
-        for path in (tmp, plan, record):
-            if os.path.lexists(path):
-                os.unlink(path)
+        _remove(tmp, record)
     _write_state(out, diff.generation, diff.target_digest)
     if patched is None:
         return Result("already", out, diff, strategy="out")
@@ -536,38 +531,65 @@ def _prepare(model_path, diff, plan_path, installed):
     Returns the number of patched elements. Raises, leaving no file, on any
     mismatch: memory holds one weight at a time, never the model or the plan.
     """
+    header = JournalHeader(diff.base_digest, diff.target_digest, os.path.getsize(model_path),
+                           len({e.name for e in diff.entries}), installed, diff.generation)
     try:
-        with open(model_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            model = TFLiteFile(mm)
-            weight_map = model.weight_map()
-            entries = _check_entries(diff, weight_map)
-            after = WeightsHasher()  # the base digest was checked, under the lock, before this
-            patched = 0
-            header = JournalHeader(diff.base_digest, diff.target_digest, os.path.getsize(model_path),
-                                    len(entries), installed, diff.generation)
-            with JournalWriter(plan_path, header) as journal:
-                for name in weight_map.names():
-                    values = model.weight_values(name).reshape(-1)
-                    if name in entries:
-                        touched = np.zeros(values.size, dtype=bool)
-                        for entry in entries[name]:  # a composed diff may patch a weight twice, in order
-                            positions = entry.indices if entry.method == "sparse" else np.arange(values.size)
-                            values[positions] = patched_values(entry, values[positions], positions)
-                            touched[positions] = True
-                        changed = np.flatnonzero(touched)
-                        journal.add(*_word_changes(mm, model.byte_positions(name)[changed], values[changed]))
-                        patched += changed.size
-                        del touched
-                    after.update(name, values.reshape(weight_map.shape(name)))
-                    _release(mm, model.weight_spans_of(name))
-                    del values
-            del model
+        with JournalWriter(plan_path, header) as journal:
+            return _patch_weights(model_path, diff,
+                                  lambda mm, positions, values: journal.add(*_word_changes(mm, positions, values)))
     except BaseException:
         if os.path.exists(plan_path):
             os.unlink(plan_path)
         raise
+
+
+def _patch_into(model_path, diff, copy_path):
+    """Write the patched weights straight into `copy_path`, a byte copy of the model (no plan, no journal)."""
+    with open(copy_path, "r+b") as f, mmap.mmap(f.fileno(), 0) as out:
+        views = [np.frombuffer(out, "<u4", count=len(out) // 4), np.frombuffer(out, np.uint8)]
+
+        def write(_, positions, values):
+            if values.dtype.itemsize == 4:
+                views[0][positions // 4] = np.ascontiguousarray(values).view("<u4")
+            else:
+                views[1][positions] = values.view(np.uint8)
+        try:
+            patched = _patch_weights(model_path, diff, write)
+        finally:
+            views.clear()  # the mmap's views go before it closes
+        out.flush()
+    return patched
+
+
+def _patch_weights(model_path, diff, write):
+    """Patch weight by weight: `write(model mmap, file positions, new values)` for each patched weight.
+
+    The patched weights are hashed from the values written; ApplyError
+    unless they are the diff's target. Returns the number of patched elements.
+    """
+    with open(model_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        model = TFLiteFile(mm)
+        weight_map = model.weight_map()
+        entries = _check_entries(diff, weight_map)
+        after = WeightsHasher()  # the base digest was checked, under the lock, before this
+        patched = 0
+        for name in weight_map.names():
+            values = model.weight_values(name).reshape(-1)
+            if name in entries:
+                touched = np.zeros(values.size, dtype=bool)
+                for entry in entries[name]:  # a composed diff may patch a weight twice, in order
+                    positions = entry.indices if entry.method == "sparse" else np.arange(values.size)
+                    values[positions] = patched_values(entry, values[positions], positions)
+                    touched[positions] = True
+                changed = np.flatnonzero(touched)
+                write(mm, model.byte_positions(name)[changed], values[changed])
+                patched += changed.size
+                del touched
+            after.update(name, values.reshape(weight_map.shape(name)))
+            _release(mm, model.weight_spans_of(name))
+            del values
+        del model
     if after.digest() != diff.target_digest:
-        os.unlink(plan_path)
         raise ApplyError("patched weights do not match the diff's target digest; refusing to write")
     return patched
 

@@ -29,13 +29,15 @@ def test_a_table_that_differs_from_its_json_is_found(tmp_path):
     assert json.load(open(tmp_path / "r.json"))["task"] in doc.read_text()
 
 
-def test_the_attack_tables_match_their_json():
+def test_the_benchmark_tables_match_their_json():
     import json
     import re
 
-    from benchmarks.report import attack_markdown
+    from benchmarks.report import apply_markdown, attack_markdown
     text = open(os.path.join(ROOT, "docs", "BENCHMARKS.md")).read()
-    blocks = re.findall(r"<!-- attack: (\S+) -->\n(.*?)<!-- /attack -->", text, re.S)
-    assert blocks
-    for name, body in blocks:
-        assert body == attack_markdown(json.load(open(os.path.join(ROOT, "docs", name)))["attack"]), name
+    found = set()
+    for part, render in (("attack", attack_markdown), ("apply", apply_markdown)):
+        for name, body in re.findall(rf"<!-- {part}: (\S+) -->\n(.*?)<!-- /{part} -->", text, re.S):
+            assert body == render(json.load(open(os.path.join(ROOT, "docs", name)))[part]), name
+            found.add(part)
+    assert found == {"attack", "apply"}
