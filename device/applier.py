@@ -553,6 +553,8 @@ def _patch_into(model_path, diff, copy_path):
                 views[0][positions // 4] = np.ascontiguousarray(values).view("<u4")
             else:
                 views[1][positions] = values.view(np.uint8)
+            if positions.size:  # written back and dropped, so memory holds one weight at a time
+                _release(out, [(int(positions.min()), int(positions.max()) + values.dtype.itemsize)], flush=True)
         try:
             patched = _patch_weights(model_path, diff, write)
         finally:
