@@ -142,12 +142,14 @@ def _side_file_cases(world):
 
     def forged_journal(directory, model):
         donor_dir, donor = _device(world, f"donor-{len(cases)}")
-        _cli("apply", donor, world["server_diff"], env=dict(env, TFDIFF_CRASH_AT="journal-committed"))
+        _cli("apply", donor, world["server_diff"], "--strategy", "inplace",
+             env=dict(env, TFDIFF_CRASH_AT="journal-committed"))
         shutil.copyfile(donor + ".tfdiff-journal", model + ".tfdiff-journal")
 
     def linked_journal(directory, model):
         donor_dir, donor = _device(world, f"donor-{len(cases)}")
-        _cli("apply", donor, world["server_diff"], env=dict(env, TFDIFF_CRASH_AT="journal-committed"))
+        _cli("apply", donor, world["server_diff"], "--strategy", "inplace",
+             env=dict(env, TFDIFF_CRASH_AT="journal-committed"))
         os.symlink(donor + ".tfdiff-journal", model + ".tfdiff-journal")
 
     def forged_state(directory, model):
