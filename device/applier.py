@@ -446,7 +446,7 @@ def _finish_swap(model_path):
         _remove(model_path + UNDO_SUFFIX)  # the rollback record is now the previous model
     elif os.path.lexists(previous) and os.path.samefile(previous, model_path):
         _remove(previous, previous + "-state")  # not committed: the link to the model as it still is goes
-    _remove(model_path + NEXT_SUFFIX, model_path + NEXT_SUFFIX + ".plan", model_path + SWAP_SUFFIX)
+    _remove(model_path + NEXT_SUFFIX, model_path + NEXT_SUFFIX + ".plan", previous + ".tmp", model_path + SWAP_SUFFIX)
     fsync_dir(os.path.dirname(model_path))
     return True
 
