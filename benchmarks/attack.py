@@ -23,8 +23,8 @@ import subprocess
 import sys
 import tempfile
 
-GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "golden")
-ROOT = os.path.dirname(GOLDEN[:-len("/golden")])
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLDEN = os.path.join(ROOT, "tests", "golden")
 
 
 def run(crafted_mib=64):

@@ -148,18 +148,23 @@ def apply(model_path: "str | os.PathLike", diff_path: "str | os.PathLike", out: 
         if graph != diff.graph_digest:
             raise ApplyError(f"diff (generation {diff.generation}) is bound to another model graph "
                              f"({diff.graph_digest.hex()[:12]}); this model's is {graph.hex()[:12]}")
-        installed = installed_generation(model_path)
-        _check_state(model_path)
+        installed, recorded = _read_state(model_path)
+        current = weights_digest_of(model_path)  # one read of the weights serves every check below
+        if recorded is not None and recorded != current:
+            raise ApplyError(f"{model_path} is not the model its state records (generation {installed}): the "
+                             f"file was replaced. `tfdiff-device recover {model_path} --reset-state` takes it as "
+                             "shipped")
         if diff.generation <= installed:
-            if out is None and weights_digest_of(model_path) == diff.target_digest:
+            if out is None and current == diff.target_digest:
                 return Result("already", model_path, diff)
             raise ApplyError(f"diff is generation {diff.generation}, but this model is already at "
                              f"generation {installed}; refusing to go back")
+        already = _is_target(diff, current)
         if out is not None:
-            return _apply_to_copy(model_path, diff, out, installed)
+            return _apply_to_copy(model_path, diff, out, installed, already)
         if strategy == "copy" or (strategy == "auto" and _copy_writes_less(model_path, diff)):
-            return _apply_by_swap(model_path, diff, installed)
-        return _apply_in_place(model_path, diff, installed)
+            return _apply_by_swap(model_path, diff, installed, already)
+        return _apply_in_place(model_path, diff, installed, already)
 
 
 def installed_generation(model_path: "str | os.PathLike") -> int:
@@ -218,13 +223,6 @@ def _state_file(path):
     except ValueError:
         raise ApplyError(f"{path} is damaged: expected 'generation N weights DIGEST'") from None
     return int(fields[1]), recorded
-
-
-def _check_state(model_path):
-    if not state_matches(model_path):
-        generation = installed_generation(model_path)
-        raise ApplyError(f"{model_path} is not the model its state records (generation {generation}): the file "
-                         f"was replaced. `tfdiff-device recover {model_path} --reset-state` takes it as shipped")
 
 
 def _write_state(model_path, generation, digest):
@@ -342,9 +340,7 @@ def _clean_leftovers(model_path):
         if named.endswith(TMP_SUFFIX):  # only ever a copy this applier made
             leftovers.append(named)
         leftovers.append(record)
-    for path in leftovers:
-        if os.path.lexists(path):
-            os.unlink(path)  # a symlink itself, never its target
+    _remove(*leftovers)
 
 
 def _commit(journal, stage):
@@ -380,10 +376,10 @@ def _finish(model_path, journal, header):
 
 
 # -- the two modes -----------------------------------------------------------
-def _apply_in_place(model_path, diff, installed):
+def _apply_in_place(model_path, diff, installed, already):
     if not os.access(model_path, os.W_OK):
         raise ApplyError(f"{model_path} is not writable")
-    if _is_target(model_path, diff):  # record its generation, nothing else to do
+    if already:  # record its generation, nothing else to do
         _write_state(model_path, diff.generation, diff.target_digest)
         return Result("already", model_path, diff)
     journal = model_path + JOURNAL_SUFFIX
@@ -404,27 +400,24 @@ def _copy_writes_less(model_path, diff):
     return _JOURNAL_BYTES_PER_ELEMENT * changed > os.path.getsize(model_path)
 
 
-def _apply_by_swap(model_path, diff, installed):
+def _apply_by_swap(model_path, diff, installed, already):
     """The copy strategy: MODEL.tfdiff-next built and checked whole, the old model kept, then one rename.
 
     The swap record (written first) names the target digest; after a kill,
     `recover` finishes the update if the model already is the target, and
     otherwise removes what was built, leaving the old model.
     """
-    if _is_target(model_path, diff):
+    if already:
         _write_state(model_path, diff.generation, diff.target_digest)
         return Result("already", model_path, diff, strategy="copy")
     swap, following, previous = (model_path + SWAP_SUFFIX, model_path + NEXT_SUFFIX, model_path + PREVIOUS_SUFFIX)
     write_atomic(swap, _state_text(diff.generation, diff.target_digest))
     _remove(following, following + ".plan")
-    _copy_file(model_path, following)
     try:
-        patched = _patch_into(model_path, diff, following)
+        patched = _patched_copy(model_path, diff, following)
     except BaseException:
         _remove(following, swap)
         raise
-    with open(following, "rb+") as f:
-        os.fsync(f.fileno())
     _remove(previous + ".tmp")
     os.link(model_path, previous + ".tmp")  # the old model, kept for rollback (no copy: a second name)
     write_atomic(previous + "-state", _state_text(installed, diff.base_digest))
@@ -472,11 +465,16 @@ def previous_generation(model_path):
     return _parse_state(os.fspath(model_path) + PREVIOUS_SUFFIX + "-state")[0]
 
 
-def _copy_file(source_path, target_path):
-    """A byte copy into a new file (never through a planted file or symlink)."""
-    with open(source_path, "rb") as source, os.fdopen(
-            os.open(target_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as copy:
+def _patched_copy(model_path, diff, path, patch=True):
+    """A new file at `path` (never through a planted file or symlink): the model, patched, fsynced; returns the
+    number of patched elements (None with `patch` False: a plain copy)."""
+    with open(model_path, "rb") as source, os.fdopen(
+            os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as copy:
         shutil.copyfileobj(source, copy, 1 << 20)
+    patched = _patch_into(model_path, diff, path) if patch else None
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+    return patched
 
 
 def _remove(*paths):
@@ -485,19 +483,14 @@ def _remove(*paths):
             os.unlink(path)  # a symlink itself, never its target
 
 
-def _apply_to_copy(model_path, diff, out, installed):
+def _apply_to_copy(model_path, diff, out, installed, already):
     """Copy, patch the copy, rename it over `out`; a kill leaves files `recover MODEL` or the next apply removes."""
-    already = _is_target(model_path, diff)
     tmp, record = out + TMP_SUFFIX, model_path + OUT_SUFFIX
     _remove(tmp, model_path + PLAN_SUFFIX)
     write_atomic(record, tmp.encode("utf-8"))  # first, so that recover can find the copy
     patched = None
     try:
-        _copy_file(model_path, tmp)
-        if not already:
-            patched = _patch_into(model_path, diff, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        patched = _patched_copy(model_path, diff, tmp, patch=not already)
         _crash_point("copy-written")
         os.replace(tmp, out)
         fsync_dir(os.path.dirname(out))
@@ -509,13 +502,12 @@ def _apply_to_copy(model_path, diff, out, installed):
     return Result("applied", out, diff, patched, strategy="out")
 
 
-def _is_target(model_path, diff):
-    """True if the model already is the diff's target; ApplyError unless it is the diff's base.
+def _is_target(diff, current):
+    """True if the model (weights digest `current`) already is the diff's target; ApplyError unless it is its base.
 
     Checked before any journal is written, so a diff for another model costs
     one read of the weights and no disk writes.
     """
-    current = weights_digest_of(model_path)
     if current == diff.target_digest:
         return True
     if current != diff.base_digest:

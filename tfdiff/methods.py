@@ -36,8 +36,9 @@ class DiffMethod(abc.ABC):
 
     Subclasses set `name` and `wire_method`, and say whether the diff is
     pruned (`prunable`, then `schedule()`) and whether it can be learned
-    against an int8 device model (`supports_int8`, then the quantized
-    methods). Arguments are checked by the shared `_check_*` validators, with
+    against an int8 device model (`supports_int8`, then it also provides
+    `quantized_effective` and `quantized_entry`; `wrap` and `DiffWrapper`
+    refuse int8 weights for a method without it). Arguments are checked by the shared `_check_*` validators, with
     "Received:" messages.
     """
 
@@ -72,12 +73,6 @@ class DiffMethod(abc.ABC):
     @abc.abstractmethod
     def entry(self, name, base_value, diff_value):
         """The weight's wire entry (device.format.Entry)."""
-
-    def quantized_effective(self, base, diff, scale, constants=None):
-        raise NotImplementedError(f"{type(self).__name__} cannot learn a diff of int8 weights")
-
-    def quantized_entry(self, name, base_value, diff_value, scale):
-        raise NotImplementedError(f"{type(self).__name__} cannot learn a diff of int8 weights")
 
     def __repr__(self):
         return f"{type(self).__name__}({self.get_config()})"
