@@ -4,25 +4,27 @@ Builds the model (6 x LSTM 1024 transcription network with a 640
 projection; 256-dim embedding, 2 x LSTM 1024 prediction network with a 640
 projection; a tanh joint over 2500 word pieces), converts it, makes a sparse
 10x and a hash 10x diff of random values at the budget, and times
-`python -m device apply` in place and to a new file against `cp` of the same
-file, in fresh processes, medians of repeats.
+`python -m device apply` in place, by the copy strategy and to a new file,
+against `cp` (and `cp` + fsync) of the same file, in fresh processes, medians
+of repeats: once on this machine's disk, and once as a small device would
+run it, on a tmpfs with one CPU (`taskset -c 0`). Bytes written are counted by
+the kernel (/proc/self/io), not predicted.
 """
 import os
-import subprocess
-import tempfile
-import time
 
 import numpy as np
 
 import device
 import tfdiff
-from device.bench import MODES, apply_cost
+from device.bench import MODES, apply_cost, copy_seconds
 from device.format import Entry
 from tfdiff import keras
 from tfdiff.model import seal
 
 PAPER = dict(units=1024, layers=6, pred_layers=2, proj=640, embed=256, vocab=2500, features=192)
 TINY = dict(units=32, layers=2, pred_layers=1, proj=16, embed=8, vocab=40, features=24)
+# For scripts/arm64-check: under emulation the paper's shapes would take minutes per apply; ratios need less.
+MEDIUM = dict(units=256, layers=2, pred_layers=1, proj=160, embed=64, vocab=500, features=80)
 
 
 def rnnt_shaped_model(units, layers, pred_layers, proj, embed, vocab, features):
@@ -59,32 +61,42 @@ def random_diff(weights, method, compression, seed=0):
     return seal(diff, weights)
 
 
-def _cp_seconds(path, repeats):
-    times = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(repeats):
-            start = time.perf_counter()
-            subprocess.run(["cp", path, os.path.join(tmp, "copy.tflite")], check=True)
-            times.append(time.perf_counter() - start)
-    return float(np.median(times))
+def make(out_dir, shapes):
+    """The model converted to out_dir/rnnt-shaped.tflite, and its sparse and hash 10x diffs beside it.
 
-
-def run(out_dir, tiny=False, repeats=3):
-    shapes = TINY if tiny else PAPER
+    Returns (model path, {method: (diff path, DiffFile)}, parameter count).
+    """
     model = rnnt_shaped_model(**shapes)
     path = os.path.join(out_dir, "rnnt-shaped.tflite")
     if not os.path.exists(path):
         device.convert(model, path)
     weights = tfdiff.named_weights(model)
-    params = sum(v.size for v in weights.values())
-    rows = []
+    diffs = {}
     for method in ("sparse", "hash"):
         diff = random_diff(weights, method, 10.0)
-        diff_path = os.path.join(out_dir, f"rnnt-shaped-{method}10x.tfdiff")
-        diff.save(diff_path)
-        cp_seconds = _cp_seconds(path, repeats)
-        for mode in MODES:
-            cost = apply_cost(path, diff_path, mode, repeats=repeats)
-            rows.append({"method": method, **cost, "cp_seconds": cp_seconds, "diff_bytes": diff.nbytes,
-                         "params": params})
+        diffs[method] = (os.path.join(out_dir, f"rnnt-shaped-{method}10x.tfdiff"), diff)
+        diff.save(diffs[method][0])
+    return path, diffs, sum(v.size for v in weights.values())
+
+
+def run(out_dir, tiny=False, repeats=3):
+    """The rows of the apply benchmark: each diff in each mode, on this machine's disk and, as a small device
+    would, on a tmpfs with one CPU (`taskset -c 0`)."""
+    path, diffs, params = make(out_dir, TINY if tiny else PAPER)
+    rows = []
+    for method, (diff_path, diff) in diffs.items():
+        for setting, directory, cpus in (("disk", None, None), ("tmpfs, 1 CPU", "/dev/shm", "0")):
+            if directory and not os.path.isdir(directory):
+                continue
+            cp = {"cp_seconds": copy_seconds(path, repeats, directory),
+                  "cp_fsync_seconds": copy_seconds(path, repeats, directory, fsync=True)}
+            for mode in MODES:
+                cost = apply_cost(path, diff_path, mode, repeats=repeats, directory=directory, cpus=cpus)
+                rows.append({"method": method, "setting": setting, **cost, **cp, "diff_bytes": diff.nbytes,
+                             "params": params})
     return rows
+
+
+if __name__ == "__main__":  # python -m benchmarks.applying DIR: the medium model and diffs, for arm64-check
+    import sys
+    make(sys.argv[1], MEDIUM)

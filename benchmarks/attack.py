@@ -193,7 +193,7 @@ def _full_disk_cases(world):
         finally:
             setattr(owner, name, original)
         after = _sha(model)
-        recovered = applier.recover(model) if status == 3 else None
+        recovered = applier.recover(model, public_key=world["server_key"]) if status == 3 else None
         target = wire.DiffFile.load(world["server_diff"]).target_digest
         truthful = ((status == 1 and after == before) or (status == 0 and applier.weights_digest_of(model) == target)
                     or (status == 3 and recovered and applier.weights_digest_of(model) == target))

@@ -5,17 +5,22 @@ damaged at random (flipped bits, plausible integers written over offsets and
 lengths, truncation, appended junk) and applied through the device CLI's
 `main`, in process, three ways: a damaged model with a good signed diff, a
 good model with a damaged signed diff (the signature check), and a good
-model with a damaged diff under --allow-unsigned (the parser behind it).
-Each run is classified by its exit status and stderr:
+model with a damaged diff under --allow-unsigned (the parser behind it);
+each case with both strategies (`--strategy inplace` and `copy`). A fourth
+way damages the committed journal an in-place apply of the signed sparse
+diff left (tests/golden/sparse.tfdiff-journal, signed the same way) and runs
+`recover`. Each run is classified by its exit status and stderr:
 
 - refused: exit 1 with one line, and the model's bytes unchanged;
-- applied: exit 0 (a mutation that left the files valid);
+- applied: exit 0 (a mutation that left the files valid; a recovered model
+  must then be the diff's target);
 - unexpected: exit 2 (the CLI's catch-all), an exception escaping `main`,
   a message of more than one line, or a model changed by a refused apply.
 
 The target is 0 unexpected and 0 changed models.
 """
 import contextlib
+import hashlib
 import io
 import os
 import shutil
@@ -47,8 +52,8 @@ def mutations(data, count, seed):
 
 
 def run(count=2000, seed=0):
+    """`count` mutations (a sixth of them journals), each diff and model case under both strategies."""
     from device import signing
-    from device.__main__ import main
 
     outcomes = {"refused": 0, "applied": 0, "unexpected": 0, "model_changed": 0}
     examples = []
@@ -66,29 +71,19 @@ def run(count=2000, seed=0):
         per_kind = count // 6
         cases = []
         for i, (method, (unsigned, signed)) in enumerate(diffs.items()):
-            cases += [("model", m, signed, ["--public-key", pub]) for m in mutations(base, per_kind, seed + 3 * i)]
-            cases += [("signed diff", base, d, ["--public-key", pub])
-                      for d in mutations(signed, per_kind, seed + 3 * i + 1)]
-            cases += [("unsigned diff", base, d, ["--allow-unsigned"])
-                      for d in mutations(unsigned, count // 2 - 2 * per_kind, seed + 3 * i + 2)]
-        model, diff = os.path.join(tmp, "model.tflite"), os.path.join(tmp, "d.tfdiff")
-        for kind, model_data, diff_data, trust in cases:
-            for name in os.listdir(tmp):
-                if name.startswith("model.tflite."):
-                    os.unlink(os.path.join(tmp, name))
-            with open(model, "wb") as f:
-                f.write(model_data)
-            with open(diff, "wb") as f:
-                f.write(diff_data)
-            err = io.StringIO()
-            try:
-                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-                    status = main(["apply", model, diff] + trust)
-            except BaseException as e:  # noqa: BLE001 - what the fuzzer measures
-                status, err = "escaped", io.StringIO(f"{type(e).__name__}: {e}")
-            message = err.getvalue().strip()
-            changed = status != 0 and open(model, "rb").read() != model_data
-            if status == 0:
+            for strategy in ("inplace", "copy"):
+                trust = ["--public-key", pub, "--strategy", strategy]
+                cases += [("model", m, signed, trust) for m in mutations(base, per_kind // 2, seed + 3 * i)]
+                cases += [("signed diff", base, d, trust) for d in mutations(signed, per_kind // 2, seed + 3 * i + 1)]
+                cases += [("unsigned diff", base, d, ["--allow-unsigned", "--strategy", strategy])
+                          for d in mutations(unsigned, (count // 2 - 2 * per_kind) // 2, seed + 3 * i + 2)]
+        journal = _signed_journal(tmp, diffs["sparse"][1])
+        cases += [("journal", base, j, ["--public-key", pub]) for j in mutations(journal, per_kind, seed + 7)]
+        target = open(os.path.join(GOLDEN, "sparse-patched.tflite"), "rb").read()
+        for kind, model_data, data, trust in cases:
+            status, message, model_after = _run_case(tmp, kind, model_data, data, trust)
+            changed = status != 0 and model_after != model_data
+            if status == 0 and (kind != "journal" or model_after in (model_data, target)):
                 outcomes["applied"] += 1
             elif status == 1 and "\n" not in message and not changed:
                 outcomes["refused"] += 1
@@ -98,3 +93,37 @@ def run(count=2000, seed=0):
                     examples.append(f"{kind}: exit {status}: {message[:200]}")
             outcomes["model_changed"] += int(changed)
     return {"cases": len(cases), **outcomes, "examples": examples}
+
+
+def _signed_journal(tmp, signed_sparse):
+    """The golden sparse journal with the signed diff in place of the unsigned one (the same old values)."""
+    from device import journal
+    golden = open(os.path.join(GOLDEN, "sparse.tfdiff-journal"), "rb").read()[:-32]
+    layout = journal.JournalHeader.LAYOUT
+    fields = list(layout.unpack(golden[:layout.size]))
+    old = golden[layout.size + fields[-1]:]
+    fields[-1] = len(signed_sparse)
+    body = layout.pack(*fields) + signed_sparse + old
+    return body + hashlib.sha256(body).digest()
+
+
+def _run_case(tmp, kind, model_data, data, trust):
+    """(exit status or "escaped", stderr, model bytes after) of one apply (or recover, for a journal)."""
+    from device.__main__ import main
+
+    model, diff = os.path.join(tmp, "model.tflite"), os.path.join(tmp, "d.tfdiff")
+    for name in os.listdir(tmp):
+        if name.startswith("model.tflite."):
+            os.unlink(os.path.join(tmp, name))
+    with open(model, "wb") as f:
+        f.write(model_data)
+    with open(model + ".tfdiff-journal" if kind == "journal" else diff, "wb") as f:
+        f.write(data)
+    argv = ["recover", model] + trust if kind == "journal" else ["apply", model, diff] + trust
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            status = main(argv)
+    except BaseException as e:  # noqa: BLE001 - what the fuzzer measures
+        status, err = "escaped", io.StringIO(f"{type(e).__name__}: {e}")
+    return status, err.getvalue().strip(), open(model, "rb").read()

@@ -64,7 +64,8 @@ def markdown(report):
         r = report["fuzz"]
         lines += ["## Damaged models and diffs (benchmarks/fuzz.py)", "",
                   f"{r['cases']} random mutations of the golden model and of its signed and unsigned sparse "
-                  "and hash diffs, through `python -m device apply`: "
+                  "and hash diffs, through `python -m device apply` in place and by the copy strategy, and of "
+                  "the journal an in-place apply left, through `recover`: "
                   f"{r['refused']} refused with one line and exit 1, {r['applied']} applied (mutations that "
                   f"left the files as they were), {r['unexpected']} unexpected (exit 2, an escaped exception "
                   f"or a multi-line message), {r['model_changed']} models changed by a refused apply.", ""]
@@ -79,13 +80,19 @@ def apply_markdown(rows):
     lines = [f"A {rows[0]['params'] / 1e6:.1f}M-parameter float32 model at the paper's RNN-T shapes "
              f"({rows[0]['model_bytes'] / 2**20:.0f} MiB .tflite); `python -m device apply` in a fresh "
              "process, medians of repeats; peak RSS is the whole process, interpreter included. Modes: "
-             "`inplace` (journal), `swap` (the copy strategy, renamed over the model), `out` (a new file).", "",
-             "| diff | mode | diff KiB | seconds | cp seconds | peak RSS MiB | kept for rollback MiB |",
-             "|---|---|---|---|---|---|---|"]
+             "`inplace` (journal), `swap` (the copy strategy, renamed over the model), `out` (a new file). "
+             "Written: bytes the kernel counted the applier sending to storage (/proc/self/io; none on a "
+             "tmpfs); journal: the undo record an in-place apply keeps.", "",
+             "| diff | where | mode | diff KiB | seconds | cp s | cp + fsync s | x cp + fsync | peak RSS MiB | "
+             "written MiB | journal MiB | kept for rollback MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        kept = f"{r['rollback_bytes'] / 2**20:.1f}" if "rollback_bytes" in r else "-"
-        lines.append(f"| {r['method']} 10x | {r['mode']} | {_kb(r['diff_bytes'])} | {r['seconds']:.2f} | "
-                     f"{r['cp_seconds']:.2f} | {r['peak_rss_mb']:.0f} | {kept} |")
+        mib = [f"{r[k] / 2**20:.1f}" if k in r else "-" for k in ("written_bytes", "journal_bytes", "rollback_bytes")]
+        fsync = r.get("cp_fsync_seconds")
+        fsync_text, ratio = ("-", "-") if not fsync else (f"{fsync:.2f}", f"{r['seconds'] / fsync:.1f}")
+        lines.append(f"| {r['method']} 10x | {r.get('setting', 'disk')} | {r['mode']} | {_kb(r['diff_bytes'])} | "
+                     f"{r['seconds']:.2f} | {r['cp_seconds']:.2f} | {fsync_text} | {ratio} | "
+                     f"{r['peak_rss_mb']:.0f} | {' | '.join(mib)} |")
     return "\n".join(lines) + "\n"
 
 

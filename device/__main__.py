@@ -4,8 +4,8 @@
                                               (server; needs TensorFlow)
     trust KEY.pem                             (install the server's public key: the device's trusted key)
     apply MODEL.tflite DIFF [--out OUT [--force]] [--strategy auto|inplace|copy] [--public-key KEY] [--json]
-    recover MODEL.tflite [--discard | --reset-state]   (finish an interrupted apply)
-    rollback MODEL.tflite                     (back to the previous generation)
+    recover MODEL.tflite [--discard | --reset-state] [--public-key K]   (finish an interrupted apply)
+    rollback MODEL.tflite [--public-key K]    (back to the previous generation)
     status MODEL.tflite [--json]              (generation, digests, trusted keys, journal, rollback)
     bench MODEL.tflite [--diff DIFF] [--runs N]   (needs LiteRT: pip install ".[device]")
 
@@ -44,9 +44,8 @@ def _trust(args):
 
 def _apply(args):
     from .applier import apply
-    result = apply(args.model, args.diff, out=args.out, public_key=args.public_key,
-                   allow_unsigned=args.allow_unsigned, max_diff_bytes=args.max_diff_bytes,
-                   key_beside_model=args.key_beside_model, force=args.force, strategy=args.strategy)
+    result = apply(args.model, args.diff, out=args.out, force=args.force, strategy=args.strategy,
+                   **_trust_options(args))
     where = args.out or args.model
     if args.json:
         print(json.dumps({"status": result.status, "model": where, "generation": result.diff.generation,
@@ -69,12 +68,18 @@ def _recover(args):
         print("discarded the journal" if discard(args.model) else "no journal to discard")
     else:
         from .applier import recover
-        print("finished an interrupted update" if recover(args.model) else "nothing to recover")
+        found = recover(args.model, **_trust_options(args))
+        print("finished an interrupted update" if found else "nothing to recover")
 
 
 def _rollback(args):
     from .applier import rollback
-    print(f"rolled {args.model} back to generation {rollback(args.model)}")
+    print(f"rolled {args.model} back to generation {rollback(args.model, **_trust_options(args))}")
+
+
+def _trust_options(args):
+    return dict(public_key=args.public_key, allow_unsigned=args.allow_unsigned,
+                key_beside_model=args.key_beside_model, max_diff_bytes=args.max_diff_bytes)
 
 
 def _status(args):
@@ -119,13 +124,7 @@ def _parser():
     apply.add_argument("--strategy", choices=("auto", "inplace", "copy"), default="auto",
                        help="in place with a journal, or a copy renamed over the model (the old one kept for "
                             "rollback); auto: whichever writes fewer bytes")
-    apply.add_argument("--public-key", help="the trusted Ed25519 public key (PEM) the diff must be signed by")
-    apply.add_argument("--allow-unsigned", action="store_true",
-                       help="skip the signature check (development only)")
-    apply.add_argument("--max-diff-bytes", type=_size, default=None,
-                       help="refuse larger diff files (default 64 MiB)")
-    apply.add_argument("--key-beside-model", action="store_true",
-                       help="also trust MODEL.tfdiff-key.pem (whoever can write the model's directory could plant it)")
+    _add_trust_options(apply)
     apply.add_argument("--json", action="store_true", help="print the result as one JSON line")
     apply.set_defaults(run=_apply)
     recover = commands.add_parser("recover", help="finish an interrupted apply")
@@ -134,9 +133,11 @@ def _parser():
                          help="delete a journal that recover refused as another model's, without replaying it")
     recover.add_argument("--reset-state", action="store_true",
                          help="take a replaced model as shipped: forget its recorded generation and undo record")
+    _add_trust_options(recover)
     recover.set_defaults(run=_recover)
     rollback = commands.add_parser("rollback", help="restore the generation before the last apply")
     rollback.add_argument("model", help="the device's .tflite")
+    _add_trust_options(rollback)
     rollback.set_defaults(run=_rollback)
     status = commands.add_parser("status", help="installed generation, digests, trusted key, journal, rollback")
     status.add_argument("model", help="the device's .tflite")
@@ -153,6 +154,16 @@ def _parser():
     bench.add_argument("--json", action="store_true", help="print the report as JSON")
     bench.set_defaults(run=_bench)
     return parser
+
+
+def _add_trust_options(command):
+    """apply's, recover's and rollback's: a journal holds its diff, checked as a received one is."""
+    command.add_argument("--public-key", help="the trusted Ed25519 public key (PEM) the diff must be signed by")
+    command.add_argument("--allow-unsigned", action="store_true", help="skip the signature check (development only)")
+    command.add_argument("--max-diff-bytes", type=_size, default=None, help="refuse larger diffs (default 64 MiB)")
+    command.add_argument("--key-beside-model", action="store_true",
+                         help="also trust MODEL.tfdiff-key.pem (anyone who can write the model's directory could "
+                              "plant it)")
 
 
 def main(argv=None):

@@ -1,59 +1,66 @@
-"""Patch a .tflite model with a diff, in place and crash-safe.
+"""Patch a .tflite model with a diff, crash-safe, in place or by a copy renamed over it.
 
-The order of events, so that a kill at any instant leaves the old model or,
-after the next call, the new one:
+The order of events of an update in place, so that a kill at any instant
+leaves the old model or, after the next call, the new one:
 
 0. Trust: the diff file is read (at most `max_diff_bytes`), its signature
    checked over the raw bytes against the device's trusted key, and only
    then parsed. Its generation must be above the installed one.
 1. Recover: if a journal (device/journal.py) from an interrupted run exists, finish it first.
-2. Check, touching nothing: the diff's entries fit the model's weights
-   (names, shapes, float32 or int8), the model is writable and its weights
-   digest is the diff's base.
-3. Prepare: weight by weight, the 4-byte words the patch changes, with their
-   old and new bits, are streamed into MODEL.tfdiff-journal.tmp, and fsynced; the patched
-   weights must hash to the diff's target.
+2. Check: the diff's entries fit the model's weights (names, shapes,
+   float32 or int8) and its graph, and the model is writable.
+3. Prepare, in one read of the model (device/passes.py): every weight is
+   hashed as it is and as the diff leaves it, and the old values of the
+   elements the diff changes are streamed, after the diff itself, into
+   MODEL.tfdiff-journal.tmp, which is fsynced. The weights as they are must
+   be the diff's base (or its target: nothing to do), the patched ones its
+   target; otherwise the .tmp is deleted and the model was never touched.
 4. Commit: the journal is renamed to MODEL.tfdiff-journal. Before this
    rename the model is untouched and a stray .tmp is discarded (under the
    lock); after it the update will complete.
-5. Replay the journal into the model through a writable mmap, msync, fsync.
-   Every word must lie in a weight's bytes and hold its old or new bits,
-   or nothing is written: a journal of another model is refused, and
-   `discard` removes it.
-6. Re-check the model against the target digest, record the new generation
-   in MODEL.tfdiff-state (atomically), and keep the journal as the undo
-   record MODEL.tfdiff-undo. A replay after a crash rewrites the same
-   state, so model and generation commit together.
+5. Write the new values (recomputed from the journal's old values and the
+   diff) into the model through a writable mmap, msync, fsync.
+6. Record the new generation in MODEL.tfdiff-state (atomically), and keep
+   the journal as the undo record MODEL.tfdiff-undo.
 
-`rollback` commits the undo record's inverse journal and replays it the same
-way. With `out=...` the model is instead copied to a temporary file next to
-`out`, the same plan is replayed there, and the copy is fsynced and renamed
-over `out`.
+`recover` replays a committed journal only after checking, with no write,
+that its diff is signed by a trusted key, that the model holds each
+changed element's old or new value, and that the weights the replay leaves
+hash to the diff's target. `rollback` renames the undo record to
+MODEL.tfdiff-rollback (its commit point) after the same check against the
+diff's base, and writes the old values back.
+
+The copy strategy writes MODEL.tfdiff-next whole (the model, patched,
+fsynced), keeps the old file as MODEL.tfdiff-previous (a second name, no
+copy) and renames the new one over the model: one rename commits it. With
+`out=...` the patched copy is renamed over `out` instead.
 
 Memory stays bounded: one weight at a time is read through the mmap (its
-pages released afterwards), patched and streamed to the journal, so neither
-the model nor the patch plan is ever held whole.
+pages released afterwards), so neither the model nor its journal is ever held whole.
 """
 import fcntl
 import mmap
 import os
 import shutil
 import stat
-import time
 
 import numpy as np
 
 from . import signing
 from .trust import check_private, model_path_of, trusted_keys
-from .format import UNBOUND, DiffFormatError, WeightsHasher, decode, fsync_dir, read_bounded, write_atomic
-from .journal import JournalHeader, JournalWriter, chunks, read_header, write_inverse
-from .patch import patch_mismatch, patched_values
+from .files import fsync_dir, write_atomic
+from .format import MAX_DIFF_BYTES, UNBOUND, DiffFormatError, decode, read_bounded
+from .journal import JournalError, JournalWriter, OldBytes, chunks_v3, read_header, read_update
+from .passes import (ApplyError, check_journal, entries_by_weight, in_place_bytes, patch_pass,
+                     model_weights_digest, write_changed, write_journal)
+from .state import STATE_SUFFIX, read_digest_record, read_state, record_text, write_state
 from .tflite import TFLiteFile, graph_digest_of, read_mapped
+from .weightmap import DTYPES
 
 JOURNAL_SUFFIX = ".tfdiff-journal"
-STATE_SUFFIX = ".tfdiff-state"
+ROLLBACK_SUFFIX = ".tfdiff-rollback"  # the undo record, renamed: a rollback in progress
 LOCK_SUFFIX = ".tfdiff-lock"
-PLAN_SUFFIX = ".tfdiff-plan"  # an apply --out's patch plan, beside the model
+PLAN_SUFFIX = ".tfdiff-plan"  # an earlier version's --out plan: removed if a killed run left one
 OUT_SUFFIX = ".tfdiff-out"  # names the temporary copy of an apply --out in progress
 TMP_SUFFIX = ".tfdiff-tmp"  # that copy, beside its destination
 UNDO_SUFFIX = ".tfdiff-undo"
@@ -63,12 +70,6 @@ SWAP_SUFFIX = ".tfdiff-swap"
 NEXT_SUFFIX = ".tfdiff-next"
 PREVIOUS_SUFFIX = ".tfdiff-previous"
 STRATEGIES = ("auto", "inplace", "copy")
-_JOURNAL_BYTES_PER_ELEMENT = 16  # device/journal.py: position, old and new word
-_PAGE = mmap.PAGESIZE
-
-
-class ApplyError(ValueError):
-    """A diff that cannot be applied to this model; nothing was changed."""
 
 
 class UpdateCommittedError(RuntimeError):
@@ -79,6 +80,31 @@ class UpdateCommittedError(RuntimeError):
     """
 
     exit_status = 3
+
+
+class Trust:
+    """How a diff is checked before it is parsed: the keys trusted, or none (`allow_unsigned`), and a size bound.
+
+    apply, recover and rollback take the same options: a journal holds its
+    diff, which is checked again before a replay.
+    """
+
+    def __init__(self, public_key=None, allow_unsigned=False, key_beside_model=False, max_diff_bytes=None):
+        self.public_key, self.allow_unsigned = public_key, allow_unsigned
+        self.key_beside_model, self.max_diff_bytes = key_beside_model, max_diff_bytes
+
+    def open(self, data, model_path):
+        """The diff in `data` (raw bytes), its signature checked first; DiffFormatError or SignatureError."""
+        if not self.allow_unsigned:
+            signing.verify_bytes(data, trusted_keys(model_path, self.public_key, self.key_beside_model))
+        return decode(data)
+
+    def open_journal(self, path, header, model_path):
+        """The diff a format 4 journal holds, checked as a received diff would be."""
+        limit = MAX_DIFF_BYTES if self.max_diff_bytes is None else self.max_diff_bytes
+        if header.update_bytes > limit:
+            raise ApplyError(f"journal {path} holds a diff larger than the {limit}-byte limit")
+        return self.open(read_update(path, header), model_path)
 
 
 class Result:
@@ -112,9 +138,9 @@ def apply(model_path: "str | os.PathLike", diff_path: "str | os.PathLike", out: 
         max_diff_bytes: refuse larger diff files (default 64 MiB).
         key_beside_model: also trust MODEL.tfdiff-key.pem (device/trust.py).
         force: let `out` replace an existing regular file.
-        strategy: in place, "inplace" journals every word it changes (old
-            and new bits) and writes them into the model; "copy" builds the
-            new model whole beside it, renames it over, and keeps the old
+        strategy: "inplace" journals the old value of every element it
+            changes and writes the new ones into the model; "copy" builds
+            the new model whole beside it, renames it over, and keeps the old
             file for `rollback`; "auto" picks the one that writes fewer
             bytes (copy for hash and composed diffs, which change most
             weights; in place for a small sparse diff).
@@ -128,53 +154,49 @@ def apply(model_path: "str | os.PathLike", diff_path: "str | os.PathLike", out: 
         all ValueErrors with a one-line message; the model is then unchanged.
         UpdateCommittedError: committed, not finished; `recover` finishes it.
 
-    Example (from the shell): python -m device apply model.tflite gen1.tfdiff --public-key k.pub
+    Example (from the shell): tfdiff-device apply model.tflite gen1.tfdiff --public-key k.pub
     """
     if strategy not in STRATEGIES:
         raise ApplyError(f"`strategy` must be one of {STRATEGIES}. Received: strategy={strategy!r}")
     model_path = _model(model_path)
     if out is not None:
         out = _check_out(model_path, os.fspath(out), force)
+    trust = Trust(public_key, allow_unsigned, key_beside_model, max_diff_bytes)
     data = read_bounded(diff_path, max_diff_bytes)
-    if not allow_unsigned:
-        signing.verify_bytes(data, trusted_keys(model_path, public_key, key_beside_model))
-    diff = decode(data)
+    diff = trust.open(data, model_path)
 
     with _locked(model_path):
-        recover(model_path, _locked_already=True)
+        _recover(model_path, trust)
         # Names, shapes and kinds first: a float32 diff for an int8 model (or the reverse) says so.
-        read_mapped(model_path, lambda model: _check_entries(diff, model.weight_map()))
+        sizes = read_mapped(model_path, lambda model: _weight_sizes(diff, model))
         graph = diff.graph_digest if diff.graph_digest == UNBOUND else graph_digest_of(model_path)
         if graph != diff.graph_digest:
             raise ApplyError(f"diff (generation {diff.generation}) is bound to another model graph "
                              f"({diff.graph_digest.hex()[:12]}); this model's is {graph.hex()[:12]}")
-        installed, recorded = _read_state(model_path)
-        current = weights_digest_of(model_path)  # one read of the weights serves every check below
-        if recorded is not None and recorded != current:
-            raise ApplyError(f"{model_path} is not the model its state records (generation {installed}): the "
-                             f"file was replaced. `tfdiff-device recover {model_path} --reset-state` takes it as "
-                             "shipped")
+        installed, recorded = read_state(model_path)
         if diff.generation <= installed:
+            current = weights_digest_of(model_path)
+            _check_recorded(model_path, installed, recorded, current)
             if out is None and current == diff.target_digest:
                 return Result("already", model_path, diff)
             raise ApplyError(f"diff is generation {diff.generation}, but this model is already at "
                              f"generation {installed}; refusing to go back")
-        already = _is_target(diff, current)
         if out is not None:
-            return _apply_to_copy(model_path, diff, out, installed, already)
-        if strategy == "copy" or (strategy == "auto" and _copy_writes_less(model_path, diff)):
-            return _apply_by_swap(model_path, diff, installed, already)
-        return _apply_in_place(model_path, diff, installed, already)
+            return _apply_to_copy(model_path, diff, out, (installed, recorded))
+        if strategy == "copy" or (strategy == "auto"
+                                  and _copy_writes_less(os.path.getsize(model_path), diff, sizes, len(data))):
+            return _apply_by_swap(model_path, diff, (installed, recorded))
+        return _apply_in_place(model_path, diff, data, (installed, recorded))
 
 
 def installed_generation(model_path: "str | os.PathLike") -> int:
     """The generation the model holds: 0 (as shipped) until a diff was applied to it."""
-    return _read_state(model_path)[0]
+    return read_state(model_path)[0]
 
 
 def state_matches(model_path: "str | os.PathLike") -> bool:
     """True unless the state records the weights digest of another model (the model file was replaced)."""
-    _, recorded = _read_state(model_path)
+    _, recorded = read_state(model_path)
     return recorded is None or recorded == weights_digest_of(model_path)
 
 
@@ -182,81 +204,38 @@ def reset_state(model_path: "str | os.PathLike") -> None:
     """Take the model as shipped: forget its recorded generation and its undo record (the owner's decision)."""
     model_path = _model(model_path)
     with _locked(model_path):
-        for suffix in (STATE_SUFFIX, UNDO_SUFFIX):
-            if os.path.lexists(model_path + suffix):
-                os.unlink(model_path + suffix)
+        _remove(model_path + STATE_SUFFIX, model_path + UNDO_SUFFIX)
         fsync_dir(os.path.dirname(model_path))
-
-
-def _read_state(model_path):
-    """(generation, recorded weights digest or None) from MODEL.tfdiff-state; (0, None) without one.
-
-    The state is "generation N" and, since it is tied to the model,
-    "weights <sha256 hex>": the digest of the model that generation is.
-    """
-    return _state_file(os.fspath(model_path) + STATE_SUFFIX)
-
-
-def _parse_state(path):
-    """(generation, digest) of a state-format record that must name a digest (swap, previous-state)."""
-    generation, digest = _state_file(path)
-    if digest is None:
-        raise ApplyError(f"{path} is damaged: expected 'generation N weights DIGEST'")
-    return generation, digest
-
-
-def _state_file(path):
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return 0, None
-    except OSError as e:
-        raise ApplyError(f"cannot read {path}: {e.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        raw = f.read(256)
-    fields = raw.decode("ascii", "replace").split()
-    if (len(fields) not in (2, 4) or fields[0] != "generation" or not fields[1].isdigit()
-            or int(fields[1]) >= 2**32 or (len(fields) == 4 and (fields[2] != "weights" or len(fields[3]) != 64))):
-        raise ApplyError(f"{path} is damaged: expected 'generation N weights DIGEST'")
-    try:
-        recorded = bytes.fromhex(fields[3]) if len(fields) == 4 else None
-    except ValueError:
-        raise ApplyError(f"{path} is damaged: expected 'generation N weights DIGEST'") from None
-    return int(fields[1]), recorded
-
-
-def _write_state(model_path, generation, digest):
-    write_atomic(os.fspath(model_path) + STATE_SUFFIX, _state_text(generation, digest))
-
-
-def _state_text(generation, digest):
-    return f"generation {generation}\nweights {digest.hex()}\n".encode()
 
 
 def weights_digest_of(model_path):
     """The weights digest of the .tflite at `model_path`, as diffs name their base and target."""
-    return read_mapped(model_path, _digest)
+    return read_mapped(model_path, model_weights_digest)
 
 
-def recover(model_path: "str | os.PathLike", _locked_already: bool = False) -> bool:
-    """Finish an update interrupted by a crash; returns True if one was found.
+def recover(model_path: "str | os.PathLike", public_key: "str | None" = None, allow_unsigned: bool = False,
+            key_beside_model: bool = False, max_diff_bytes: "int | None" = None) -> bool:
+    """Finish an update (or rollback) interrupted by a crash; returns True if one was found.
 
-    Raises ApplyError when a journal is there but does not belong to the
-    model (see `discard`); the model is then left as it is.
+    The journal's diff is checked against the trusted keys as `apply`
+    checks a received one (same arguments). Raises ApplyError or
+    JournalError when a journal is there but does not belong to the model
+    (see `discard`); the model is then left as it is.
     """
-    if not _locked_already:
-        model_path = _model(model_path)
-        with _locked(model_path):
-            return recover(model_path, _locked_already=True)
-    journal = model_path + JOURNAL_SUFFIX
+    model_path = _model(model_path)
+    with _locked(model_path):
+        return _recover(model_path, Trust(public_key, allow_unsigned, key_beside_model, max_diff_bytes))
+
+
+def _recover(model_path, trust):
     _clean_leftovers(model_path)
     if os.path.lexists(model_path + SWAP_SUFFIX):
         return _finish_swap(model_path)
-    if not os.path.lexists(journal):
-        return False
-    header = _replay(model_path, journal)
-    _finish(model_path, journal, header)
-    return True
+    for suffix, forward in ((JOURNAL_SUFFIX, True), (ROLLBACK_SUFFIX, False)):
+        if os.path.lexists(model_path + suffix):
+            _replay(model_path, model_path + suffix, forward, trust)
+            return True
+    return False
 
 
 def discard(model_path: "str | os.PathLike") -> bool:
@@ -267,44 +246,47 @@ def discard(model_path: "str | os.PathLike") -> bool:
     """
     model_path = _model(model_path)
     with _locked(model_path):
-        found = False
-        for path in (model_path + JOURNAL_SUFFIX + ".tmp", model_path + JOURNAL_SUFFIX):
-            if os.path.lexists(path):
-                os.unlink(path)
-                found = True
-        fsync_dir(os.path.dirname(os.path.abspath(model_path)))
+        paths = [model_path + s for s in (JOURNAL_SUFFIX + ".tmp", JOURNAL_SUFFIX, ROLLBACK_SUFFIX)]
+        found = any(os.path.lexists(path) for path in paths)
+        _remove(*paths)
+        fsync_dir(os.path.dirname(model_path))
         return found
 
 
-def rollback(model_path: "str | os.PathLike") -> int:
-    """Restore the generation before the last update, bit for bit, from its undo record.
+def rollback(model_path: "str | os.PathLike", public_key: "str | None" = None, allow_unsigned: bool = False,
+             key_beside_model: bool = False, max_diff_bytes: "int | None" = None) -> int:
+    """Restore the generation before the last update, bit for bit; returns the restored generation.
 
-    The undo record (MODEL.tfdiff-undo) is the last update's journal: the old
-    and new value of every position it wrote. Rolling back commits the
-    inverse journal and replays it, so a crash at any instant leaves the
-    current model or, after the next `recover`, the previous one. The
-    installed generation goes back with it. Returns the restored generation.
+    In place, the undo record (MODEL.tfdiff-undo) is the last update's
+    journal: its diff and the old value of every element it changed. Its
+    diff is checked against the trusted keys (the arguments are `apply`'s),
+    and one read checks that writing the old values back gives the diff's
+    base; then the record is renamed MODEL.tfdiff-rollback (the commit
+    point) and replayed backwards, so a crash at any instant leaves the
+    current model or, after the next `recover`, the previous one. After the
+    copy strategy, the previous model file is renamed back.
     """
     model_path = _model(model_path)
+    trust = Trust(public_key, allow_unsigned, key_beside_model, max_diff_bytes)
     with _locked(model_path):
-        recover(model_path, _locked_already=True)
-        undo, journal = model_path + UNDO_SUFFIX, model_path + JOURNAL_SUFFIX
+        _recover(model_path, trust)
+        undo = model_path + UNDO_SUFFIX
         if not os.path.lexists(undo) and os.path.lexists(model_path + PREVIOUS_SUFFIX):
             return _rollback_by_swap(model_path)
         if not os.path.lexists(undo):
             raise ApplyError(f"{model_path} has no undo record: nothing to roll back")
         header = read_header(undo, model_path)
-        if weights_digest_of(model_path) != header.target:
-            raise ApplyError(f"{model_path} is not the model its undo record was made for; refusing to roll back")
-        write_inverse(undo, journal + ".tmp", header)
-        _commit(journal, "rollback")
-
-        def finish():
-            os.unlink(undo)
-            inverse = _replay(model_path, journal)
-            _finish(model_path, journal, inverse)
-            return inverse.generation_to
-        return _committed(model_path, finish)
+        if header.version == 3:  # an earlier version's undo record: it names the digests itself
+            if weights_digest_of(model_path) != header.target:
+                raise ApplyError(f"{model_path} is not the model its undo record was made for; refusing to roll back")
+        else:
+            _check_replay(model_path, undo, header, False, trust, current_is_target=True)
+        _crash_point("rollback-written")
+        os.replace(undo, model_path + ROLLBACK_SUFFIX)  # the commit point
+        fsync_dir(os.path.dirname(model_path))
+        _crash_point("rollback-committed")
+        _committed(model_path, lambda: _replay(model_path, model_path + ROLLBACK_SUFFIX, False, trust))
+        return header.generation_from
 
 
 def _model(model_path):
@@ -331,7 +313,7 @@ def _check_out(model_path, out, force):
 
 
 def _clean_leftovers(model_path):
-    """Remove what killed runs left (an uncommitted journal, an --out's plan and copy); under the lock."""
+    """Remove what killed runs left (an uncommitted journal, an --out's copy); under the lock."""
     leftovers = [model_path + JOURNAL_SUFFIX + ".tmp", model_path + PLAN_SUFFIX]
     record = model_path + OUT_SUFFIX
     if os.path.lexists(record):
@@ -343,99 +325,187 @@ def _clean_leftovers(model_path):
     _remove(*leftovers)
 
 
-def _commit(journal, stage):
-    """Rename the written JOURNAL.tmp to JOURNAL and fsync the directory: the commit point of an update."""
-    _crash_point(f"{stage}-written")
-    os.replace(journal + ".tmp", journal)
-    fsync_dir(os.path.dirname(os.path.abspath(journal)))
-    _crash_point(f"{stage}-committed")
-
-
 def _committed(model_path, work):
     """Run `work()` after the commit point: any failure leaves a committed update for `recover`."""
     try:
         return work()
-    except (OSError, ApplyError) as e:
+    except (OSError, ValueError) as e:
         raise UpdateCommittedError(f"the update of {model_path} is committed but not finished ({e}); "
                                    f"`tfdiff-device recover {model_path}` finishes it") from None
 
 
-def _finish(model_path, journal, header):
-    """After a replay: check the model is the target, record its generation, keep the undo record."""
-    digest = weights_digest_of(model_path)
-    if digest != header.target:
-        raise ApplyError(f"journal replay left {model_path} with unexpected weights "
-                         f"({digest.hex()[:12]}, expected {header.target.hex()[:12]})")
-    _write_state(model_path, header.generation_to, digest)
-    _remove(model_path + PREVIOUS_SUFFIX, model_path + PREVIOUS_SUFFIX + "-state")  # one rollback record
-    if header.generation_to > header.generation_from:
-        os.replace(journal, model_path + UNDO_SUFFIX)  # one undo generation: the newest update's
-    else:
-        os.unlink(journal)  # a rollback is not itself undone
-    fsync_dir(os.path.dirname(os.path.abspath(model_path)))
+def _weight_sizes(diff, model):
+    """{name: (element count, bytes per element)} of the weights the diff patches, once its entries fit them."""
+    weight_map = model.weight_map()
+    return {name: (int(np.prod(weight_map.shape(name), dtype=np.int64)), DTYPES[weight_map.dtype(name)].itemsize)
+            for name in entries_by_weight(diff, weight_map)}
 
 
-# -- the two modes -----------------------------------------------------------
-def _apply_in_place(model_path, diff, installed, already):
+def _check_recorded(model_path, installed, recorded, current):
+    if recorded is not None and recorded != current:
+        raise ApplyError(f"{model_path} is not the model its state records (generation {installed}): the "
+                         f"file was replaced. `tfdiff-device recover {model_path} --reset-state` takes it as "
+                         "shipped")
+
+
+def _check_digests(model_path, diff, state, before, after):
+    """True if the model (weights `before`) already is the diff's target; ApplyError unless `before` is its
+    base, recorded by the state, and the patched weights `after` are its target."""
+    _check_recorded(model_path, *state, before)
+    if before == diff.target_digest:
+        return True
+    if before != diff.base_digest:
+        raise ApplyError(f"diff (generation {diff.generation}) is for base model "
+                         f"{diff.base_digest.hex()[:12]}, but this model is {before.hex()[:12]}")
+    if after != diff.target_digest:
+        raise ApplyError("patched weights do not match the diff's target digest; refusing to write")
+    return False
+
+
+# -- in place: a journal of old values ---------------------------------------
+def _apply_in_place(model_path, diff, data, state):
     if not os.access(model_path, os.W_OK):
         raise ApplyError(f"{model_path} is not writable")
-    if already:  # record its generation, nothing else to do
-        _write_state(model_path, diff.generation, diff.target_digest)
-        return Result("already", model_path, diff)
     journal = model_path + JOURNAL_SUFFIX
-    patched = _prepare(model_path, diff, journal + ".tmp", installed)
-    _commit(journal, "journal")
+    try:
+        with JournalWriter(journal + ".tmp", os.path.getsize(model_path), state[0], diff.generation,
+                           data) as writer:
+            before, after, patched = patch_pass(model_path, diff, lambda model, name, changed, old, new:
+                                                writer.add(old))
+        already = _check_digests(model_path, diff, state, before, after)
+    except BaseException:
+        _remove(journal + ".tmp")
+        raise
+    if already:  # record its generation, nothing else to do
+        _remove(journal + ".tmp")
+        write_state(model_path, diff.generation, diff.target_digest)
+        return Result("already", model_path, diff)
+    _crash_point("journal-written")
+    os.replace(journal + ".tmp", journal)  # the commit point
+    fsync_dir(os.path.dirname(model_path))
+    _crash_point("journal-committed")
 
     def finish():
-        header = _replay(model_path, journal)
+        with OldBytes(journal, read_header(journal, model_path)) as old:
+            write_journal(model_path, diff, old, True, _crash_point)
         _crash_point("model-written")
-        _finish(model_path, journal, header)
+        _finish(model_path, journal, read_header(journal, model_path), True, diff.target_digest)
     _committed(model_path, finish)
     return Result("applied", model_path, diff, patched)
 
 
-def _copy_writes_less(model_path, diff):
-    """True when journaling the changed words would write more than a copy of the model."""
-    changed = sum(e.values.size if e.method == "sparse" else e.size for e in diff.entries)
-    return _JOURNAL_BYTES_PER_ELEMENT * changed > os.path.getsize(model_path)
+def _check_replay(model_path, path, header, forward, trust, current_is_target=False):
+    """The journal's diff, once a read with no write has shown the replay leaves the diff's target (forward) or
+    base; ApplyError otherwise. `current_is_target`: the model must now be the target (a rollback)."""
+    diff = trust.open_journal(path, header, model_path)
+    with OldBytes(path, header) as old:
+        now, result = check_journal(model_path, diff, old, forward)
+    if current_is_target and now != diff.target_digest:
+        raise ApplyError(f"{model_path} is not the model its undo record was made for; refusing to roll back")
+    if result != (diff.target_digest if forward else diff.base_digest):
+        raise ApplyError(f"journal {path} would not leave the model its diff names: "
+                         f"`tfdiff-device recover --discard {model_path}` deletes it")
+    return diff
 
 
-def _apply_by_swap(model_path, diff, installed, already):
+def _replay(model_path, path, forward, trust):
+    """Finish a committed journal: forward (an update) or backward (a rollback); checked before any write."""
+    header = read_header(path, model_path)
+    if header.version == 3:
+        return _replay_v3(model_path, path, header, forward)
+    diff = _check_replay(model_path, path, header, forward, trust)
+    with OldBytes(path, header) as old:
+        write_journal(model_path, diff, old, forward, _crash_point)
+    _finish(model_path, path, header, forward, diff.target_digest if forward else diff.base_digest)
+
+
+def _finish(model_path, path, header, forward, digest):
+    """After a replay: record the generation, keep a forward journal as the undo record, drop a backward one."""
+    write_state(model_path, header.generation_to if forward else header.generation_from, digest)
+    _remove(model_path + PREVIOUS_SUFFIX, model_path + PREVIOUS_SUFFIX + "-state")  # one rollback record
+    if forward:
+        os.replace(path, model_path + UNDO_SUFFIX)  # one undo generation: the newest update's
+    else:
+        os.unlink(path)  # a rollback is not itself undone
+    fsync_dir(os.path.dirname(model_path))
+
+
+def _replay_v3(model_path, path, header, forward):
+    """A format 3 journal (an earlier version's): words with old and new bits, checked before any write."""
+    problem = None
+    with open(model_path, "r+b") as m, mmap.mmap(m.fileno(), 0) as mm:
+        model = TFLiteFile(mm)
+        model.weight_map()
+        bits = np.frombuffer(mm, dtype="<u4", count=len(mm) // 4)
+        for words, old, new in chunks_v3(path, header):
+            if not model.inside_weights(words):
+                problem = f"writes outside the weights of {model_path}"
+            elif not np.all((bits[words] == old) | (bits[words] == new)):
+                problem = f"does not belong to {model_path} (the values there differ)"
+            if problem:
+                break
+        if problem is None:
+            for words, old, new in chunks_v3(path, header):
+                bits[words] = new if forward else old
+            mm.flush()
+            os.fsync(m.fileno())
+        del bits, model  # views of the mmap: gone before it closes
+    if problem:
+        raise ApplyError(f"journal {path} {problem}: `tfdiff-device recover --discard {model_path}` deletes it")
+    digest = weights_digest_of(model_path)
+    if digest != (header.target if forward else header.base):
+        raise ApplyError(f"journal replay left {model_path} with unexpected weights ({digest.hex()[:12]})")
+    _finish(model_path, path, header, forward, digest)
+
+
+# -- the copy strategy and --out: a patched copy -----------------------------
+def _copy_writes_less(model_bytes, diff, sizes, diff_bytes):
+    """True when a copy (`model_bytes`) writes fewer bytes than in place: the journal (the diff, old values) and
+    the pages of the model the new values land on."""
+    return model_bytes < diff_bytes + in_place_bytes(diff, sizes)
+
+
+def _apply_by_swap(model_path, diff, state):
     """The copy strategy: MODEL.tfdiff-next built and checked whole, the old model kept, then one rename.
 
     The swap record (written first) names the target digest; after a kill,
     `recover` finishes the update if the model already is the target, and
     otherwise removes what was built, leaving the old model.
     """
-    if already:
-        _write_state(model_path, diff.generation, diff.target_digest)
-        return Result("already", model_path, diff, strategy="copy")
     swap, following, previous = (model_path + SWAP_SUFFIX, model_path + NEXT_SUFFIX, model_path + PREVIOUS_SUFFIX)
-    write_atomic(swap, _state_text(diff.generation, diff.target_digest))
+    write_atomic(swap, record_text(diff.generation, diff.target_digest))
     _remove(following, following + ".plan")
     try:
-        patched = _patched_copy(model_path, diff, following)
+        before, after, patched = _patched_copy(model_path, diff, following)
+        already = _check_digests(model_path, diff, state, before, after)
     except BaseException:
         _remove(following, swap)
         raise
+    if already:
+        _remove(following, swap)
+        write_state(model_path, diff.generation, diff.target_digest)
+        return Result("already", model_path, diff, strategy="copy")
     _remove(previous + ".tmp")
     os.link(model_path, previous + ".tmp")  # the old model, kept for rollback (no copy: a second name)
-    write_atomic(previous + "-state", _state_text(installed, diff.base_digest))
+    write_atomic(previous + "-state", record_text(state[0], diff.base_digest))
     os.replace(previous + ".tmp", previous)
     _crash_point("swap-written")
     os.replace(following, model_path)  # the commit point
     fsync_dir(os.path.dirname(model_path))
     _crash_point("swap-committed")
-    _committed(model_path, lambda: _finish_swap(model_path))
+    _committed(model_path, lambda: _finish_swap(model_path, checked=True))
     return Result("applied", model_path, diff, patched, strategy="copy")
 
 
-def _finish_swap(model_path):
-    """After a kill or a swap: the model is the swap record's target (finish) or not (undo what was built)."""
-    generation, target = _parse_state(model_path + SWAP_SUFFIX)
+def _finish_swap(model_path, checked=False):
+    """After a kill or a swap: the model is the swap record's target (finish) or not (undo what was built).
+
+    `checked`: the caller just renamed over the model a copy it hashed as it wrote it.
+    """
+    generation, target = read_digest_record(model_path + SWAP_SUFFIX)
     previous = model_path + PREVIOUS_SUFFIX
-    if weights_digest_of(model_path) == target:
-        _write_state(model_path, generation, target)
+    if checked or weights_digest_of(model_path) == target:
+        write_state(model_path, generation, target)
         _remove(model_path + UNDO_SUFFIX)  # the rollback record is now the previous model
     elif os.path.lexists(previous) and os.path.samefile(previous, model_path):
         _remove(previous, previous + "-state")  # not committed: the link to the model as it still is goes
@@ -447,34 +517,41 @@ def _finish_swap(model_path):
 def _rollback_by_swap(model_path):
     """Put MODEL.tfdiff-previous back, if it is the model its state records; returns its generation."""
     previous = model_path + PREVIOUS_SUFFIX
-    generation, digest = _parse_state(previous + "-state")
+    generation, digest = read_digest_record(previous + "-state")
     if weights_digest_of(previous) != digest:
         raise ApplyError(f"{previous} is not the model its state records; refusing to roll back")
-    write_atomic(model_path + SWAP_SUFFIX, _state_text(generation, digest))
+    write_atomic(model_path + SWAP_SUFFIX, record_text(generation, digest))
     _crash_point("rollback-written")
     os.replace(previous, model_path)  # the commit point
     fsync_dir(os.path.dirname(model_path))
     _crash_point("rollback-committed")
-    _committed(model_path, lambda: _finish_swap(model_path))
+    _committed(model_path, lambda: _finish_swap(model_path, checked=True))
     _remove(previous + "-state")
     return generation
 
 
 def previous_generation(model_path):
     """The generation of MODEL.tfdiff-previous, the copy strategy's rollback record."""
-    return _parse_state(os.fspath(model_path) + PREVIOUS_SUFFIX + "-state")[0]
+    return read_digest_record(os.fspath(model_path) + PREVIOUS_SUFFIX + "-state")[0]
 
 
 def _patched_copy(model_path, diff, path, patch=True):
-    """A new file at `path` (never through a planted file or symlink): the model, patched, fsynced; returns the
-    number of patched elements (None with `patch` False: a plain copy)."""
+    """A new file at `path` (never through a planted file or symlink): the model, patched as it is read, fsynced.
+
+    Returns patch_pass's (digest before, digest after, patched elements); None with `patch` False (a plain copy).
+    """
     with open(model_path, "rb") as source, os.fdopen(
             os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as copy:
         shutil.copyfileobj(source, copy, 1 << 20)
-    patched = _patch_into(model_path, diff, path) if patch else None
+    result = None
+    if patch:
+        with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as out:
+            result = patch_pass(model_path, diff, lambda model, name, changed, old, new:
+                                write_changed(out, model, name, changed, new))
+            out.flush()
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
-    return patched
+    return result
 
 
 def _remove(*paths):
@@ -483,213 +560,26 @@ def _remove(*paths):
             os.unlink(path)  # a symlink itself, never its target
 
 
-def _apply_to_copy(model_path, diff, out, installed, already):
+def _apply_to_copy(model_path, diff, out, state):
     """Copy, patch the copy, rename it over `out`; a kill leaves files `recover MODEL` or the next apply removes."""
     tmp, record = out + TMP_SUFFIX, model_path + OUT_SUFFIX
     _remove(tmp, model_path + PLAN_SUFFIX)
     write_atomic(record, tmp.encode("utf-8"))  # first, so that recover can find the copy
-    patched = None
     try:
-        patched = _patched_copy(model_path, diff, tmp, patch=not already)
+        before, after, patched = _patched_copy(model_path, diff, tmp)
+        if _check_digests(model_path, diff, state, before, after):  # the model already is the target
+            _remove(tmp)
+            _patched_copy(model_path, diff, tmp, patch=False)
+            patched = None
         _crash_point("copy-written")
         os.replace(tmp, out)
         fsync_dir(os.path.dirname(out))
     finally:
         _remove(tmp, record)
-    _write_state(out, diff.generation, diff.target_digest)
+    write_state(out, diff.generation, diff.target_digest)
     if patched is None:
         return Result("already", out, diff, strategy="out")
     return Result("applied", out, diff, patched, strategy="out")
-
-
-def _is_target(diff, current):
-    """True if the model (weights digest `current`) already is the diff's target; ApplyError unless it is its base.
-
-    Checked before any journal is written, so a diff for another model costs
-    one read of the weights and no disk writes.
-    """
-    if current == diff.target_digest:
-        return True
-    if current != diff.base_digest:
-        raise ApplyError(f"diff (generation {diff.generation}) is for base model "
-                         f"{diff.base_digest.hex()[:12]}, but this model is {current.hex()[:12]}")
-    return False
-
-
-# -- preparing: every check happens here, before any write to the model ------
-def _prepare(model_path, diff, plan_path, installed):
-    """Stream the patch, one weight at a time, into a journal file at `plan_path`.
-
-    Returns the number of patched elements. Raises, leaving no file, on any
-    mismatch: memory holds one weight at a time, never the model or the plan.
-    """
-    header = JournalHeader(diff.base_digest, diff.target_digest, os.path.getsize(model_path),
-                           len({e.name for e in diff.entries}), installed, diff.generation)
-    try:
-        with JournalWriter(plan_path, header) as journal:
-            return _patch_weights(model_path, diff,
-                                  lambda mm, positions, values: journal.add(*_word_changes(mm, positions, values)))
-    except BaseException:
-        if os.path.exists(plan_path):
-            os.unlink(plan_path)
-        raise
-
-
-def _patch_into(model_path, diff, copy_path):
-    """Write the patched weights straight into `copy_path`, a byte copy of the model (no plan, no journal)."""
-    with open(copy_path, "r+b") as f, mmap.mmap(f.fileno(), 0) as out:
-        views = [np.frombuffer(out, "<u4", count=len(out) // 4), np.frombuffer(out, np.uint8)]
-
-        def write(_, positions, values):
-            if values.dtype.itemsize == 4:
-                views[0][positions // 4] = np.ascontiguousarray(values).view("<u4")
-            else:
-                views[1][positions] = values.view(np.uint8)
-            if positions.size:  # written back and dropped, so memory holds one weight at a time
-                _release(out, [(int(positions.min()), int(positions.max()) + values.dtype.itemsize)], flush=True)
-        try:
-            patched = _patch_weights(model_path, diff, write)
-        finally:
-            views.clear()  # the mmap's views go before it closes
-        out.flush()
-    return patched
-
-
-def _patch_weights(model_path, diff, write):
-    """Patch weight by weight: `write(model mmap, file positions, new values)` for each patched weight.
-
-    The patched weights are hashed from the values written; ApplyError
-    unless they are the diff's target. Returns the number of patched elements.
-    """
-    with open(model_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        model = TFLiteFile(mm)
-        weight_map = model.weight_map()
-        entries = _check_entries(diff, weight_map)
-        after = WeightsHasher()  # the base digest was checked, under the lock, before this
-        patched = 0
-        for name in weight_map.names():
-            values = model.weight_values(name).reshape(-1)
-            if name in entries:
-                touched = np.zeros(values.size, dtype=bool)
-                for entry in entries[name]:  # a composed diff may patch a weight twice, in order
-                    positions = entry.indices if entry.method == "sparse" else np.arange(values.size)
-                    values[positions] = patched_values(entry, values[positions], positions)
-                    touched[positions] = True
-                changed = np.flatnonzero(touched)
-                write(mm, model.byte_positions(name)[changed], values[changed])
-                patched += changed.size
-                del touched
-            after.update(name, values.reshape(weight_map.shape(name)))
-            _release(mm, model.weight_spans_of(name))
-            del values
-        del model
-    if after.digest() != diff.target_digest:
-        raise ApplyError("patched weights do not match the diff's target digest; refusing to write")
-    return patched
-
-
-def _word_changes(data, positions, new_values):
-    """(words, old, new): the 4-byte words holding changed elements, before and after, as uint32 bits.
-
-    The journal writes whole words; an int8 element shares its word with its
-    neighbours, which keep the bytes they have.
-    """
-    width = new_values.dtype.itemsize
-    if width == 4:  # a float32 element is its own aligned word: no grouping (np.unique of 64M took 39 s)
-        words = positions // 4
-        bits = np.frombuffer(data, dtype="<u4", count=len(data) // 4)
-        return words, bits[words], np.ascontiguousarray(new_values).view("<u4").reshape(-1)
-    raw = np.frombuffer(data, dtype=np.uint8)
-    ordered = np.sort(positions // 4)
-    words = ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))] if ordered.size else ordered
-    before = raw[(4 * words)[:, None] + np.arange(4)]
-    after = before.copy()
-    row = np.searchsorted(words, positions // 4)
-    after[row[:, None], (positions % 4)[:, None] + np.arange(width)] = new_values.view(np.uint8).reshape(-1, width)
-    del raw
-    return words, before.view("<u4").reshape(-1), after.view("<u4").reshape(-1)
-
-
-def _check_entries(diff, weight_map):
-    entries = {}
-    for entry in diff.entries:
-        if entry.name not in weight_map.weights:
-            raise ApplyError(f"diff patches weight {entry.name}, which this model does not have")
-        if tuple(weight_map.shape(entry.name)) != tuple(entry.shape):
-            raise ApplyError(f"weight {entry.name} has shape {weight_map.shape(entry.name)}, "
-                             f"the diff expects {entry.shape}")
-        problem = patch_mismatch(entry, weight_map.dtype(entry.name))
-        if problem:
-            raise ApplyError(problem)
-        entries.setdefault(entry.name, []).append(entry)
-    return entries
-
-
-def _digest(model):
-    """The weights digest of a .tflite model as it is on disk, one weight at a time (pages released)."""
-    hasher = WeightsHasher()
-    weight_map = model.weight_map()
-    for name in weight_map.names():
-        hasher.update(name, model.weight_values(name))
-        _release(model.data, model.weight_spans_of(name))
-    return hasher.digest()
-
-
-def _release(data, spans, flush=False):
-    """Drop the pages of byte spans [(begin, end)] from our resident memory once they are done."""
-    if not isinstance(data, mmap.mmap) or not spans:
-        return
-    start = min(b for b, _ in spans) // _PAGE * _PAGE
-    end = min(len(data), max(e for _, e in spans))
-    if end <= start:
-        return
-    if flush:
-        data.flush(start, end - start)
-    if hasattr(mmap, "MADV_DONTNEED"):
-        data.madvise(mmap.MADV_DONTNEED, start, end - start)
-
-
-def _word_span(words):
-    return [(4 * int(words.min()), 4 * int(words.max()) + 4)] if words.size else []
-
-
-def _replay(model_path, journal):
-    """Write a complete journal's new values into the model, and fsync; returns its header.
-
-    Before any write, every position is checked to lie inside the model's
-    weight buffers and to hold the journal's old or new value there, so a
-    journal of another model is refused with the model untouched.
-    """
-    header = read_header(journal, model_path)
-    with open(model_path, "r+b") as m, mmap.mmap(m.fileno(), 0) as mm:
-        model = TFLiteFile(mm)
-        model.weight_map()
-        bits = np.frombuffer(mm, dtype="<u4", count=len(mm) // 4)
-        problem = None
-        for words, old, new in chunks(journal, header):
-            if not model.inside_weights(words):
-                problem = f"writes outside the weights of {model_path}"
-            else:
-                held = bits[words]
-                if not np.all((held == old) | (held == new)):
-                    problem = f"does not belong to {model_path} (the values there differ)"
-            _release(mm, _word_span(words))
-            if problem:
-                break
-        if problem is None:
-            for i, (words, _, new) in enumerate(chunks(journal, header)):
-                bits[words] = new
-                _release(mm, _word_span(words), flush=True)
-                if i == header.chunks // 2:
-                    _crash_point("half-written")
-                _pause_for_tests()
-            mm.flush()
-            os.fsync(m.fileno())
-        del bits, model  # views of the mmap: gone before it closes
-    if problem:
-        raise ApplyError(f"journal {journal} {problem}: `python -m device recover --discard {model_path}` "
-                         "deletes it")
-    return header
 
 
 class _locked:
@@ -717,13 +607,5 @@ def _crash_point(stage):
         os.kill(os.getpid(), 9)
 
 
-def _pause_for_tests():
-    """TFDIFF_REPLAY_PAUSE (seconds per weight) widens the write window, so random kills land mid-write."""
-    pause = os.environ.get("TFDIFF_REPLAY_PAUSE")
-    if pause:
-        time.sleep(float(pause))
-
-
 __all__ = ["apply", "recover", "discard", "rollback", "reset_state", "state_matches", "installed_generation",
-           "UpdateCommittedError", "ApplyError", "DiffFormatError",
-           "Result"]
+           "Trust", "UpdateCommittedError", "ApplyError", "DiffFormatError", "JournalError", "Result"]

@@ -31,7 +31,7 @@ import os
 
 import numpy as np
 
-from .format import write_atomic
+from .files import write_atomic
 from .patch import INT8_LIMIT
 from .tflite import TFLiteFile
 from .weightmap import WEIGHT_MAP_NAME, Segment, WeightMap

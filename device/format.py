@@ -23,18 +23,17 @@ file, in the header after the version: u8 method | u8 num_hashes | u32 seed.
 Read in three layers, like bsdiff4's format.py: `read_diff` takes a stream,
 `decode` bytes, `load` a path. Every malformed input raises DiffFormatError
 with a one-line reason; nothing here writes to disk except `save`, which
-writes a temporary file and renames it into place.
+writes through device/files.py: a temporary file renamed into place.
 """
-import contextlib
 import hashlib
 import lzma
-import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import numpy as np
+
+from .files import write_atomic
 
 MAGIC = b"TFDIFF"
 VERSION = 2
@@ -181,53 +180,6 @@ def read_bounded(path, max_bytes=None):
     if len(data) > limit:
         raise DiffFormatError(f"diff {path} is larger than the {limit}-byte limit")
     return data
-
-
-@contextlib.contextmanager
-def replacing(path):
-    """Yield a temporary path beside `path`; on success it atomically becomes `path`.
-
-    The caller writes the temporary file; it is fsynced, renamed over
-    `path` and the directory fsynced. On any error it is removed and `path`
-    is untouched.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    os.close(fd)
-    try:
-        os.chmod(tmp, _mode_for(path))
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(directory)
-
-
-def _mode_for(path):
-    """The replaced file's permissions, or what a plain open() would give."""
-    try:
-        return os.stat(path).st_mode & 0o7777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def write_atomic(path, data):
-    with replacing(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
-
-
-def fsync_dir(directory):
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- entries -----------------------------------------------------------------
@@ -377,35 +329,30 @@ def decode(data, cls=DiffFile):
     diff = cls(method=method, entries=entries, base_digest=bytes(base), target_digest=bytes(target),
                generation=generation, seed=seed, num_hashes=num_hashes, signature=signature,
                version=version, graph_digest=bytes(graph))
-    _check_canonical(data, raw, entries, version, (method, seed, num_hashes, generation, base, target, graph,
-                                                   count, None if version == 1 else coding))
+    _check_canonical(data, raw, version, (method, seed, num_hashes, generation, base, target, graph,
+                                         count, None if version == 1 else coding))
     return diff
 
 
-def _check_canonical(data, raw, entries, version, fields):
+def _check_canonical(data, raw, version, fields):
     """One diff, one encoding: refuse a file that would encode differently (padded varints, a stray byte).
 
-    Entry by entry, each entry's head is encoded again (its values are the
-    received bytes, read verbatim, so they need no second copy); the header
-    is packed again and compared; the block, checksum and signature are the
-    received bytes by construction. The compressed block is compared as
-    received: another liblzma may compress the same entries to other bytes,
-    and both are the one diff the signature named.
+    The reader already refused what could be written two ways inside the
+    entries (a padded varint in a gap block, bytes after the last entry);
+    every other entry field has one fixed-width form, so the entries are not
+    encoded again. The header is packed again and compared; the block,
+    checksum and signature are the received bytes by construction. The
+    compressed block is compared as received: another liblzma may compress
+    the same entries to other bytes, and both are the one diff the signature named.
     """
     method, seed, num_hashes, generation, base, target, graph, count, coding = fields
-    offset = 0
-    for entry in entries:
-        head = _entry_head(entry, version)
-        if raw[offset:offset + len(head)] != head:
-            raise DiffFormatError("diff is not canonically encoded")
-        offset += len(head) + entry.values.nbytes
     if version == 1:
         header_again = _HEADER_V1.pack(MAGIC, 1, METHOD_IDS[method], num_hashes, seed, generation, base, target,
                                        count)
     else:
         header_again = _HEADER.pack(MAGIC, version, generation, base, target, graph, count) + _CODING.pack(
             coding, len(raw))
-    if offset != len(raw) or data[:len(header_again)] != header_again:
+    if data[:len(header_again)] != header_again:
         raise DiffFormatError("diff is not canonically encoded")
 
 
@@ -490,6 +437,8 @@ def decode_gaps(block, count, name="?"):
     starts = np.concatenate(([0], ends[:-1] + 1)) if count else ends
     if count and np.max(ends - starts) > 5:
         raise DiffFormatError(f"entry {name}: index gap longer than 5 bytes")
+    if count and np.any((raw[ends] == 0) & (ends > starts)):  # a gap padded with a zero byte: two encodings
+        raise DiffFormatError("diff is not canonically encoded")
     owner = np.repeat(np.arange(count), ends - starts + 1)
     shift = (np.arange(raw.size) - starts[owner]) * 7
     parts = (raw & 0x7F).astype(np.uint64) << shift.astype(np.uint64)
@@ -497,39 +446,3 @@ def decode_gaps(block, count, name="?"):
     indices = np.cumsum(gaps.astype(np.int64) + 1) - 1
     # int32 halves a device's memory for the positions of a big sparse diff.
     return indices.astype(np.int32) if count and indices[-1] < 2**31 else indices
-
-
-# -- digests of weights -------------------------------------------------------
-class WeightsHasher:
-    """sha256 of a model's weights: name, shape and bytes (float32, or int8 marked as such), in name order.
-
-    Both sides hash Keras layout, so the server's fold and the device's
-    .tflite agree when, and only when, they hold the same bits. Weights are
-    fed one at a time, so a device never holds the whole model.
-    """
-
-    def __init__(self):
-        self._sha = hashlib.sha256()
-        self._previous = None
-
-    def update(self, name, array):
-        if self._previous is not None and name <= self._previous:
-            raise ValueError(f"weights must come in name order: {name!r} after {self._previous!r}")
-        self._previous = name
-        int8 = np.asarray(array).dtype == np.int8
-        array = np.ascontiguousarray(array, dtype="i1" if int8 else "<f4")
-        # An int8 weight is marked, so it never hashes like float32 bytes that happen to match.
-        self._sha.update(name.encode("utf-8") + (b"\0int8\0" if int8 else b"\0"))
-        self._sha.update(struct.pack(f"<B{array.ndim}I", array.ndim, *array.shape))
-        self._sha.update(array.tobytes())
-
-    def digest(self):
-        return self._sha.digest()
-
-
-def weights_digest(named_weights):
-    """The WeightsHasher digest of a {name: array} dict."""
-    hasher = WeightsHasher()
-    for name in sorted(named_weights):
-        hasher.update(name, named_weights[name])
-    return hasher.digest()

@@ -7,7 +7,8 @@ PKCS#8 for the private key, SubjectPublicKeyInfo for the public one.
 import os
 import stat
 
-from .format import SIGNATURE_BYTES, SIGNATURE_MAGIC, UNBOUND, DiffFile, DiffFormatError, write_atomic
+from .files import write_atomic
+from .format import SIGNATURE_BYTES, SIGNATURE_MAGIC, UNBOUND, DiffFile, DiffFormatError
 from .tflite import graph_digest_of
 
 

@@ -5,8 +5,8 @@ Read-only, like `rauc status`: nothing is written, no lock is taken.
 import hashlib
 import os
 
-from .applier import (JOURNAL_SUFFIX, PREVIOUS_SUFFIX, SWAP_SUFFIX, UNDO_SUFFIX, ApplyError, installed_generation,
-                      previous_generation, state_matches, weights_digest_of)
+from .applier import (JOURNAL_SUFFIX, PREVIOUS_SUFFIX, ROLLBACK_SUFFIX, SWAP_SUFFIX, UNDO_SUFFIX, ApplyError,
+                      installed_generation, previous_generation, state_matches, weights_digest_of)
 from .journal import JournalError, read_header
 from .tflite import graph_digest_of
 from .trust import TrustError, model_path_of, trusted_keys
@@ -35,7 +35,8 @@ def status(model_path: "str | os.PathLike", public_key: "str | None" = None, key
               "weights_digest": weights_digest_of(model_path).hex(),
               "graph_digest": graph_digest_of(model_path).hex(),
               "trusted_keys": _trusted_keys(model_path, public_key, key_beside_model),
-              "pending_journal": any(os.path.lexists(model_path + s) for s in (JOURNAL_SUFFIX, SWAP_SUFFIX)),
+              "pending_journal": any(os.path.lexists(model_path + s)
+                                     for s in (JOURNAL_SUFFIX, ROLLBACK_SUFFIX, SWAP_SUFFIX)),
               "rollback": None}
     undo = model_path + UNDO_SUFFIX
     try:

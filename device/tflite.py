@@ -184,6 +184,29 @@ class TFLiteFile:
             raise ModelFormatError(f"weight map of {name} maps some elements twice and others never")
         return positions
 
+    def positions_of(self, name, keras):
+        """File offsets of the elements `keras` (ascending Keras positions) of weight `name`.
+
+        Without enumerating the weight: each run's element is found from its
+        Keras position by peeling off the run's strides, largest first (the
+        runs the converter writes are transposes and slices, whose strides
+        nest). A run with an explicit index, or strides that do not nest,
+        falls back to `byte_positions`.
+        """
+        weight_map = self._weight_map
+        itemsize = DTYPES[weight_map.dtype(name)].itemsize
+        keras = np.asarray(keras, dtype=np.int64)
+        positions = np.full(keras.size, -1, dtype=np.int64)
+        for segment in weight_map.segments(name):
+            run = _run_index(segment, keras)
+            if run is None:
+                return self.byte_positions(name)[keras]
+            found = run >= 0
+            positions[found] = self.buffer_ranges[segment.buffer][0] + itemsize * (segment.offset + run[found])
+        if keras.size and positions.min() < 0:
+            raise ModelFormatError(f"weight map of {name} leaves some elements unmapped")
+        return positions
+
     def weight_values(self, name):
         """The weight as it is in the file, in its Keras shape: float32, or int8 for a quantized one.
 
@@ -195,11 +218,16 @@ class TFLiteFile:
         dtype = DTYPES[weight_map.dtype(name)]
         shape = weight_map.shape(name)
         values = np.zeros(int(np.prod(shape, dtype=np.int64)), dtype=dtype)
-        for segment in weight_map.segments(name):
-            first = self.buffer_ranges[segment.buffer][0] + dtype.itemsize * segment.offset
-            values[segment.keras_indices()] = np.frombuffer(self.data, dtype=dtype, count=segment.count,
-                                                            offset=first)
+        for first, keys in self.runs(name):
+            values[keys] = np.frombuffer(self.data, dtype=dtype, count=keys.size, offset=first)
         return values.reshape(shape)
+
+    def runs(self, name):
+        """(file offset, Keras positions of its elements) of each contiguous run of weight `name`."""
+        weight_map = self._weight_map
+        itemsize = DTYPES[weight_map.dtype(name)].itemsize
+        for segment in weight_map.segments(name):
+            yield self.buffer_ranges[segment.buffer][0] + itemsize * segment.offset, segment.keras_indices()
 
 
 def read_mapped(path, read):
@@ -214,3 +242,26 @@ def read_mapped(path, read):
 def graph_digest_of(path):
     """The graph digest (`TFLiteFile.graph_digest`) of the .tflite at `path`."""
     return read_mapped(path, TFLiteFile.graph_digest)
+
+
+def _run_index(segment, keras):
+    """For each Keras position, its element number in the run (-1 if the run does not hold it); None when the
+    run's layout cannot be inverted this way (an explicit index, strides that are not positive and nested)."""
+    if segment.index is not None or any(s <= 0 for s in segment.strides):
+        return None
+    order = sorted(range(len(segment.dims)), key=lambda d: -segment.strides[d])
+    for outer, inner in zip(order, order[1:]):
+        below = sum((segment.dims[d] - 1) * segment.strides[d] for d in order[order.index(inner):])
+        if segment.strides[outer] <= below:
+            return None
+    rest = keras - segment.start
+    inside = rest >= 0
+    run = np.zeros(keras.size, dtype=np.int64)
+    weights = np.cumprod((segment.dims[1:] + (1,))[::-1])[::-1]  # row-major place value of each digit
+    for d in order:
+        digit = rest // segment.strides[d]
+        inside &= digit < segment.dims[d]
+        rest = rest - digit * segment.strides[d]
+        run += digit * int(weights[d])
+    inside &= rest == 0
+    return np.where(inside, run, -1)

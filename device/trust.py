@@ -104,7 +104,7 @@ def install(key_path, directory=None):
     check_private(directory, "key directory")
     target = os.path.join(directory, os.path.basename(key_path) if key_path.endswith(".pem")
                           else os.path.basename(key_path) + ".pem")
-    from .format import write_atomic
+    from .files import write_atomic
     write_atomic(target, data)
     os.chmod(target, 0o644)
     return target

@@ -1,12 +1,15 @@
 """The device's round trip on whatever machine runs it: apply, rollback, apply, LiteRT.
 
-    python scripts/device_check.py WORK_DIR > report.json
+    python scripts/device_check.py WORK_DIR [BENCH_DIR] > report.json
 
 Uses only the device runtime (numpy, flatbuffers, cryptography, ai-edge-litert)
 on the golden files (tests/golden): a signed sparse diff applied in place, a
 rollback, the hash diff applied, and the patched model run by LiteRT. Prints
 sha256 of each model state and the LiteRT outputs as JSON, for
-scripts/arm64-check to compare across machines.
+scripts/arm64-check to compare across machines. With BENCH_DIR (a model and
+its sparse and hash 10x diffs, from `python -m benchmarks.applying`), also the
+apply benchmark's ratios on this machine: seconds of each apply over seconds
+of copying the model with fsync, in this process.
 """
 import hashlib
 import json
@@ -14,6 +17,7 @@ import os
 import platform
 import shutil
 import sys
+import time
 
 import numpy as np
 
@@ -39,7 +43,7 @@ def litert_outputs(path):
     return lite.get_tensor(lite.get_output_details()[0]["index"]).reshape(-1).tolist()
 
 
-def main(work):
+def main(work, bench=None):
     os.makedirs(work, exist_ok=True)
     key, pub = os.path.join(work, "k.pem"), os.path.join(work, "k.pub")
     for path in (key, pub):
@@ -57,17 +61,48 @@ def main(work):
         signing.sign(os.path.join(GOLDEN, f"{method}.tfdiff"), key, out=diffs[method])
     report = {"machine": platform.machine(), "python": platform.python_version(), "numpy": np.__version__,
               "base": sha(model)}
-    applier.apply(model, diffs["sparse"], public_key=pub)
+    applier.apply(model, diffs["sparse"], public_key=pub, strategy="inplace")  # the journal, and its rollback
     report["sparse_applied"] = sha(model)
     report["sparse_matches_golden"] = report["sparse_applied"] == sha(os.path.join(GOLDEN, "sparse-patched.tflite"))
-    report["rolled_back_to_generation"] = applier.rollback(model)
+    report["rolled_back_to_generation"] = applier.rollback(model, public_key=pub)
     report["rolled_back_matches_base"] = sha(model) == report["base"]
     applier.apply(model, diffs["hash"], public_key=pub)
     report["hash_applied"] = sha(model)
     report["hash_matches_golden"] = report["hash_applied"] == sha(os.path.join(GOLDEN, "hash-patched.tflite"))
     report["litert_outputs"] = litert_outputs(model)
+    if bench:
+        report["apply_ratios"] = apply_ratios(work, bench)
     print(json.dumps(report, indent=2))
 
 
+def apply_ratios(work, bench):
+    """{diff and strategy: apply seconds / (copy + fsync seconds)} of the benchmark's model, medians of 3."""
+    source = os.path.join(bench, "rnnt-shaped.tflite")
+    copy = os.path.join(work, "bench.tflite")
+
+    def fresh():
+        for name in os.listdir(work):
+            if name.startswith("bench.tflite"):
+                os.unlink(os.path.join(work, name))
+        start = time.perf_counter()
+        shutil.copyfile(source, copy)
+        with open(copy, "rb+") as f:
+            os.fsync(f.fileno())
+        return time.perf_counter() - start
+    copy_seconds = sorted(fresh() for _ in range(3))[1]
+    ratios = {}
+    for method in ("sparse", "hash"):
+        for strategy in ("inplace", "copy"):
+            times = []
+            for _ in range(3):
+                fresh()
+                start = time.perf_counter()
+                applier.apply(copy, os.path.join(bench, f"rnnt-shaped-{method}10x.tfdiff"), allow_unsigned=True,
+                              strategy=strategy)
+                times.append(time.perf_counter() - start)
+            ratios[f"{method} 10x {strategy}"] = round(sorted(times)[1] / copy_seconds, 1)
+    return {"model_bytes": os.path.getsize(source), "copy_fsync_seconds": round(copy_seconds, 3), **ratios}
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)

@@ -16,7 +16,8 @@ import sys
 import numpy as np
 
 from device import signing, trust
-from device.format import UNBOUND, DiffFile, Entry, weights_digest
+from device.digest import weights_digest
+from device.format import UNBOUND, DiffFile, Entry
 from device.patch import patch_weight
 from device.tflite import TFLiteFile, graph_digest_of
 

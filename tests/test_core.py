@@ -114,7 +114,7 @@ def test_fold_of_hand_made_diffs_matches_the_formula():
     base = _mlp(units=4, inputs=3, outputs=2)
     weights = tfdiff.named_weights(base)
     kernel = weights["hidden/0/kernel"]
-    from device.format import weights_digest
+    from device.digest import weights_digest
     sparse = Entry("hidden/0/kernel", kernel.shape, "sparse", np.float16([0.25, -1.5]), np.array([1, 10]))
     diff = tfdiff.Diff("sparse", [sparse], weights_digest(weights), b"")
     expected = kernel.copy().reshape(-1)

@@ -4,8 +4,11 @@ graph binding, journals, kills, rollback, composed diffs, crafted and damaged in
 tests/test_device.py checks, with TensorFlow and LiteRT, that a patched model is bit for bit the
 converted fold of a trained diff; this file checks that nothing bad gets through and that every
 interruption leaves one generation or the other (tests/device_world.py)."""
+import hashlib
 import os
+import re
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -16,7 +19,7 @@ import pytest
 from benchmarks.fuzz import mutations
 from device import applier, journal, signing, trust
 from device.status import status
-from device.format import DiffFile, DiffFormatError
+from device.format import DiffFile, DiffFormatError, Entry
 from device.patch import patch_weight
 from tests.device_world import (ROOT, digest, make_world, next_diff, run_cli, signed, trusting, weight_bytes,
                                 weights_of)
@@ -262,13 +265,33 @@ def test_sigkill_at_random_instants_some_mid_write(world, tmp_path):
     assert any(d not in (old, new) for d in seen_before_recovery), "no kill landed mid-write"
 
 
-def make_journal(model, words, old, new, target=b"\0" * 32):
-    """A complete, committed journal for `model`, written with the applier's own writer (float32 values)."""
+def v3_journal(model, words, old, new, target=b"\0" * 32):
+    """A complete, committed journal of format 3 (an earlier version's: positions, old and new bits) for `model`."""
+    body = struct.pack("<8s32s32sQIII", b"TFDJRNL3", b"\0" * 32, target, os.path.getsize(model), 1, 0, 1)
+    body += struct.pack("<Q", len(words)) + np.asarray(words, "<i8").tobytes()
+    body += np.asarray(old, "<f4").tobytes() + np.asarray(new, "<f4").tobytes()
     path = str(model) + applier.JOURNAL_SUFFIX
-    header = journal.JournalHeader(b"\0" * 32, target, os.path.getsize(model), 1, 0, 1)
-    with journal.JournalWriter(path, header) as writer:
-        writer.add(np.asarray(words), np.asarray(old, "<f4").view("<u4"), np.asarray(new, "<f4").view("<u4"))
+    with open(path, "wb") as f:
+        f.write(body + hashlib.sha256(body).digest())
     return path
+
+
+def committed_journal(world, tmp_path, diff="sparse.tfdiff"):
+    """A device model with a genuine committed journal (the apply killed at its commit point)."""
+    tmp, _, _ = world
+    model = tmp_path / "device.tflite"
+    model.write_bytes((tmp / "base.tflite").read_bytes())
+    proc = run_cli("apply", model, tmp / diff, "--strategy", "inplace",
+                   env=dict(os.environ, TFDIFF_CRASH_AT="journal-committed"))
+    assert proc.returncode == -signal.SIGKILL
+    return model, str(model) + applier.JOURNAL_SUFFIX
+
+
+def resealed(path, edit):
+    """Rewrite a journal with `edit(bytes) -> bytes` applied to its body and a matching sha256 trailer."""
+    body = edit(open(path, "rb").read()[:-32])
+    with open(path, "wb") as f:
+        f.write(body + hashlib.sha256(body).digest())
 
 
 def test_a_journal_of_another_model_is_refused_and_can_be_discarded(world, tmp_path):
@@ -294,29 +317,64 @@ def test_a_journal_of_another_model_is_refused_and_can_be_discarded(world, tmp_p
     assert run_cli("recover", model).returncode == 0
 
 
-def test_a_journal_cannot_write_outside_the_weights(world, tmp_path):
+def test_an_old_format_journal_cannot_write_outside_the_weights(world, tmp_path):
     tmp, _, _ = world
     model = tmp_path / "device.tflite"
     model.write_bytes((tmp / "base.tflite").read_bytes())
     before = model.read_bytes()
     # Element 2 is the flatbuffer's header; its old value is what is there, so only the bounds check stops it.
     held = np.frombuffer(before[8:12], "<f4")
-    make_journal(model, [2], held, [1.0])
+    v3_journal(model, [2], held, [1.0])
     proc = run_cli("recover", model)
     assert proc.returncode == 1 and "outside" in proc.stderr, proc.stderr
     assert model.read_bytes() == before
 
 
-def test_the_base_is_checked_before_any_journal_is_written(world, tmp_path, monkeypatch):
+def test_a_forged_journal_is_refused_before_any_write(world, tmp_path):
+    """Resealed with a valid trailer, a journal with other old values, or holding a diff no trusted key signed,
+    changes nothing: recover checks the signature and what the replay would leave before it writes."""
+    tmp, _, diffs = world
+    model, path = committed_journal(world, tmp_path)
+    genuine, before = open(path, "rb").read(), model.read_bytes()
+    header = journal.JournalHeader.LAYOUT.size
+    update = len((tmp / "sparse.tfdiff").read_bytes())
+
+    def other_old_value(body):  # the last old float32 value, one bit flipped
+        return body[:-1] + bytes([body[-1] ^ 0x01])
+
+    def unsigned(body):  # the same diff with its signature cut off, the length field to match
+        fields = list(journal.JournalHeader.LAYOUT.unpack(body[:header]))
+        fields[-1] -= 68
+        return journal.JournalHeader.LAYOUT.pack(*fields) + body[header:header + update - 68] + body[header + update:]
+    for edit, expected in ((other_old_value, "would not leave|holds other values"), (unsigned, "not signed")):
+        with open(path, "wb") as f:
+            f.write(genuine)
+        resealed(path, edit)
+        proc = run_cli("recover", model)
+        assert proc.returncode == 1 and re.search(expected, proc.stderr), proc.stderr
+        assert model.read_bytes() == before
+    with open(path, "wb") as f:
+        f.write(genuine)
+    assert run_cli("recover", model).returncode == 0 and digest(model) == digest(tmp / "sparse-folded.tflite")
+
+
+def test_the_journal_holds_the_diff_and_four_bytes_per_changed_element(world, tmp_path):
+    tmp, _, diffs = world
+    model, path = committed_journal(world, tmp_path)
+    changed = sum(e.values.size for e in diffs["sparse"][0].entries)
+    size = os.path.getsize(path)
+    assert size == journal.JournalHeader.LAYOUT.size + len((tmp / "sparse.tfdiff").read_bytes()) + 4 * changed + 32
+
+
+def test_a_diff_of_another_base_leaves_no_journal_and_the_model_untouched(world, tmp_path):
     tmp, _, _ = world
     model = tmp_path / "device.tflite"
     model.write_bytes((tmp / "sparse-folded.tflite").read_bytes())
-
-    def no_journal(*args):
-        raise AssertionError("a journal was started for a diff of another base")
-    monkeypatch.setattr(journal.JournalWriter, "__enter__", no_journal)
+    before = model.read_bytes()
     with pytest.raises(applier.ApplyError, match="is for base model"):
-        applier.apply(model, tmp / "hash.tfdiff")
+        applier.apply(model, tmp / "hash.tfdiff", strategy="inplace")
+    assert model.read_bytes() == before
+    assert not any("journal" in p.name for p in tmp_path.iterdir())
 
 
 def test_rollback_restores_the_previous_generation_bit_for_bit(world, tmp_path):
@@ -492,16 +550,32 @@ def test_the_copy_strategy_killed_at_each_step_leaves_old_or_finishes_new(world,
     assert applier.installed_generation(model) == 0
 
 
-def test_auto_picks_in_place_for_a_small_sparse_diff_and_a_copy_for_a_hash_diff(world, tmp_path):
+def test_auto_picks_the_strategy_that_writes_fewer_bytes(world, tmp_path):
+    """In place writes the journal and every page holding a changed element; a copy writes the model once."""
+    from device.passes import in_place_bytes
+    model_bytes, size = 256 << 20, 64 << 20  # one float32 weight filling a 256 MiB model
+    rng = np.random.default_rng(0)
+
+    def sparse(count):
+        indices = np.sort(rng.choice(size, count, replace=False))
+        return DiffFile("sparse", [Entry("w", (size,), "sparse", np.zeros(count, np.float16), indices)],
+                        b"\0" * 32, b"\0" * 32, generation=1)
+    hashed = DiffFile("hash", [Entry("w", (size,), "hash", np.zeros(1000, np.float16), None, 1, 2)],
+                      b"\0" * 32, b"\0" * 32, generation=1, seed=1, num_hashes=2)
+    sizes = {"w": (size, 4)}
+    picks = {label: applier._copy_writes_less(model_bytes, diff, sizes, 1 << 20)
+             for label, diff in (("1,000 elements", sparse(1000)), ("10 %", sparse(size // 10)), ("hash", hashed))}
+    assert picks == {"1,000 elements": False, "10 %": True, "hash": True}
+    # 10 % of elements spread at random land on every page: in place would write the model and a journal.
+    assert in_place_bytes(sparse(size // 10), sizes) > model_bytes
     tmp, _, _ = world
-    for method, expected in (("sparse", "inplace"), ("hash", "copy")):
+    for method in ("sparse", "hash"):  # the golden model is 3 pages: both diffs touch them all
         model = tmp_path / f"{method}.tflite"
         model.write_bytes((tmp / "base.tflite").read_bytes())
         result = applier.apply(model, tmp / f"{method}.tfdiff")
-        assert result.strategy == expected and digest(model) == digest(tmp / f"{method}-folded.tflite")
-        undo = os.path.exists(str(model) + applier.UNDO_SUFFIX)
-        kept = os.path.exists(str(model) + applier.PREVIOUS_SUFFIX)
-        assert (undo, kept) == ((True, False) if expected == "inplace" else (False, True))
+        assert result.strategy == "copy" and digest(model) == digest(tmp / f"{method}-folded.tflite")
+        assert os.path.exists(str(model) + applier.PREVIOUS_SUFFIX)
+        assert not os.path.exists(str(model) + applier.UNDO_SUFFIX)
         assert status(model)["rollback"] == {"to_generation": 0} and not status(model)["pending_journal"]
     proc = run_cli("apply", tmp_path / "fresh.tflite", tmp / "hash.tfdiff", "--json")
     assert proc.returncode == 1  # no such model

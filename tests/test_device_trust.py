@@ -122,7 +122,7 @@ def test_a_committed_update_that_cannot_finish_exits_3_and_recover_finishes_it(w
 
     def full_disk(*args):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(applier, "_write_state", full_disk)
+    monkeypatch.setattr(applier, "write_state", full_disk)
     with pytest.raises(applier.UpdateCommittedError, match="recover"):
         applier.apply(model, world / "hash.tfdiff", strategy="inplace")
     monkeypatch.undo()

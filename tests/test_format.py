@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import tfdiff
+from device.digest import weights_digest
 from device import format as wire
 from device.format import Entry
 
@@ -88,11 +89,11 @@ def test_missing_file_is_a_format_error(tmp_path):
 
 def test_digest_depends_on_names_shapes_and_bits():
     w = {"a/0/kernel": np.ones((2, 3), np.float32)}
-    d = wire.weights_digest(w)
-    assert d == wire.weights_digest({"a/0/kernel": np.ones((2, 3), np.float64)})
-    assert d != wire.weights_digest({"a/0/kernel": np.ones((3, 2), np.float32)})
-    assert d != wire.weights_digest({"b/0/kernel": np.ones((2, 3), np.float32)})
-    assert d != wire.weights_digest({"a/0/kernel": np.nextafter(np.ones((2, 3), np.float32), 2)})
+    d = weights_digest(w)
+    assert d == weights_digest({"a/0/kernel": np.ones((2, 3), np.float64)})
+    assert d != weights_digest({"a/0/kernel": np.ones((3, 2), np.float32)})
+    assert d != weights_digest({"b/0/kernel": np.ones((2, 3), np.float32)})
+    assert d != weights_digest({"a/0/kernel": np.nextafter(np.ones((2, 3), np.float32), 2)})
 
 
 def test_saved_files_get_normal_permissions_and_keep_existing_ones(tmp_path):

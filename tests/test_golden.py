@@ -1,12 +1,18 @@
-"""Golden files lock the formats (diff file v2 and v1, weight map, patch arithmetic), as in detools.
+"""Golden files lock the formats (diff file v2 and v1, weight map, patch arithmetic, journal), as in detools.
 
 They were made once by tests/golden/make.py; a change that alters any byte
 here changes the format and needs a version bump (docs/FORMAT.md). The v1
 files (v1-*.tfdiff, made by make.py at commit bbab339) are the same diffs in
-the old layout: today's reader must still read and apply them.
+the old layout: today's reader must still read and apply them. The journals
+(METHOD.tfdiff-journal: format 4; v3-METHOD.tfdiff-journal: format 3, made
+by the applier before format 4) are what an apply of the golden diff to the
+golden base, killed at its commit point, leaves.
 """
 import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -33,3 +39,41 @@ def test_golden_diffs_decode_reencode_and_patch_byte_for_byte(method, prefix, tm
     result = applier.apply(model, path, allow_unsigned=True)
     assert result.status == "applied" and result.patched_elements > 0
     assert model.read_bytes() == open(os.path.join(GOLDEN, f"{method}-patched.tflite"), "rb").read()
+
+
+def test_positions_of_a_subset_equal_the_whole_weights_positions():
+    """The applier finds a sparse diff's elements without enumerating the weight; same offsets as enumerating."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+
+    def check(model):
+        weight_map = model.weight_map()
+        for name in weight_map.names():
+            every = model.byte_positions(name)
+            some = np.sort(rng.choice(every.size, max(1, every.size // 7), replace=False))
+            assert np.array_equal(model.positions_of(name, some), every[some]), name
+            assert np.array_equal(model.positions_of(name, np.arange(every.size)), every), name
+        return len(weight_map.names())
+    assert tflite.read_mapped(os.path.join(GOLDEN, "base.tflite"), check) >= 5
+
+
+@pytest.mark.parametrize("method", ["sparse", "hash"])
+def test_the_journal_is_written_byte_for_byte_and_replays_and_rolls_back(method, tmp_path):
+    golden = open(os.path.join(GOLDEN, f"{method}.tfdiff-journal"), "rb").read()
+    model = tmp_path / "model.tflite"
+    shutil.copyfile(os.path.join(GOLDEN, "base.tflite"), model)
+    diff = os.path.join(GOLDEN, f"{method}.tfdiff")
+    proc = subprocess.run([sys.executable, "-m", "device", "apply", str(model), diff, "--allow-unsigned",
+                           "--strategy", "inplace"], capture_output=True,
+                          env=dict(os.environ, TFDIFF_CRASH_AT="journal-committed"),
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == -signal.SIGKILL
+    assert open(str(model) + applier.JOURNAL_SUFFIX, "rb").read() == golden
+    for prefix in ("", "v3-"):  # today's journal, and the one the previous version wrote
+        shutil.copyfile(os.path.join(GOLDEN, "base.tflite"), model)
+        shutil.copyfile(os.path.join(GOLDEN, f"{prefix}{method}.tfdiff-journal"), str(model) + applier.JOURNAL_SUFFIX)
+        assert applier.recover(model, allow_unsigned=True)
+        assert model.read_bytes() == open(os.path.join(GOLDEN, f"{method}-patched.tflite"), "rb").read()
+        assert applier.installed_generation(model) == 1
+        assert applier.rollback(model, allow_unsigned=True) == 0  # the journal was kept as the undo record
+        assert model.read_bytes() == open(os.path.join(GOLDEN, "base.tflite"), "rb").read()

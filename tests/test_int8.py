@@ -8,6 +8,7 @@ import pytest
 
 import device
 import tfdiff
+from device.digest import weights_digest
 from device import format as wire
 from device import tflite
 from device.converter import convert
@@ -63,7 +64,7 @@ def random_diff(base, generation=1, fraction=0.1, seed=0, method="sparse"):
         entry = Entry(name, value.shape, "sparse", deltas, positions)
         entries.append(entry)
         values[name] = patch_weight(entry, values[name])
-    return tfdiff.Diff(method, entries, base.digest(), wire.weights_digest(values), generation=generation,
+    return tfdiff.Diff(method, entries, base.digest(), weights_digest(values), generation=generation,
                        seed=7 if method == "hash" else 0, num_hashes=3 if method == "hash" else 0)
 
 
@@ -156,7 +157,7 @@ def test_int8_saturates_at_127_identically_on_server_and_device(tmp_path):
     assert server[top] == 127 and server[bottom] == -127
     assert server[inside] == max(-127, int(q[inside]) - 128)
     values = dict(base.values, **{"dense/0/kernel": server.reshape(base.values["dense/0/kernel"].shape)})
-    diff = tfdiff.Diff("sparse", [entry], base.digest(), wire.weights_digest(values), generation=1)
+    diff = tfdiff.Diff("sparse", [entry], base.digest(), weights_digest(values), generation=1)
     diff.save(tmp_path / "sat.tfdiff")
     assert device.apply(path, tmp_path / "sat.tfdiff", allow_unsigned=True).status == "applied"
     np.testing.assert_array_equal(tfdiff.Int8Model.load(path).values["dense/0/kernel"].reshape(-1), server)
@@ -172,8 +173,8 @@ def test_a_float_diff_is_refused_by_an_int8_model_and_the_reverse(tmp_path):
     convert(model, tmp_path / "int8.tflite", quantize="int8")
     float_weights = tfdiff.named_weights(model)
     float_entry = Entry("dense/0/kernel", (64, 32), "sparse", np.float16([0.5]), np.array([3]))
-    float_diff = tfdiff.Diff("sparse", [float_entry], wire.weights_digest(float_weights),
-                             wire.weights_digest(dict(float_weights, **{
+    float_diff = tfdiff.Diff("sparse", [float_entry], weights_digest(float_weights),
+                             weights_digest(dict(float_weights, **{
                                  "dense/0/kernel": patch_weight(float_entry, float_weights["dense/0/kernel"])})),
                              generation=1)
     float_diff.save(tmp_path / "float.tfdiff")

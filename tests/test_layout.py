@@ -60,7 +60,8 @@ def test_the_device_runtime_imports_neither_tensorflow_nor_tfdiff(path, tree):
 
 def test_importing_the_runtime_loads_no_tensorflow():
     code = ("import sys, device, device.applier, device.format, device.signing, device.tflite, device.patch, "
-            "device.status, device.trust, device.__main__; "
+            "device.status, device.trust, device.passes, device.state, device.files, device.digest, "
+            "device.journal, device.__main__; "
             "print(sorted(m for m in ('tensorflow', 'tfdiff', 'tf_keras', 'device.converter') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"

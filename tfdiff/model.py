@@ -11,7 +11,8 @@ import warnings
 import numpy as np
 
 from device import format as wire
-from device.format import DiffFile, DiffFormatError, weights_digest
+from device.digest import weights_digest
+from device.format import DiffFile, DiffFormatError
 from device.patch import patch_weight
 
 from ._keras import keras, tfmot

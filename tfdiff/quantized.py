@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from device.format import weights_digest
+from device.digest import weights_digest
 from device.patch import INT8_LIMIT, patch_weight
 from device.tflite import TFLiteFile
 
@@ -84,7 +84,7 @@ class Int8Model:
                 for name, value in self.values.items()}
 
     def digest(self):
-        """The weights digest a diff names as its base: the device's own (device.format.WeightsHasher)."""
+        """The weights digest a diff names as its base: the device's own (device.digest.WeightsHasher)."""
         return weights_digest(self.values)
 
     def patched(self, diff) -> "Int8Model":

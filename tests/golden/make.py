@@ -4,9 +4,16 @@ A tiny model (Embedding, LSTM, Dense) converted to .tflite, one sparse and one
 hash diff for it, and the .tflite each diff patches it into. tests/test_golden.py
 checks that today's code reads, writes and applies them byte for byte.
 The v1-*.tfdiff files are frozen: format v1 is read, never written.
+METHOD.tfdiff-journal is what an apply of METHOD.tfdiff to base.tflite,
+killed at its commit point, leaves (`make_journals`); the v3-*.tfdiff-journal
+files, made the same way by the applier before journal format 4, are frozen.
 """
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 
@@ -41,6 +48,23 @@ def make():
         device.apply(patched, os.path.join(HERE, f"{name}.tfdiff"), allow_unsigned=True)
         for suffix in (".tfdiff-state", ".tfdiff-lock", ".tfdiff-undo"):
             os.unlink(patched + suffix)
+    make_journals()
+
+
+def make_journals():
+    for method in ("sparse", "hash"):
+        with tempfile.TemporaryDirectory() as tmp:
+            os.chmod(tmp, 0o755)
+            model = os.path.join(tmp, "model.tflite")
+            shutil.copyfile(os.path.join(HERE, "base.tflite"), model)
+            diff = os.path.join(HERE, f"{method}.tfdiff")
+            proc = subprocess.run([sys.executable, "-m", "device", "apply", model, diff, "--allow-unsigned",
+                                   "--strategy", "inplace"],
+                                  env=dict(os.environ, TFDIFF_CRASH_AT="journal-committed"),
+                                  cwd=os.path.dirname(os.path.dirname(HERE)))
+            if proc.returncode != -signal.SIGKILL:
+                raise RuntimeError(f"the apply was to be killed at its commit point; it exited {proc.returncode}")
+            shutil.copyfile(model + ".tfdiff-journal", os.path.join(HERE, f"{method}.tfdiff-journal"))
 
 
 if __name__ == "__main__":
