@@ -9,7 +9,6 @@ with a run of int8 devices (--int8-run, made like --run but with
 every part for the test suite.
 """
 import argparse
-import copy
 import json
 import os
 import sys
@@ -57,14 +56,12 @@ def run(parts, out, run_dir=None, tiny=False, int8_run=None):
     if "int8" in parts:
         from benchmarks import int8
         if int8_run is None:
-            from recipes.fsc.run import SCALES, run as fsc_run
-            from recipes.speech.recipe import override
+            from recipes.fsc.run import RECIPE, run as fsc_run
             with open(os.path.join(run_dir, "results.json")) as f:
                 recorded = json.load(f)
             scale = recorded["scale"]
-            settings = copy.deepcopy(SCALES[scale])
-            override(settings, ["flywheel.quantize=int8", 'flywheel.methods=["sparse"]',  # compared: sparse
-                                f"flywheel.ratios={json.dumps(recorded['flywheel']['ratios'])}"])
+            settings = RECIPE.settings(scale, ["flywheel.quantize=int8", 'flywheel.methods=["sparse"]',  # compared
+                                               f"flywheel.ratios={json.dumps(recorded['flywheel']['ratios'])}"])
             int8_run = os.path.join(out, "fsc-run-int8")
             fsc_run(int8_run, synthetic=True, scale=scale, settings=settings)
         report["int8"] = int8.run(run_dir, int8_run, runs=20 if tiny else 200, rounds=1 if tiny else 3)

@@ -32,6 +32,7 @@ import os
 import numpy as np
 
 from .files import write_atomic
+from .naming import is_model, named_variables
 from .patch import INT8_LIMIT
 from .tflite import TFLiteFile
 from .weightmap import WEIGHT_MAP_NAME, Segment, WeightMap
@@ -75,11 +76,9 @@ def convert(model, path: "str | os.PathLike | None" = None, signatures: "dict | 
     >>> sorted(TFLiteFile(data).weight_map().names())
     ['out/0/kernel', 'out/1/bias']
     """
-    import tfdiff  # the server's bridge: tfdiff's public API only
-
     if quantize not in QUANTIZE:
         raise ValueError(f"`quantize` must be one of {QUANTIZE}. Received: quantize={quantize!r}")
-    slots = tfdiff.weight_variables(model)
+    slots = [(name, variable) for name, variable, _ in named_variables(model)]
     _check_weights(slots)
     originals = [variable.numpy() for _, variable in slots]
     total = sum(v.size for v in originals)
@@ -137,15 +136,22 @@ def convert_file(model_path, out, quantize=None, custom_objects=None, signature=
     objects = dict(custom_objects) if isinstance(custom_objects, dict) else {
         spec.rsplit(":", 1)[-1]: _resolve(spec, "--custom-objects") for spec in custom_objects or ()}
     make_signatures = _resolve(signature, "--signature") if isinstance(signature, str) else signature
-    import tfdiff
     try:
-        model = tfdiff.load_model(model_path, custom_objects=objects, compile=False)
+        model = _keras_package().models.load_model(model_path, custom_objects=objects, compile=False)
     except Exception as e:  # noqa: BLE001 - Keras reports an unknown class as any of several errors
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConversionError(f"cannot load Keras model {model_path}: {first} (a custom layer or function "
-                              "must be named: --custom-objects module:Name)") from None
+                              "must be named: --custom-objects module:Name; a model wrapped for training, "
+                              "tfdiff's, is loaded with tfdiff.load_model and converted as tfdiff.fold "
+                              "leaves it)") from None
     return convert(model, out, signatures=make_signatures(model) if make_signatures else None,
                    quantize=quantize)
+
+
+def _keras_package():
+    """tf_keras (Keras 2), the Keras the models tfdiff trains are: loaded without switching `tf.keras`."""
+    import tf_keras
+    return tf_keras
 
 
 def _resolve(spec, flag):
@@ -189,26 +195,21 @@ def input_specs(model):
 
 def _explain_missing(model, names):
     """What to do about weights the TFLite converter did not store as they are (`names`), in one sentence."""
-    import tfdiff
-
     layers = {}
     for name in names:
         layer = model
-        for part in name.rsplit("/", 2)[0].split("/"):  # the weight's layer path (tfdiff's naming contract)
+        for part in name.rsplit("/", 2)[0].split("/"):  # the weight's layer path (device/naming.py)
             layer = layer.get_layer(part)
         layers.setdefault(id(layer), layer)
-    try:  # foldable BatchNormalizations are the ones fold_batchnorm removes
-        remaining = {name.rsplit("/", 2)[0] for name in tfdiff.named_weights(tfdiff.fold_batchnorm(model))}
-    except ValueError:  # a subclassed model: fold_batchnorm does not take it
-        remaining = None
+    foldable = {id(bn) for bn, _ in foldable_batchnorms(model)}
     hints = []
     for layer in layers.values():
         kind, module = type(layer).__name__, type(layer).__module__
-        if kind == "BatchNormalization" and remaining is not None and layer.name not in remaining:
+        if kind == "BatchNormalization" and id(layer) in foldable:
             hints.append(f"{layer.name} is a BatchNormalization the converter folds into the layer before it: "
                          "convert tfdiff.fold_batchnorm(model) instead, and learn later diffs on it")
         elif kind == "BatchNormalization":
-            producer = _single_producer(layer)
+            producer = _single_producer(model, layer)
             activation = getattr(getattr(producer, "activation", None), "__name__", None)
             why = (f"it follows {producer.name}, whose {activation} activation sits between them"
                    if activation not in (None, "linear") else "no Conv or Dense layer feeds it alone")
@@ -222,7 +223,39 @@ def _explain_missing(model, names):
                                                  "tfdiff.fold_batchnorm(model) instead.")
 
 
-def _single_producer(layer):
+_FOLDABLE = ("Conv1D", "Conv2D", "Conv3D", "Dense")
+
+
+def foldable_batchnorms(model):
+    """(BatchNormalization, the layer it folds into) of every pair the TFLite converter folds, nested models
+    included: the BatchNormalization normalizes the last axis of a Conv1D/2D/3D or Dense layer with a linear
+    activation, whose output feeds nothing else. tfdiff.fold_batchnorm folds these pairs in Keras first."""
+    pairs = []
+    for layer in getattr(model, "layers", ()):
+        if is_model(layer):
+            pairs += foldable_batchnorms(layer)
+            continue
+        if type(layer).__name__ != "BatchNormalization":
+            continue
+        previous = _single_producer(model, layer)
+        if (type(previous).__name__ in _FOLDABLE
+                and getattr(getattr(previous, "activation", None), "__name__", None) == "linear"
+                and _normalizes_last_axis(layer) and len(previous._outbound_nodes) == 1):
+            pairs.append((layer, previous))
+    return pairs
+
+
+def _normalizes_last_axis(bn):
+    axes = bn.axis if isinstance(bn.axis, (list, tuple)) else [bn.axis]
+    rank = len(bn.input_shape)
+    return [a % rank for a in axes] == [rank - 1]
+
+
+def _single_producer(model, layer):
+    """The one layer whose output `layer` takes (the one before it in a Sequential), or None."""
+    if any(cls.__name__ == "Sequential" for cls in type(model).__mro__) and layer in model.layers:
+        index = model.layers.index(layer)
+        return model.layers[index - 1] if index > 0 else None
     nodes = getattr(layer, "_inbound_nodes", [])
     producers = nodes[0].inbound_layers if len(nodes) == 1 else []
     producers = producers if isinstance(producers, list) else [producers]

@@ -1,8 +1,8 @@
 """The applier's passes over a model's weights: each one streaming read (or write) of each weight's segments.
 
 - `patch_pass`: one read of the model hashes every weight as it is and as
-  the diff leaves it, and hands each patched weight's changed elements (file
-  positions, old and new values) to a sink: the journal, or a copy of the model.
+  the diff leaves it, and hands each patched weight's changed elements
+  (Keras positions, old and new values) to a sink: the journal, or a copy of the model.
 - `check_journal`: before a journal is replayed, one read checks that every
   changed element holds its old or its new value and hashes the weights the
   replay will leave (no write).

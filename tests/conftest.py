@@ -16,9 +16,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_RUN_FILES = {"test_fsc.py": "tiny-fsc-runs", "test_benchmarks.py": "tiny-fsc-runs"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the test ids
 def pytest_collection_modifyitems(items):
     for item in items:
         item.add_marker(pytest.mark.xdist_group(SHARED_RUN_FILES.get(item.path.name, str(item.path))))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    # xdist marks a grouped test by its id; a pytest it does not support drops the mark and the
+    # groups are dealt out one test at a time, each worker building the shared runs again.
+    if node.config.getoption("dist", None) == "loadgroup" and ids and not any("@" in i for i in ids):
+        raise pytest.UsageError("pytest-xdist's --dist loadgroup is not grouping tests with this pytest "
+                                "(pytest-dev/pytest-xdist#1386): install the versions requirements.lock pins")
 
 
 def run_recipe_mirrored(recipe, out, timeout=900):

@@ -120,7 +120,7 @@ def test_triplet_loss_mines_violating_negatives():
 @pytest.mark.slow
 def test_tiny_run_end_to_end(tiny_fsc_run):
     from recipes.fsc import run as fsc_run
-    from recipes.speech.flywheel import device_weights_equal
+    import tfdiff
     from tfdiff import keras
 
     out, results, table = tiny_fsc_run
@@ -158,7 +158,7 @@ def test_tiny_run_end_to_end(tiny_fsc_run):
     # The patched .tflite and the folded Keras model are the same model.
     folded = keras.models.load_model(out / "models" / "Diff-sparse-8x-g1.keras", compile=False)
     device_model = out / "devices" / "Diff-sparse-8x.tflite"
-    assert device_weights_equal(device_model, folded)
+    assert tfdiff.DeviceModel(folded).matches(device_model)
     config = slu_model.SluConfig.from_config(json.load(open(out / "config.json"))["slu"])
     runner = fsc_run.TfliteSlu(device_model)
     rng = np.random.default_rng(0)
@@ -208,7 +208,7 @@ def test_studies_of_a_run_write_their_tables(tiny_fsc_run):
     from recipes.speech import study
 
     out, _, _ = tiny_fsc_run
-    args = (fsc_run.prepare, fsc_run.load_task, fsc_run.SCALES, "study")
+    args = (fsc_run.RECIPE, "study")
     study.main(*args, [str(out), "curve", "--steps", "2", "6"])
     curve = json.load(open(out / "study-curve.json"))
     assert [row["steps"] for row in curve["rows"]] == [2, 6]
@@ -243,7 +243,7 @@ def test_evaluate_measures_a_finished_runs_models_again(tiny_fsc_run):
     from recipes.speech import evaluate
 
     out, _, _ = tiny_fsc_run
-    assert evaluate.main(fsc_run.prepare, "python -m recipes.fsc.evaluate", [str(out)]) == 0
+    assert evaluate.main(fsc_run.RECIPE, "python -m recipes.fsc.evaluate", [str(out)]) == 0
     rows = json.load(open(out / "evaluate.json"))["rows"]
     saved = json.load(open(out / "results.json"))
     expected = {(g["gen"], key) for g in saved["generations"] for key in g["rows"]}
@@ -272,7 +272,7 @@ def test_tiny_int8_run_measures_int8_models_and_ships_int8_deltas(tiny_fsc_int8_
     assert gen0["rows"]["BL"]["accuracy"] == gen0["rows"]["BLinf"]["accuracy"]
     for key in ("Diff-sparse-8x",):
         row = gen1["rows"][key]
-        assert row["device_bit_exact"] is True and row["bytes"] <= row["budget_bytes"] and row["cut_values"] == 0
+        assert row["device_matches_fold"] is True and row["bytes"] <= row["budget_bytes"] and row["cut_values"] == 0
     base = tfdiff.Int8Model.load(out / "devices" / "gen0.tflite")
     diff = tfdiff.Diff.load(out / "diffs" / "Diff-sparse-8x-g1.tfdiff")
     assert base.int8_names and {e.name for e in diff.entries if e.values.dtype == np.int8} == set(base.int8_names)

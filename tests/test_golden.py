@@ -6,35 +6,42 @@ files (v1-*.tfdiff, made by make.py at commit bbab339) are the same diffs in
 the old layout: today's reader must still read and apply them. The journals
 (METHOD.tfdiff-journal: format 4; v3-METHOD.tfdiff-journal: format 3, made
 by the applier before format 4) are what an apply of the golden diff to the
-golden base, killed at its commit point, leaves.
+golden base, killed at its commit point, leaves. The int8-* files are the
+same for an int8 model (weight map version 2, int8 entries, 1-byte journal
+values).
 """
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import zlib
 
 import pytest
 
+import numpy as np
+
 from device import applier, tflite
 from device.format import decode
+from tests.golden.make import base_of
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 
 
-@pytest.mark.parametrize("prefix", ["", "v1-"])
-@pytest.mark.parametrize("method", ["sparse", "hash"])
+@pytest.mark.parametrize("method,prefix", [("sparse", ""), ("hash", ""), ("sparse", "v1-"), ("hash", "v1-"),
+                                           ("int8-sparse", "")])
 def test_golden_diffs_decode_reencode_and_patch_byte_for_byte(method, prefix, tmp_path):
     path = os.path.join(GOLDEN, f"{prefix}{method}.tfdiff")
     data = open(path, "rb").read()
     diff = decode(data)
-    assert diff.method == method and diff.generation == 1
+    assert diff.method == method.removeprefix("int8-") and diff.generation == 1
     assert diff.version == (1 if prefix else 2)
     if not prefix:  # v2 diffs name the graph they are for: the golden base model's
-        assert diff.graph_digest == tflite.graph_digest_of(os.path.join(GOLDEN, "base.tflite"))
+        assert diff.graph_digest == tflite.graph_digest_of(os.path.join(GOLDEN, base_of(method)))
     assert diff.to_bytes() == data
     model = tmp_path / "model.tflite"
-    shutil.copyfile(os.path.join(GOLDEN, "base.tflite"), model)
+    shutil.copyfile(os.path.join(GOLDEN, base_of(method)), model)
     # apply checks the model's weights digest against the diff's base before writing
     result = applier.apply(model, path, allow_unsigned=True)
     assert result.status == "applied" and result.patched_elements > 0
@@ -57,11 +64,24 @@ def test_positions_of_a_subset_equal_the_whole_weights_positions():
     assert tflite.read_mapped(os.path.join(GOLDEN, "base.tflite"), check) >= 5
 
 
-@pytest.mark.parametrize("method", ["sparse", "hash"])
+def test_the_int8_base_has_a_version_2_weight_map_and_the_diff_int8_entries():
+    def weight_map(model):
+        return model.weight_map()
+    wmap = tflite.read_mapped(os.path.join(GOLDEN, "int8-base.tflite"), weight_map)
+    assert {wmap.dtype(name) for name in wmap.names()} == {"int8", "float32"}
+    encoded = wmap.to_bytes()
+    assert json.loads(zlib.decompress(encoded))["version"] == 2
+    assert encoded in open(os.path.join(GOLDEN, "int8-base.tflite"), "rb").read()  # re-encoded byte for byte
+    entries = decode(open(os.path.join(GOLDEN, "int8-sparse.tfdiff"), "rb").read()).entries
+    assert {e.values.dtype for e in entries} == {np.dtype(np.int8), np.dtype(np.float16)}
+
+
+@pytest.mark.parametrize("method", ["sparse", "hash", "int8-sparse"])
 def test_the_journal_is_written_byte_for_byte_and_replays_and_rolls_back(method, tmp_path):
     golden = open(os.path.join(GOLDEN, f"{method}.tfdiff-journal"), "rb").read()
+    base = open(os.path.join(GOLDEN, base_of(method)), "rb").read()
     model = tmp_path / "model.tflite"
-    shutil.copyfile(os.path.join(GOLDEN, "base.tflite"), model)
+    model.write_bytes(base)
     diff = os.path.join(GOLDEN, f"{method}.tfdiff")
     proc = subprocess.run([sys.executable, "-m", "device", "apply", str(model), diff, "--allow-unsigned",
                            "--strategy", "inplace"], capture_output=True,
@@ -69,11 +89,12 @@ def test_the_journal_is_written_byte_for_byte_and_replays_and_rolls_back(method,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert proc.returncode == -signal.SIGKILL
     assert open(str(model) + applier.JOURNAL_SUFFIX, "rb").read() == golden
-    for prefix in ("", "v3-"):  # today's journal, and the one the previous version wrote
-        shutil.copyfile(os.path.join(GOLDEN, "base.tflite"), model)
+    # today's journal, and the one the previous version wrote (there was no int8 golden file then)
+    for prefix in ("", "v3-") if method in ("sparse", "hash") else ("",):
+        model.write_bytes(base)
         shutil.copyfile(os.path.join(GOLDEN, f"{prefix}{method}.tfdiff-journal"), str(model) + applier.JOURNAL_SUFFIX)
         assert applier.recover(model, allow_unsigned=True)
         assert model.read_bytes() == open(os.path.join(GOLDEN, f"{method}-patched.tflite"), "rb").read()
         assert applier.installed_generation(model) == 1
         assert applier.rollback(model, allow_unsigned=True) == 0  # the journal was kept as the undo record
-        assert model.read_bytes() == open(os.path.join(GOLDEN, "base.tflite"), "rb").read()
+        assert model.read_bytes() == base

@@ -238,3 +238,19 @@ def test_int8_diff_trains_through_fake_quantization_and_ships_int8_deltas(tmp_pa
                     assert np.all(steps < 1 + 1e-3) and np.mean(steps > 0.5) < 0.01, name
                 checked += 1
     assert checked == len(base.int8_names)
+
+
+def test_the_server_view_of_an_int8_device_is_the_golden_patched_model():
+    """tfdiff.DeviceModel: Int8Model.patched for an int8 device, bit for bit the device's apply (golden files)."""
+    import os
+    golden = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
+    features = keras.Input((64,))
+    model = keras.Model(features, keras.layers.Dense(32, name="dense")(features))
+    before = tfdiff.DeviceModel.load(model, os.path.join(golden, "int8-base.tflite"), quantized=True)
+    after = before.patched(tfdiff.Diff.load(os.path.join(golden, "int8-sparse.tfdiff")))
+    patched = os.path.join(golden, "int8-sparse-patched.tflite")
+    assert after.matches(patched) and not before.matches(patched)
+    assert before.matches(os.path.join(golden, "int8-base.tflite"))
+    dequantized = after.int8.dequantized()
+    for name, value in tfdiff.named_weights(after.model).items():  # the Keras model is the dequantized one
+        assert np.array_equal(value, dequantized[name]), name

@@ -1,11 +1,11 @@
 """The layers point one way, and private names stay in their module.
 
-    device runtime  <-  tfdiff  <-  device.converter, recipes, benchmarks
+    device runtime  <-  device.converter  <-  tfdiff  <-  recipes, benchmarks
 
 The runtime (everything in device/ but the converter) imports neither
-TensorFlow nor tfdiff; tfdiff uses the runtime's public names; the converter
-uses tfdiff's public API only; one recipe never imports another (shared code
-lives in recipes/speech).
+TensorFlow nor tfdiff; the converter imports TensorFlow but not tfdiff (the
+weight-naming contract is device/naming.py); tfdiff uses device's public
+names; one recipe never imports another (shared code lives in recipes/speech).
 """
 import ast
 import os
@@ -67,16 +67,11 @@ def test_importing_the_runtime_loads_no_tensorflow():
     assert out.stdout.strip() == "[]"
 
 
-def test_the_converter_uses_tfdiffs_public_api_only():
-    import tfdiff
-    path = os.path.join("device", "converter.py")
-    tree = ast.parse(open(os.path.join(ROOT, path)).read())
-    for module, name in imports(tree, "device.converter"):
-        if module.startswith("tfdiff"):
-            assert module == "tfdiff" and (name is None or name in tfdiff.__all__), (module, name)
-    used = {node.attr for node in ast.walk(tree)
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "tfdiff"}
-    assert used <= set(tfdiff.__all__), used - set(tfdiff.__all__)
+def test_nothing_in_device_imports_tfdiff():
+    """The converter too: it shares the naming contract through device/naming.py, so the layers point one way."""
+    for path, tree in sources("device"):
+        found = [m for m, _ in imports(tree, module_of(path)) if m.split(".")[0] == "tfdiff"]
+        assert not found, f"{path} imports {found}"
 
 
 def test_private_names_stay_in_their_module():
@@ -136,3 +131,43 @@ def test_importing_tfdiff_leaves_tf_keras_as_it_was():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True)
     before, after, ours = out.stdout.split()
     assert before == after and before.startswith("keras") and ours.startswith("tf_keras"), out.stdout
+
+
+def test_no_import_loop_between_files():
+    """Every import, at the top of a file or inside a function, is an edge; no file reaches itself again."""
+    trees = {module_of(path): tree for path, tree in sources(*PACKAGES)}
+    graph = {}
+    for module, tree in trees.items():
+        edges = graph.setdefault(module, set())
+        for imported, name in imports(tree, module):
+            # `from package import module` reaches that module; `from module import name`, the module.
+            target = next((t for t in (f"{imported}.{name}", imported) if t in trees), None)
+            if target and target != module:
+                edges.add(target)
+    # Tarjan's strongly connected components: a component of more than one file is a loop.
+    index, low, stack, on_stack, loops = {}, {}, [], set(), []
+
+    def visit(m):
+        index[m] = low[m] = len(index)
+        stack.append(m)
+        on_stack.add(m)
+        for t in graph[m]:
+            if t not in index:
+                visit(t)
+                low[m] = min(low[m], low[t])
+            elif t in on_stack:
+                low[m] = min(low[m], index[t])
+        if low[m] == index[m]:
+            component = []
+            while True:
+                t = stack.pop()
+                on_stack.discard(t)
+                component.append(t)
+                if t == m:
+                    break
+            if len(component) > 1:
+                loops.append(sorted(component))
+    for m in sorted(graph):
+        if m not in index:
+            visit(m)
+    assert not loops, loops

@@ -22,7 +22,7 @@ def test_memory_stays_flat_over_hundreds_of_steps():
     # float16 features, as the recipe caches them: the cast per example was part of the leak.
     feats = [rng.normal(size=(int(rng.integers(40, 80)), 192)).astype(np.float16) for _ in train]
     vocabulary = run.build_vocabulary(texts, 40)
-    config = rnnt_model.RnntConfig(enc_layers=2, enc_units=32, pred_units=32, proj=32, embed_dim=8, joint_dim=32,
+    config = rnnt_model.RnntConfig.demo(enc_layers=2, enc_units=32, pred_units=32, proj=32, embed_dim=8, joint_dim=32,
                                    vocab_size=len(vocabulary), time_reduction=2)
     task = run.LibriTask(train, train[:2], feats, feats[:2], run.Pieces(vocabulary), config, batch=16,
                          fractions=[1.0])

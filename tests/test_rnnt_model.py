@@ -8,7 +8,7 @@ import tfdiff
 from recipes.librispeech import model as rnnt_model
 from tfdiff import keras
 
-CONFIG = rnnt_model.RnntConfig(enc_layers=2, enc_units=16, pred_units=16, proj=16, embed_dim=8, joint_dim=16,
+CONFIG = rnnt_model.RnntConfig.demo(enc_layers=2, enc_units=16, pred_units=16, proj=16, embed_dim=8, joint_dim=16,
                                vocab_size=12, time_reduction=2)
 
 

@@ -27,6 +27,7 @@ _EXPORTS = {
     "compress_baseline": ".baseline", "strip": ".baseline",
     "Diff": ".diff", "compose": ".diff", "BudgetError": ".budget", "budget_bytes": ".budget",
     "compressed_nbytes": ".baseline", "keras": "._keras", "Int8Model": ".quantized",
+    "DeviceModel": ".device_model",
 }
 
 from device import __version__  # noqa: E402, F401  (one version for both packages)

@@ -2,12 +2,14 @@
 import numpy as np
 
 from ._keras import keras
+from .diff import Diff
 from .methods import HashDiff, HashedWeights, SparseDiff, deserialize_method
-from .naming import (PruneLowMagnitude, check_model, layers_with_paths, pruning_masks, weight_name,
-                     weight_variables_with_layers)
+from .naming import check_model, layers_with_paths, pruning_masks, weight_variables_with_layers
 from .wrapper import DiffWrapper
 
+from device.naming import weight_name
 from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
 
 def compress_baseline(model: "keras.Model", method, seed: int = 0) -> "keras.Model":
@@ -164,15 +166,16 @@ def _prunable(layer):
 
 
 def compressed_nbytes(model: "keras.Model", value_dtype: str = "float16") -> int:
-    """Bytes a compressed (BLC) model takes in tfdiff's wire encoding.
+    """Bytes a compressed (BLC) model takes as a tfdiff file, entropy coding included.
 
     Pruned weights travel as sparse entries (nonzeros + LEB128 gaps), hashed
-    weights as their tables, everything else as dense float16/32 values; a
-    whole model, so the comparison with a diff's `nbytes` is like for like.
+    weights as their tables, everything else as dense float16/32 values, in
+    one file coded as a diff is (device/format.py), so the comparison with a
+    diff's `nbytes` is like for like.
     """
-    from device.format import FILE_OVERHEAD_BYTES, Entry, entry_nbytes
+    from device.format import Entry
 
-    total = FILE_OVERHEAD_BYTES
+    entries = []
     for path, outer, inner in layers_with_paths(model):
         masks = pruning_masks(outer)
         hashed = {}
@@ -181,11 +184,12 @@ def compressed_nbytes(model: "keras.Model", value_dtype: str = "float16") -> int
         weights = inner.base_weights if isinstance(inner, DiffWrapper) else inner.weights
         for i, weight in enumerate(weights):
             if i in hashed:
-                total += entry_nbytes(Entry(weight_name(path, i, weight), tuple(weight.shape), "hash",
-                                            hashed[i].numpy().astype(value_dtype)))
+                entries.append(Entry(weight_name(path, i, weight), tuple(weight.shape), "hash",
+                                     hashed[i].numpy().astype(value_dtype), seed=inner.method.seed,
+                                     num_hashes=inner.method.num_hashes))
                 continue
             values = (weight.numpy() * masks.get(id(weight), 1.0)).reshape(-1).astype(value_dtype)
             kept = np.flatnonzero(values)
-            total += entry_nbytes(Entry(weight_name(path, i, weight), tuple(weight.shape), "sparse",
-                                        values[kept], kept))
-    return total
+            entries.append(Entry(weight_name(path, i, weight), tuple(weight.shape), "sparse", values[kept], kept))
+    method = "hash" if any(e.method == "hash" for e in entries) else "sparse"
+    return Diff(method, entries, b"", b"").nbytes

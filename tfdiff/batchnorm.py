@@ -9,10 +9,10 @@ that folded model, and every later diff is learned on it.
 """
 import numpy as np
 
+from device.converter import foldable_batchnorms
+
 from ._keras import keras
 from .naming import check_model, layers_with_paths
-
-_FOLDABLE = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Dense)
 
 
 def fold_batchnorm(model: "keras.Model") -> "keras.Model":
@@ -52,7 +52,7 @@ def fold_batchnorm(model: "keras.Model") -> "keras.Model":
     True
     """
     check_model(model)
-    pairs = _foldable_pairs(model)
+    pairs = foldable_batchnorms(model)
     if not pairs:
         clone = keras.models.clone_model(model)
         clone.set_weights(model.get_weights())
@@ -80,40 +80,6 @@ def fold_batchnorm(model: "keras.Model") -> "keras.Model":
         else:
             target.set_weights(source.get_weights())
     return folded
-
-
-def _foldable_pairs(model):
-    """(BatchNormalization, the layer it folds into) for every foldable pair, nested models included."""
-    pairs = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            pairs += _foldable_pairs(layer)
-            continue
-        if not isinstance(layer, keras.layers.BatchNormalization):
-            continue
-        previous = _single_producer(model, layer)
-        if (isinstance(previous, _FOLDABLE) and keras.activations.serialize(previous.activation) == "linear"
-                and _normalizes_last_axis(layer) and len(previous._outbound_nodes) == 1):
-            pairs.append((layer, previous))
-    return pairs
-
-
-def _single_producer(model, layer):
-    if isinstance(model, keras.Sequential):
-        index = model.layers.index(layer)
-        return model.layers[index - 1] if index > 0 else None
-    nodes = layer._inbound_nodes
-    if len(nodes) != 1:
-        return None
-    producers = nodes[0].inbound_layers
-    producers = producers if isinstance(producers, list) else [producers]
-    return producers[0] if len(producers) == 1 else None
-
-
-def _normalizes_last_axis(bn):
-    axes = bn.axis if isinstance(bn.axis, (list, tuple)) else [bn.axis]
-    rank = len(bn.input_shape)
-    return [a % rank for a in axes] == [rank - 1]
 
 
 def _folded_weights(layer, bn):

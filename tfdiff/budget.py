@@ -6,9 +6,14 @@ included. Given the weights a method will be applied to, `plan` returns the
 fraction of values a sparse method keeps, or of entries a hash table holds,
 so that the saved file fits B:
 
-- "wire" (the default) spends the whole budget: with float16 values and
-  one-byte LEB128 gaps a sparse diff keeps about 1.33 N / compression
-  values, a hash table holds about 2 N / compression entries;
+- "wire" (the default) spends the whole budget before entropy coding: with
+  float16 values and one-byte LEB128 gaps a sparse diff keeps about
+  1.33 N / compression values, a hash table holds about 2 N / compression
+  entries; the file's LZMA2 coding then leaves a fifth of the budget unspent;
+- "coded" spends it after entropy coding: values are costed at an estimate
+  of their coded bits (the gaps' entropy at that density, a share of each
+  value's bytes), and a sparse diff's kept fraction is then measured on the
+  diff itself while it trains (`coded_fraction`, called by `tfdiff.callbacks`);
 - "nominal" is the paper's ratio: N / compression values or entries.
 
 The arithmetic is that of the wire format (device/format.py): fixed file
@@ -21,11 +26,18 @@ import numpy as np
 
 from device.format import FILE_OVERHEAD_BYTES, SIGNATURE_BYTES, entry_header_bytes
 
-BUDGETS = ("wire", "nominal")
+BUDGETS = ("wire", "coded", "nominal")
 # Magnitude pruning does not spread kept values evenly, so long gaps are a
 # little likelier than at uniform density; this share of the budget is left
 # for them (measured: the FSC demo's diffs land at 98-99 % of the budget).
 _GAP_SLACK = 0.015
+# "coded": the share of a value's bytes LZMA2 keeps, by value size. Measured on
+# the FSC demo's trained diffs (docs/fsc-demo2-results.json): float16 sparse
+# values about 13.1 bits of 16 once the gaps' entropy is taken out, hash
+# tables 88-89 %; the shares below sit a little above, so that a plan errs
+# towards fitting. A sparse diff's plan is then measured on the diff itself.
+_CODED_SHARE = {1: 0.9, 2: 0.86, 4: 0.95}
+_CODED_TABLE_SHARE = 0.9
 
 
 class BudgetError(ValueError):
@@ -91,6 +103,10 @@ def plan(method, shapes, dense=None, budget="wire", int8_names=()):
     room = (limit - fixed) * (1 - _GAP_SLACK if method.wire_method == "sparse" else 1)
     params = sum(sizes.values())
     itemsize = {name: (1 if name in int8_names else itemsize) for name in sizes}
+    if budget == "coded":
+        if method.wire_method != "sparse":
+            return min(1.0, math.floor(room / (max(itemsize.values()) * _CODED_TABLE_SHARE) - len(sizes)) / params)
+        return _solve("coded", sizes, itemsize, room)
     if budget == "nominal":
         fraction = 1.0 / method.compression
         cost = _values_bytes(method.wire_method, fraction, sizes, itemsize)
@@ -104,7 +120,15 @@ def plan(method, shapes, dense=None, budget="wire", int8_names=()):
 
 
 def _values_bytes(method, fraction, sizes, itemsize):
-    """Bytes of the values at this fraction; `itemsize` is {weight name: bytes per value}."""
+    """Bytes of the values at this fraction; `itemsize` is {weight name: bytes per value}.
+
+    `method` "coded" is a sparse diff after entropy coding: each gap costs
+    its entropy, each value a share of its bytes (`_CODED_SHARE`).
+    """
+    if method == "coded":
+        gap = _gap_entropy_bytes(fraction)
+        return sum(max(1, math.ceil(n * fraction)) * (itemsize[name] * _CODED_SHARE[itemsize[name]] + gap)
+                   for name, n in sizes.items())
     if method != "sparse":
         return sum(max(1, math.floor(n * fraction)) * itemsize[name] for name, n in sizes.items())
     # tfmot keeps round(n * fraction) values of each weight: ceil bounds it.
@@ -120,6 +144,49 @@ def _expected_gap_bytes(density):
     return 1.0 + sum((1 - density) ** (2 ** (7 * k)) for k in range(1, 5))
 
 
+def _gap_entropy_bytes(density):
+    """Entropy in bytes of the gap before a kept position, positions kept independently with `density`."""
+    if density >= 1 or density <= 0:
+        return 0.0
+    bits = -(density * math.log2(density) + (1 - density) * math.log2(1 - density)) / density
+    return bits / 8
+
+
+def coded_fraction(coded_bytes, target, low, high, cap=1.0, steps=12):
+    """The kept fraction whose diff codes to `target` bytes, searched in [low, high], extrapolated up to `cap`.
+
+    `coded_bytes(fraction)` encodes the diff keeping that fraction of each
+    weight's largest values and returns the file's bytes; it rises with the
+    fraction. `high` is the most the diff holds now: if even that codes
+    under `target`, the bytes are extrapolated along the line through
+    0.8 * high and high (the pruning mask can grow back to the fraction).
+    Returns `low` if even `low` does not fit (extract then cuts, and says so).
+
+    Example:
+
+    >>> round(coded_fraction(lambda f: 1000 * f, target=250, low=0.1, high=0.5), 3)
+    0.25
+    >>> round(coded_fraction(lambda f: 1000 * f, target=250, low=0.1, high=0.2, cap=0.4), 3)
+    0.25
+    """
+    if not 0 < low <= high <= cap <= 1:
+        raise ValueError(f"`low`, `high` and `cap` must satisfy 0 < low <= high <= cap <= 1. "
+                         f"Received: low={low}, high={high}, cap={cap}")
+    top = coded_bytes(high)
+    if top <= target:
+        below = coded_bytes(0.8 * high)
+        if top <= below:
+            return high
+        return min(cap, high + (target - top) * 0.2 * high / (top - below))
+    for _ in range(steps):
+        mid = (low + high) / 2
+        if coded_bytes(mid) <= target:
+            low = mid
+        else:
+            high = mid
+    return low
+
+
 def _solve(method, sizes, itemsize, room):
     low, high = 0.0, 1.0
     for _ in range(50):
@@ -131,4 +198,4 @@ def _solve(method, sizes, itemsize, room):
     return low
 
 
-__all__ = ["plan", "budget_bytes", "BudgetError"]
+__all__ = ["plan", "budget_bytes", "coded_fraction", "BudgetError"]

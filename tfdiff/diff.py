@@ -31,16 +31,16 @@ class Diff(wire.DiffFile):
     cut_values = 0
 
     def fit_budget(self, compression, sizes):
-        """Cut the smallest sparse values until the file, signed, fits 4N/compression bytes.
+        """Cut the smallest values (`trim_to`) until the file, signed, fits 4N/compression bytes.
 
         A diff from `tfdiff.wrap` was planned to fit, so this cuts nothing
         (`cut_values` says how many it did cut, and the model shipped then
         differs from the model trained by those values).
         """
         budget = self.planned_budget(compression, sizes)
-        before = sum(e.values.size for e in self.entries)
+        before = sum(int(np.count_nonzero(e.values)) for e in self.entries)
         self.trim_to(budget - wire.SIGNATURE_BYTES)
-        self.cut_values = before - sum(e.values.size for e in self.entries)
+        self.cut_values = before - sum(int(np.count_nonzero(e.values)) for e in self.entries)
         self.budget = budget
         return budget
 
@@ -49,12 +49,11 @@ class Diff(wire.DiffFile):
         return budget_bytes(sum(sizes[e.name] for e in self.entries), compression)
 
     def trim_to(self, max_bytes):
-        """Drop the smallest-magnitude sparse values until `nbytes <= max_bytes`."""
+        """Cut the smallest-magnitude values until `nbytes <= max_bytes`: sparse values are dropped,
+        hash table entries set to zero (a table keeps its size; zeros cost almost nothing once coded)."""
         while self.nbytes > max_bytes:
-            if self.method != "sparse":
-                raise ValueError(f"hash diff needs {self.nbytes} bytes, over the {max_bytes} allowed; "
-                                 "raise the model size or lower compression")
-            magnitudes = np.concatenate([np.abs(e.values.astype(np.float32)) for e in self.entries])
+            magnitudes = np.concatenate([np.abs(e.values.astype(np.float32)).ravel() for e in self.entries])
+            magnitudes = magnitudes[magnitudes > 0]
             if magnitudes.size == 0:
                 raise ValueError(f"even an empty diff ({self.nbytes} bytes) exceeds {max_bytes} bytes: "
                                  "the model is too small for this budget")
@@ -63,7 +62,10 @@ class Diff(wire.DiffFile):
             threshold = np.partition(magnitudes, drop - 1)[drop - 1]
             for e in self.entries:
                 keep = np.abs(e.values.astype(np.float32)) > threshold
-                e.values, e.indices = e.values[keep], e.indices[keep]
+                if e.method == "sparse":
+                    e.values, e.indices = e.values[keep], e.indices[keep]
+                else:
+                    e.values = np.where(keep, e.values, np.zeros_like(e.values))
         return self
 
     def summary(self, file_bytes=None):

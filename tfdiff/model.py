@@ -4,6 +4,7 @@ Weights are named as tfdiff/naming.py says, for the base model, the wrapped
 model, the folded model and the .tflite weight map alike.
 """
 
+import dataclasses
 import logging
 import os
 import warnings
@@ -16,14 +17,20 @@ from device.format import DiffFile, DiffFormatError
 from device.patch import patch_weight
 
 from ._keras import keras, tfmot
+from .budget import budget_bytes, coded_fraction
 from .diff import Diff, DiffMismatchError
 from .methods import deserialize_method
 from .quantized import quantize_with
-from .naming import (PruneLowMagnitude, all_diff_wrappers, check_keras_model, check_model, copy_model,
-                     layers_with_paths, weight_name, weight_variables, weight_variables_with_layers)
+from .naming import (all_diff_wrappers, check_keras_model, check_model, copy_model, layers_with_paths,
+                     weight_variables, weight_variables_with_layers)
 from .wrapper import DiffWrapper
+from device.naming import weight_name
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
 
+# "coded" budgets: the share of the budget left, when the kept fraction is measured at the last
+# mask update before the schedule's end, for the values that move after it.
+_CALIBRATION_MARGIN = 0.015
 LOG = logging.getLogger("tfdiff")
 LOG.addHandler(logging.NullHandler())  # a library's logger: silent until the application configures logging
 
@@ -135,7 +142,7 @@ def callbacks(diff_model: "keras.Model") -> list:
     if any(isinstance(layer, PruneLowMagnitude) for layer in _all_layers(diff_model)):
         found.append(tfmot.sparsity.keras.UpdatePruningStep())
     if any(w.method.prunable for w in all_diff_wrappers(diff_model)):
-        found.append(DiffPruning())
+        found.append(DiffPruning(diff_model))
     return found
 
 
@@ -145,12 +152,51 @@ class DiffPruning(keras.callbacks.Callback):
     DiffWrappers made by hand (a subclassed model's) hold a method whose
     kept share no one has planned from the model's weights; at the start of
     training it is planned as `tfdiff.wrap` would, over all of them, so the
-    diff that trains is the diff that fits its budget.
+    diff that trains is the diff that fits its budget. A `budget="coded"`
+    sparse diff has its kept fraction measured on the diff's own coded bytes
+    (`tfdiff.budget.coded_fraction`) halfway through the pruning schedule
+    and at its last mask update before the end.
     """
+
+    _supports_tf_logs = True  # batch logs stay tensors: the calibration reads one step counter, no metrics
+
+    def __init__(self, diff_model=None):
+        super().__init__()
+        # The model holding the wrappers, which `fit` may train inside another (a task's trainer).
+        self.diff_model = diff_model
 
     def on_train_begin(self, logs=None):
         if plan_wrappers(self.model):
             self.model.make_train_function(force=True)  # the schedule is traced into the step
+        self._coded = [w for w in all_diff_wrappers(self.model) if w.method.prunable and w.method.budget == "coded"]
+        self._earlier = None  # (step, kept fraction, coded bytes) of the halfway measurement
+
+    def on_train_batch_end(self, batch, logs=None):
+        # A "coded" budget is measured on the diff twice: halfway through the schedule, when
+        # the values have trained and the cubic schedule still holds several times the final
+        # share, and at the last mask update before the end, when they have nearly settled;
+        # the second leaves room for the drift the first shows, over the steps still to come.
+        if not self._coded:
+            return
+        method, step = self._coded[0].method, int(self._coded[0].pruning_step.numpy())
+        half = method.begin_step + (method.end_step - method.begin_step) // 2
+        late = max(half + 1, method.end_step - method.frequency)
+        if half <= step < late and self._earlier is None:
+            self._earlier = (step, *_calibrate(self.diff_model or self.model))
+            self.model.make_train_function(force=True)
+        elif late <= step < method.end_step and self._earlier is not None:
+            total = ((self.params or {}).get("steps") or step) * ((self.params or {}).get("epochs") or 1)
+            then, *earlier = self._earlier
+            # Noisy updates move values like a random walk: the spread, and with it the coded
+            # bytes, grows with the square root of the steps, so the drift seen from `then` to
+            # now is projected to the end of training on that scale.
+            seen = max(1, step - then)
+            ahead = max(0.0, ((max(total, step) - then) ** 0.5 - seen ** 0.5) / seen ** 0.5)
+            _calibrate(self.diff_model or self.model, earlier, ahead=ahead)
+            self.model.make_train_function(force=True)
+            self._coded = []
+        if step >= method.end_step:
+            self._coded = []
 
     def on_epoch_end(self, epoch, logs=None):
         for wrapper in all_diff_wrappers(self.model):
@@ -202,6 +248,29 @@ def extract(diff_model: "keras.Model", generation: int, strict: bool = False) ->
     if not isinstance(generation, int) or isinstance(generation, bool) or not 0 <= generation < 2**32:
         raise ValueError("`generation` must be an integer in [0, 2**32), the generation the diff produces. "
                          f"Received: generation={generation!r}")
+    method, entries, base_weights = _entries(diff_model)
+    diff = Diff(method=method.name, entries=entries, base_digest=b"", target_digest=b"",
+                generation=generation, seed=getattr(method, "seed", 0),
+                num_hashes=getattr(method, "num_hashes", 0))
+    unfinished = _unfinished_schedule(diff_model)
+    budget = diff.planned_budget(method.compression, {e.name: base_weights[e.name].size for e in entries})
+    if strict and diff.nbytes > budget - wire.SIGNATURE_BYTES:
+        raise ValueError(f"the diff needs {diff.nbytes + wire.SIGNATURE_BYTES} bytes signed, over its budget of "
+                         f"{budget}; with strict=True nothing is cut"
+                         + (f" (the pruning schedule stopped at step {unfinished[0]} of {unfinished[1]})"
+                            if unfinished else ""))
+    diff.fit_budget(method.compression, {e.name: base_weights[e.name].size for e in entries})
+    if diff.cut_values:
+        why = (f"training stopped at step {unfinished[0]} of the pruning schedule's {unfinished[1]}"
+               if unfinished else "the kept values did not fit the bytes")
+        _warn(f"extract cut {diff.cut_values} of {diff.cut_values + sum(e.values.size for e in diff.entries)} "
+              f"diff values to fit {diff.budget} bytes ({why}); the model shipped differs from the model "
+              "trained by those values")
+    return seal(diff, base_weights)
+
+
+def _entries(diff_model):
+    """(method, entries, base weights by name): the diff as extract ships it, before its budget is checked."""
     wrappers = [(path, w) for path, w in _wrappers(diff_model)]
     if not wrappers:
         raise ValueError("`diff_model` has no DiffWrapper layers; make it with tfdiff.wrap().")
@@ -228,24 +297,49 @@ def extract(diff_model: "keras.Model", generation: int, strict: bool = False) ->
                 entries.append(method.quantized_entry(name, base.numpy(), diff_value, scales[index].numpy()))
             else:
                 entries.append(method.entry(name, base.numpy(), diff_value))
-    diff = Diff(method=method.name, entries=entries, base_digest=b"", target_digest=b"",
-                generation=generation, seed=getattr(method, "seed", 0),
-                num_hashes=getattr(method, "num_hashes", 0))
-    unfinished = _unfinished_schedule(diff_model)
-    budget = diff.planned_budget(method.compression, {e.name: base_weights[e.name].size for e in entries})
-    if strict and diff.nbytes > budget - wire.SIGNATURE_BYTES:
-        raise ValueError(f"the diff needs {diff.nbytes + wire.SIGNATURE_BYTES} bytes signed, over its budget of "
-                         f"{budget}; with strict=True nothing is cut"
-                         + (f" (the pruning schedule stopped at step {unfinished[0]} of {unfinished[1]})"
-                            if unfinished else ""))
-    diff.fit_budget(method.compression, {e.name: base_weights[e.name].size for e in entries})
-    if diff.cut_values:
-        why = (f"training stopped at step {unfinished[0]} of the pruning schedule's {unfinished[1]}"
-               if unfinished else "the kept values did not fit the bytes")
-        _warn(f"extract cut {diff.cut_values} of {diff.cut_values + sum(e.values.size for e in diff.entries)} "
-              f"diff values to fit {diff.budget} bytes ({why}); the model shipped differs from the model "
-              "trained by those values")
-    return seal(diff, base_weights)
+    return method, entries, base_weights
+
+
+def _calibrate(diff_model, earlier=None, ahead=0.0):
+    """Set a "coded" sparse diff's kept fraction to what fits its budget once entropy coded.
+
+    Measured on the diff as it trains: the values it holds now, each
+    weight's largest kept, encoded as extract would. A margin is left for
+    the values still to move: 1.5 %, and, given the `earlier` measurement
+    (fraction, bytes), the growth of the same fraction's bytes since then
+    times `ahead` (the growth still to come, as a multiple of that seen).
+    extract cuts any excess, and says so. Returns (fraction, its coded
+    bytes now).
+    """
+    method, entries, base_weights = _entries(diff_model)
+    sizes = {e.name: base_weights[e.name].size for e in entries}
+
+    def coded_bytes(fraction):
+        kept = [_largest(e, max(1, round(sizes[e.name] * fraction))) for e in entries]
+        return Diff(method=method.name, entries=kept, base_digest=b"", target_digest=b"", generation=0).nbytes
+
+    held = min(e.values.size / sizes[e.name] for e in entries)  # no weight can be measured past what it holds
+    margin = _CALIBRATION_MARGIN
+    if earlier is not None and earlier[0] <= held:
+        margin += max(0.0, coded_bytes(earlier[0]) / earlier[1] - 1) * ahead
+    target = int((budget_bytes(sum(sizes.values()), method.compression) - wire.SIGNATURE_BYTES) * (1 - margin))
+    fraction = coded_fraction(coded_bytes, target, low=min(held, method.kept_fraction / 2), high=held,
+                              cap=max(held, min(1.0, 2 * method.kept_fraction)))
+    calibrated = type(method)(**{**method.get_config(), "kept_fraction": fraction})
+    for wrapper in all_diff_wrappers(diff_model):
+        wrapper.replan(calibrated)
+    LOG.info("coded budget: kept fraction %.5f planned, %.5f measured on the diff (margin %.1f %%)",
+             method.kept_fraction, fraction, 100 * margin)
+    return fraction, coded_bytes(min(fraction, held))
+
+
+def _largest(entry, count):
+    """`entry` with only its `count` largest-magnitude values (positions kept in order)."""
+    if entry.values.size <= count:
+        return entry
+    order = np.argpartition(np.abs(entry.values.astype(np.float32)), entry.values.size - count)[-count:]
+    keep = np.sort(order)
+    return dataclasses.replace(entry, values=entry.values[keep], indices=entry.indices[keep])
 
 
 def seal(diff, base_weights):

@@ -1,16 +1,11 @@
-"""The weight-naming contract: how a Keras weight is named everywhere.
+"""tfdiff's side of the weight-naming contract (device/naming.py), and the checks on the models it takes.
 
-A weight is named by where it sits, not by its TensorFlow variable name:
-`<layer path>/<index in layer.weights>/<short name>`, for example
-`encoder/lstm_1/0/kernel`. Nested models add their name to the path, and
-wrappers (tfdiff's DiffWrapper, tfmot's PruneLowMagnitude) are transparent,
-so the base model, the diff model, the folded model, the BLC model and the
-.tflite weight map all use the same names. `weight_variables` is the one
-function that walks a model this way; everything else asks it.
+The contract itself (`<layer path>/<index>/<short name>`, wrappers
+transparent) lives in device/naming.py, where the converter reads it too;
+`weight_variables` is tfdiff's one way to walk a model by it.
 """
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
-
 from device.converter import input_specs
+from device.naming import leaf_layers, named_variables
 
 from ._keras import keras, tf
 from .wrapper import DiffWrapper
@@ -27,35 +22,17 @@ def weight_variables(model: "keras.Model") -> "list[tuple[str, tf.Variable]]":
     >>> [name for name, _ in tfdiff.weight_variables(model)]
     ['out/0/kernel', 'out/1/bias']
     """
-    return [(name, variable) for name, variable, _ in weight_variables_with_layers(model)]
+    return [(name, variable) for name, variable, _ in named_variables(model)]
 
 
 def weight_variables_with_layers(model):
     """(name, variable, layer) of every base weight; a shared layer's weights once."""
-    found, seen = [], set()
-    for path, _, inner in layers_with_paths(model):
-        if id(inner) in seen:
-            continue
-        seen.add(id(inner))
-        variables = inner.base_weights if isinstance(inner, DiffWrapper) else inner.weights
-        found += [(weight_name(path, i, v), v, inner) for i, v in enumerate(variables)]
-    return found
-
-
-def weight_name(layer_path, index, variable):
-    short = variable.name.split("/")[-1].split(":")[0]
-    return f"{layer_path}/{index}/{short}"
+    return named_variables(model)
 
 
 def layers_with_paths(model, prefix=""):
     """(path, layer as found, layer inside any tfmot wrapper) of every leaf layer."""
-    for layer in model.layers:
-        inner = layer.layer if isinstance(layer, PruneLowMagnitude) else layer
-        path = prefix + inner.name
-        if isinstance(inner, keras.Model):
-            yield from layers_with_paths(inner, path + "/")
-        else:
-            yield path, layer, inner
+    return leaf_layers(model, prefix)
 
 
 def pruning_masks(*layers):

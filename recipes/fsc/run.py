@@ -35,6 +35,8 @@ SCALES = {
     # split (docs/RESULTS.md, "Studies on valid"): diffs gain up to as many
     # steps as BL's; hash tables want a 10x larger rate than sparse diffs.
     "demo": dict(slu=dict(batch_size=32, mining="softmax", margin=0.1),
+                 # budget "wire", as recorded in docs/RESULTS.md; "coded" (--set flywheel.budget=coded)
+                 # spends the bytes LZMA2 saves, and awaits its own recorded run.
                  flywheel=dict(generations=4, bl_steps=1500, diff_steps=1500, diff_learning_rate={"hash": 0.03}),
                  speakers=48, augmentation={}),
     # The paper: ~1.1M parameters, all sparse training pruned over steps 2k-12k.
@@ -45,7 +47,8 @@ SCALES = {
     # The test suite's: the whole pipeline in seconds.
     "tiny": dict(slu=dict(speech_layers=1, speech_units=32, text_units=32, embed_dim=16, proj_dim=32,
                           vocab_size=120, frames=60, batch_size=16),
-                 flywheel=dict(generations=2, ratios=(4, 8), bl_steps=12, diff_steps=8, prune_frequency=2),
+                 flywheel=dict(generations=2, ratios=(4, 8), bl_steps=12, diff_steps=8, prune_frequency=2,
+                               budget="coded"),
                  speakers=6, augmentation={}),
 }
 
@@ -242,18 +245,21 @@ def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0, settings=
     return FscTask(corpus, config, vocabulary, seed)
 
 
+RECIPE = recipe.Recipe("python -m recipes.fsc.run", __doc__, "a Fluent Speech Commands directory (data/*.csv, wavs/)",
+                       prepare, SCALES)
+
+
 def load_task(run_dir):
     """The FscTask of an existing run directory, to evaluate its models again."""
-    return recipe.load_task(prepare, run_dir)
+    return RECIPE.load_task(run_dir)
 
 
 def run(out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default", workers=None, settings=None):
-    return recipe.run(prepare, SCALES, out, data_dir, synthetic, scale, seed, strategy, workers, settings)
+    return recipe.run(RECIPE, out, data_dir, synthetic, scale, seed, strategy, workers, settings)
 
 
 def main(argv=None):
-    recipe.main(run, "python -m recipes.fsc.run", __doc__, "a Fluent Speech Commands directory (data/*.csv, wavs/)",
-                SCALES, argv)
+    recipe.main(RECIPE, argv)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 training study of the spoken-command recipe (recipes/speech/study.py)."""
 from recipes.speech import study
 
-from .run import SCALES, load_task, prepare
+from .run import RECIPE
 
 if __name__ == "__main__":
-    study.main(prepare, load_task, SCALES, "python -m recipes.fsc.study")
+    study.main(RECIPE, "python -m recipes.fsc.study")

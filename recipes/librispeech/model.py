@@ -22,7 +22,10 @@ BLANK = 0
 
 
 class RnntConfig:
-    """Sizes; the defaults are small for a CPU, `paper()` is the 64M-parameter model.
+    """Sizes; `RnntConfig()` is the paper's 64M-parameter model, `RnntConfig.demo()` one small for a CPU.
+
+    (As `SluConfig`: the defaults are the paper's, `demo(**overrides)` the
+    demo's, and every field can be overridden either way.)
 
     `time_reduction` > 1 concatenates that many adjacent encoder frames after
     the first LSTM layer (He et al., 2019), which shortens the joint's time
@@ -34,8 +37,8 @@ class RnntConfig:
     the paper's streaming model is unidirectional.
     """
 
-    def __init__(self, enc_layers=2, enc_units=64, pred_layers=1, pred_units=64, proj=64, embed_dim=32,
-                 joint_dim=64, vocab_size=128, pred_dropout=0.0, time_reduction=1, enc_bidirectional=False):
+    def __init__(self, enc_layers=6, enc_units=1024, pred_layers=2, pred_units=1024, proj=640, embed_dim=256,
+                 joint_dim=640, vocab_size=2500, pred_dropout=0.3, time_reduction=1, enc_bidirectional=False):
         if time_reduction < 1 or (time_reduction > 1 and enc_layers < 2):
             raise ValueError("`time_reduction` must be 1, or >= 2 with at least 2 encoder layers. Received: "
                              f"time_reduction={time_reduction}, enc_layers={enc_layers}")
@@ -46,9 +49,12 @@ class RnntConfig:
         self.enc_bidirectional = bool(enc_bidirectional)
 
     @classmethod
-    def paper(cls):
-        return cls(enc_layers=6, enc_units=1024, pred_layers=2, pred_units=1024, proj=640, embed_dim=256,
-                   joint_dim=640, vocab_size=2500, pred_dropout=0.3)
+    def demo(cls, **overrides):
+        """The demo's small model, with `overrides` (any field)."""
+        config = dict(enc_layers=2, enc_units=64, pred_layers=1, pred_units=64, proj=64, embed_dim=32,
+                      joint_dim=64, vocab_size=128, pred_dropout=0.0)
+        config.update(overrides)
+        return cls(**config)
 
     def get_config(self):
         return dict(vars(self))

@@ -229,8 +229,8 @@ def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0, settings=
         raise ValueError(f"--scale must be one of {sorted(SCALES)}. Received: {scale!r}")
     os.makedirs(os.path.join(out, "features"), exist_ok=True)
     settings = settings or SCALES[scale]
-    config = (rnnt_model.RnntConfig.paper(**settings["rnnt"]) if scale == "paper"
-              else rnnt_model.RnntConfig(**settings["rnnt"]))
+    config = (rnnt_model.RnntConfig(**settings["rnnt"]) if scale == "paper"
+              else rnnt_model.RnntConfig.demo(**settings["rnnt"]))
     root, train, test = prepare_data(out, data_dir, synthetic, scale, settings)
     train_feats = compute_features(train, os.path.join(out, "features", "train.npz"))
     test_feats = compute_features(test, os.path.join(out, "features", "test.npz"))
@@ -248,13 +248,16 @@ def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0, settings=
                      fractions, seed, settings["learning_rate"])
 
 
+RECIPE = recipe.Recipe("python -m recipes.librispeech.run", __doc__,
+                       "a LibriSpeech directory (train-clean-100/, test-clean/, ...)", prepare, SCALES)
+
+
 def run(out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default", workers=None, settings=None):
-    return recipe.run(prepare, SCALES, out, data_dir, synthetic, scale, seed, strategy, workers, settings)
+    return recipe.run(RECIPE, out, data_dir, synthetic, scale, seed, strategy, workers, settings)
 
 
 def main(argv=None):
-    recipe.main(run, "python -m recipes.librispeech.run", __doc__,
-                "a LibriSpeech directory (train-clean-100/, test-clean/, ...)", SCALES, argv)
+    recipe.main(RECIPE, argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import os
 
 from tfdiff import keras
 
-from .recipe import load_task
 
 
 def evaluate_run(task, run_dir):
@@ -46,13 +45,13 @@ def markdown(result, corpus):
     return "\n".join(lines)
 
 
-def main(prepare, prog, argv=None):
+def main(recipe, prog, argv=None):
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run of the recipe")
     parser.add_argument("--data", help="another corpus in the recipe's layout (default: the run's own)")
     args = parser.parse_args(argv)
-    task = load_task(prepare, args.run_dir, args.data)
+    task = recipe.load_task(args.run_dir, args.data)
     result = evaluate_run(task, args.run_dir)
     name = "evaluate" + (f"-{os.path.basename(os.path.normpath(args.data))}" if args.data else "")
     corpus = args.data or "the run's corpus"

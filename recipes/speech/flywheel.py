@@ -28,6 +28,7 @@ bootstrap over test speakers; rows after BL also hold the paired interval
 of their difference to BL. results.json records the provenance of every
 invocation (commit, command, machine, date, packages, seed).
 """
+import importlib
 import json
 import os
 import shutil
@@ -39,7 +40,6 @@ import numpy as np
 import device
 import tfdiff
 from device.applier import installed_generation
-from device.tflite import TFLiteFile
 from tfdiff import keras
 
 from .intervals import bootstrap, paired
@@ -62,8 +62,10 @@ class FlywheelConfig:
         diff_learning_rate: peak learning rate of the diffs (None: the
             task's own), or {method: rate} (a method not named: the task's);
             the diffs start at zero, so their scale is theirs.
-        budget: "wire" (fill the byte budget) or "nominal" (the paper's
-            N / ratio values), see tfdiff/budget.py.
+        budget: "coded" (fill the byte budget after entropy coding), "wire"
+            (fill it before: LZMA2 then leaves about a fifth unspent) or
+            "nominal" (the paper's N / ratio values), see tfdiff/budget.py.
+            BLC is planned the same way, and its bytes counted coded.
         num_hashes: K of the hash methods.
         prune_frequency: steps between pruning-mask updates.
         quantize: None (float32 device models) or "int8".
@@ -206,7 +208,9 @@ class Flywheel:
     def _train(self, gen, pending):
         """Run and record the (key, job) pairs of generation `gen`: here, or in the worker processes."""
         done = ((key, self.row(job)) for key, job in pending) if self.workers is None \
-            else run_concurrently(self, pending)
+            else run_concurrently(self.workers, self.threads, _start_worker,
+                                  (type(self.task).__module__, self.run_dir, self.scale, self.config.get_config()),
+                                  _worker_row, pending)
         for key, row in done:
             self._record(gen, key, row)
 
@@ -319,20 +323,17 @@ class Flywheel:
             shutil.copyfile(self.base_tflite, device_model)
         previous = self._load_model("BL" if gen == 1 else key, 0 if gen == 1 else gen - 1)
         # An int8 chain learns against the int8 weights its device holds (their scales frozen).
-        int8 = tfdiff.Int8Model.load(device_model) if c.quantize else None
+        before = tfdiff.DeviceModel.load(previous, device_model, quantized=bool(c.quantize))
         method = c.method(name, ratio, c.diff_steps, c.diff_prune, seed=gen)
         with self.strategy.scope():
-            diff_model = tfdiff.wrap(previous, method, int8=int8)
+            diff_model = tfdiff.wrap(previous, method, int8=before.int8)
             self.task.train(diff_model, gen, c.diff_steps, tfdiff.callbacks(diff_model), f"gen {gen} {key}",
                             learning_rate=c.learning_rate(name))
         diff = tfdiff.extract(diff_model, generation=gen)
         diff_path = os.path.join(self.run_dir, "diffs", f"{key}-g{gen}.tfdiff")
         diff.save(diff_path)
-        if int8 is None:
-            folded = tfdiff.fold(previous, diff)
-        else:  # the server's int8 model: device.patch's integer arithmetic, digest-checked
-            server = int8.patched(diff)
-            folded = server.assign_to(keras.models.clone_model(previous))
+        server = before.patched(diff)  # what the device must hold after the diff
+        folded = server.model
         folded.save(self._model_path(key, gen))
         train_seconds = time.time() - start
 
@@ -347,12 +348,7 @@ class Flywheel:
         value, extras = self.task.evaluate_tflite(device_model, gen)
         self._scores(gen, key, extras.pop("correct", None))
         params = sum(v.size for v in tfdiff.named_weights(previous).values())
-        if int8 is None:
-            exact = {"device_matches_fold": device_weights_equal(device_model, folded)}
-        else:
-            held = tfdiff.Int8Model.load(device_model).values
-            exact = {"device_bit_exact": all(held[n].dtype == v.dtype and np.array_equal(held[n], v)
-                                             for n, v in server.values.items())}
+        exact = {"device_matches_fold": server.matches(device_model)}
         # bytes as saved (unsigned); the budget holds the 68-byte signature too.
         return {self.task.metric: value, **self._held_out(folded, gen), "bytes": diff.nbytes,
                 "budget_bytes": tfdiff.budget_bytes(params, ratio),
@@ -369,14 +365,15 @@ def seed_row(task, row):
     keras.utils.set_random_seed(zlib.crc32(f"{getattr(task, 'seed', 0)}/{row}".encode()) % 2 ** 31)
 
 
-def device_weights_equal(tflite_path, keras_model):
-    """True if every weight in the .tflite is bit for bit the Keras model's."""
-    model = TFLiteFile(open(tflite_path, "rb").read())
-    weight_map = model.weight_map()
-    weights = tfdiff.named_weights(keras_model)
-    if sorted(weights) != weight_map.names():
-        return False
-    for name, value in weights.items():
-        if model.weight_values(name).tobytes() != np.asarray(value, dtype="<f4").tobytes():
-            return False
-    return True
+_WORKER = None  # a worker process's own Flywheel (recipes/speech/workers.py)
+
+
+def _start_worker(recipe_module, run_dir, scale, config):
+    """Worker initializer: the run's task and a Flywheel over it (results are written by the parent)."""
+    global _WORKER
+    task = importlib.import_module(recipe_module).RECIPE.load_task(run_dir)
+    _WORKER = Flywheel(task, FlywheelConfig.from_config(config), run_dir, scale)
+
+
+def _worker_row(job):
+    return _WORKER.row(job)

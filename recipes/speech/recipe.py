@@ -1,31 +1,70 @@
 """The part every recipe's run.py shares: the strategy, the flywheel, the report, the command line."""
 import argparse
 import copy
+import dataclasses
 import json
 import os
-import shutil
 import time
+from typing import Callable, Mapping
 
 from .distribute import STRATEGIES, make_strategy, output_dir
 from .flywheel import Flywheel, FlywheelConfig
 from .report import write_report
+from .task import load_task
 
 
-def run(prepare, scales, out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default", workers=None,
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One recipe as the shared code needs it, passed down and never written to.
+
+    Args:
+        prog: its command, e.g. "python -m recipes.fsc.run".
+        doc: its command-line help.
+        data_help: what its `--data` directory holds.
+        prepare: `prepare(out, data_dir, synthetic, scale, seed, settings=...)`, its task.
+        scales: {scale name: settings}; `settings` hands out copies.
+
+    Example:
+
+    >>> toy = Recipe("toy", "", "", prepare=None, scales={"tiny": {"flywheel": {"bl_steps": 4}}})
+    >>> toy.settings("tiny", ["flywheel.bl_steps=8"]), toy.scales["tiny"]
+    ({'flywheel': {'bl_steps': 8}}, {'flywheel': {'bl_steps': 4}})
+    """
+
+    prog: str
+    doc: str
+    data_help: str
+    prepare: Callable
+    scales: Mapping
+
+    def settings(self, scale, assignments=()):
+        """A copy of the scale's settings with "a.b=value" `assignments` applied (`override`)."""
+        if scale not in self.scales:
+            raise ValueError(f"scale must be one of {sorted(self.scales)}. Received: {scale!r}")
+        settings = copy.deepcopy(self.scales[scale])
+        override(settings, assignments)
+        return settings
+
+    def load_task(self, run_dir, data_dir=None):
+        """The task of a finished run (recipes/speech/task.py's `load_task`)."""
+        return load_task(self.prepare, run_dir, data_dir)
+
+
+def run(recipe, out, data_dir=None, synthetic=False, scale="demo", seed=0, strategy="default", workers=None,
         settings=None):
-    """Prepare the recipe's task, run the flywheel, write the report; returns (results, table).
+    """Prepare `recipe`'s task, run the flywheel, write the report; returns (results, table).
 
     `workers`: None trains in this process; N trains each generation's rows in N worker
     processes (recipes/speech/workers.py), only with the default strategy. `settings`: the
-    scale's settings as overridden (`override`); a copy of `scales[scale]` when None.
+    scale's settings as overridden; `recipe.settings(scale)` when None.
     """
     if workers is not None and strategy != "default":
         raise ValueError(f"--workers runs one process per core on this machine; it does not combine with "
                          f"--strategy {strategy}. Received: workers={workers}, strategy={strategy!r}")
     distribution = make_strategy(strategy)
     out = output_dir(out, strategy)
-    settings = copy.deepcopy(settings or scales[scale])
-    task = prepare(out, data_dir, synthetic, scale, seed, settings=settings)
+    settings = copy.deepcopy(settings) if settings else recipe.settings(scale)
+    task = recipe.prepare(out, data_dir, synthetic, scale, seed, settings=settings)
     flywheel = Flywheel(task, FlywheelConfig(**settings["flywheel"]), out, scale, distribution, workers=workers)
     results = flywheel.run()
     return results, write_report(results, out)
@@ -40,30 +79,14 @@ def save_config(run_dir, config):
     os.replace(tmp, path)
 
 
-def load_task(prepare, run_dir, data_dir=None):
-    """The task of a finished run, to evaluate its models again: on the run's corpus, or on `data_dir`.
-
-    Another corpus is prepared in RUN_DIR/evaluate/<its name>, with the
-    run's settings and the run's vocabulary, so the models see their own tokens.
-    """
-    with open(os.path.join(run_dir, "config.json")) as f:
-        saved = json.load(f)
-    if data_dir is None:
-        return prepare(run_dir, data_dir=saved["data"], scale=saved["scale"], seed=saved["seed"],
-                       settings=saved["settings"])
-    work = os.path.join(run_dir, "evaluate", os.path.basename(os.path.normpath(data_dir)))
-    os.makedirs(work, exist_ok=True)
-    shutil.copyfile(os.path.join(run_dir, "vocab.txt"), os.path.join(work, "vocab.txt"))
-    return prepare(work, data_dir=data_dir, scale=saved["scale"], seed=saved["seed"], settings=saved["settings"])
-
-
-def main(run_recipe, prog, doc, data_help, scales, argv=None):
-    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(recipe, argv=None):
+    parser = argparse.ArgumentParser(prog=recipe.prog, description=recipe.doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help=data_help)
+    source.add_argument("--data", help=recipe.data_help)
     source.add_argument("--synthetic", action="store_true", help="generate a corpus with espeak-ng")
     parser.add_argument("--out", required=True, help="run directory (rerun to resume)")
-    parser.add_argument("--scale", default="demo", choices=sorted(scales))
+    parser.add_argument("--scale", default="demo", choices=sorted(recipe.scales))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--strategy", default="default", choices=STRATEGIES,
                         help="tf.distribute strategy; multiworker reads TF_CONFIG")
@@ -78,16 +101,15 @@ def main(run_recipe, prog, doc, data_help, scales, argv=None):
                              "flywheel.diff_learning_rate=0.01 (saved in RUN_DIR with the results)")
     args = parser.parse_args(argv)
     quantized = [f"flywheel.quantize={args.quantize}"] if args.quantize else []
-    settings = copy.deepcopy(scales[args.scale])  # a copy: the recipe's SCALES stay as written
     try:
-        override(settings, quantized + args.set)
+        settings = recipe.settings(args.scale, quantized + args.set)
     except ValueError as e:
         parser.error(str(e))
     start = time.time()
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be at least 1. Received: --workers {args.workers}")
-    _, table = run_recipe(args.out, args.data, args.synthetic, args.scale, args.seed, args.strategy, args.workers,
-                          settings=settings)
+    _, table = run(recipe, args.out, args.data, args.synthetic, args.scale, args.seed, args.strategy, args.workers,
+                   settings=settings)
     print(table)
     print(f"done in {time.time() - start:.0f} s; results in {args.out}/results.json, results.md, results.png")
 

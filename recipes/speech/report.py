@@ -229,8 +229,7 @@ def table_of(path):
     with open(path) as f:
         recorded = json.load(f)
     if "study" in recorded:
-        from .study import markdown
-        return markdown(recorded, recorded.get("metric", "accuracy")) + "\n"
+        return study_markdown(recorded, recorded.get("metric", "accuracy")) + "\n"
     return markdown_table(recorded)
 
 
@@ -284,3 +283,39 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def study_markdown(result, metric):
+    """A study's table (recipes/speech/study.py); metrics in %."""
+    split = result.get("split", "test")
+    if result["study"] == "seeds":
+        lines = [f"{metric} (%) on test over seeds {result['seeds']}: mean [95 % t-interval]; difference to the "
+                 "same seed's BL in points", "", f"| Gen | row | {metric} per seed | mean [95 %] | minus BL [95 %] |",
+                 "|---|---|---|---|---|"]
+        for row in result["rows"]:
+            spread = " / ".join(f"{100 * v:.1f}" for v in row["values"])
+            low, high = (100 * v for v in row["ci95"])
+            diff = row.get("minus_BL")
+            versus = (f"{100 * diff['mean']:+.1f} [{100 * diff['ci95'][0]:+.1f}, {100 * diff['ci95'][1]:+.1f}]"
+                      if diff else "-")
+            lines.append(f"| {row['gen']} | {row['key']} | {spread} | {100 * row['mean']:.1f} [{low:.1f}, {high:.1f}] "
+                         f"| {versus} |")
+        return "\n".join(lines)
+    if result["study"] == "curve":
+        extra = [k for k in result["rows"][0] if k.endswith("_accuracy") or k.endswith("_wer")]
+        head = ["BL steps", f"{split} {metric}"] + extra + ["train s"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in result["rows"]:
+            lines.append("| " + " | ".join([str(row["steps"]), f"{100 * row[metric]:.1f}"]
+                                           + [f"{100 * row[k]:.1f}" for k in extra]
+                                           + [f"{row['train_seconds']:.0f}"]) + " |")
+        return "\n".join(lines)
+    head = ["diff steps", "learning rate", "pruning window", f"{split} {metric}", "bytes", "train s"]
+    lines = [f"{result['method']} {result['ratio']}x at generation 1, {split} split; BL at generation 1: "
+             + (f"{100 * result['BL_gen1']:.1f}" if result["BL_gen1"] is not None else "not run"), "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in result["rows"]:
+        rate = "task's" if row["learning_rate"] is None else f"{row['learning_rate']:g}"
+        lines.append(f"| {row['steps']} | {rate} | {row['window'][0]:g}-{row['window'][1]:g} | "
+                     f"{100 * row[metric]:.1f} | {row['bytes']} | {row['train_seconds']:.0f} |")
+    return "\n".join(lines)

@@ -25,11 +25,9 @@ default valid); the test split only reports, in the recipe's results.
 Each writes RUN_DIR/study-{curve,diff,seeds}.json and .md, and prints the table.
 """
 import argparse
-import copy
 import json
 import os
 import shutil
-import sys
 import time
 
 import tfdiff
@@ -37,8 +35,7 @@ from tfdiff import keras
 
 from .flywheel import Flywheel, FlywheelConfig, seed_row
 from .provenance import provenance
-from .report import write_report
-from .recipe import override
+from .report import study_markdown, write_report
 
 
 def _measure(task, model, gen, split):
@@ -110,8 +107,8 @@ def _bl_gen1(task, run_dir, bl_steps, split):
         return task.evaluate(model, 1, split)
 
 
-def seed_runs(task, run_dir, seeds, generations=2, workers=None):
-    """The run's first `generations` again with each seed in `seeds`; rows of every seed, 0 included."""
+def seed_runs(recipe, task, run_dir, seeds, generations=2, workers=None):
+    """The run's first `generations` of `recipe` again with each seed in `seeds`; rows of every seed, 0 included."""
     with open(os.path.join(run_dir, "config.json")) as f:
         saved = json.load(f)
     with open(os.path.join(run_dir, "results.json")) as f:
@@ -120,7 +117,6 @@ def seed_runs(task, run_dir, seeds, generations=2, workers=None):
         raise ValueError(f"{run_dir} has {len(base['generations'])} generations; the study needs {generations}")
     settings = json.loads(json.dumps(saved["settings"]))
     settings["flywheel"]["generations"] = generations
-    prepare = sys.modules[type(task).__module__].prepare
     per_seed = {0: base["generations"][:generations]}
     for seed in seeds:
         out = os.path.join(run_dir, "seeds", str(seed))
@@ -129,7 +125,7 @@ def seed_runs(task, run_dir, seeds, generations=2, workers=None):
         features = os.path.join(out, "features")  # the same corpus and frames: the same features
         if not os.path.exists(features) and os.path.isdir(os.path.join(run_dir, "features")):
             os.symlink(os.path.abspath(os.path.join(run_dir, "features")), features)
-        seeded = prepare(out, data_dir=saved["data"], scale=saved["scale"], seed=seed, settings=settings)
+        seeded = recipe.prepare(out, data_dir=saved["data"], scale=saved["scale"], seed=seed, settings=settings)
         flywheel = Flywheel(seeded, FlywheelConfig(**settings["flywheel"]), out, saved["scale"], workers=workers)
         per_seed[seed] = flywheel.run()["generations"]
         write_report(flywheel.results, out)
@@ -165,52 +161,16 @@ def _t_interval(values):
     return {"values": values, "mean": mean, "ci95": [mean - half, mean + half]}
 
 
-def markdown(result, metric):
-    """The study's table; metrics in %."""
-    split = result.get("split", "test")
-    if result["study"] == "seeds":
-        lines = [f"{metric} (%) on test over seeds {result['seeds']}: mean [95 % t-interval]; difference to the "
-                 "same seed's BL in points", "", f"| Gen | row | {metric} per seed | mean [95 %] | minus BL [95 %] |",
-                 "|---|---|---|---|---|"]
-        for row in result["rows"]:
-            spread = " / ".join(f"{100 * v:.1f}" for v in row["values"])
-            low, high = (100 * v for v in row["ci95"])
-            diff = row.get("minus_BL")
-            versus = (f"{100 * diff['mean']:+.1f} [{100 * diff['ci95'][0]:+.1f}, {100 * diff['ci95'][1]:+.1f}]"
-                      if diff else "-")
-            lines.append(f"| {row['gen']} | {row['key']} | {spread} | {100 * row['mean']:.1f} [{low:.1f}, {high:.1f}] "
-                         f"| {versus} |")
-        return "\n".join(lines)
-    if result["study"] == "curve":
-        extra = [k for k in result["rows"][0] if k.endswith("_accuracy") or k.endswith("_wer")]
-        head = ["BL steps", f"{split} {metric}"] + extra + ["train s"]
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for row in result["rows"]:
-            lines.append("| " + " | ".join([str(row["steps"]), f"{100 * row[metric]:.1f}"]
-                                           + [f"{100 * row[k]:.1f}" for k in extra]
-                                           + [f"{row['train_seconds']:.0f}"]) + " |")
-        return "\n".join(lines)
-    head = ["diff steps", "learning rate", "pruning window", f"{split} {metric}", "bytes", "train s"]
-    lines = [f"{result['method']} {result['ratio']}x at generation 1, {split} split; BL at generation 1: "
-             + (f"{100 * result['BL_gen1']:.1f}" if result["BL_gen1"] is not None else "not run"), "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in result["rows"]:
-        rate = "task's" if row["learning_rate"] is None else f"{row['learning_rate']:g}"
-        lines.append(f"| {row['steps']} | {rate} | {row['window'][0]:g}-{row['window'][1]:g} | "
-                     f"{100 * row[metric]:.1f} | {row['bytes']} | {row['train_seconds']:.0f} |")
-    return "\n".join(lines)
-
-
 def task_scale(run_dir):
     with open(os.path.join(run_dir, "config.json")) as f:
         return json.load(f)["scale"]
 
 
-def main(prepare, load_task, scales, prog, argv=None):
+def main(recipe, prog, argv=None):
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", help="a run directory of the recipe (made, synthetic, if it does not exist)")
-    parser.add_argument("--scale", default="demo", choices=sorted(scales),
+    parser.add_argument("--scale", default="demo", choices=sorted(recipe.scales),
                         help="the scale of a new run directory")
     parser.add_argument("study", choices=("curve", "diff", "seeds"))
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
@@ -236,26 +196,28 @@ def main(prepare, load_task, scales, prog, argv=None):
         if args.set:  # the run's models were made with its saved settings: a study reuses them
             parser.error(f"--set applies to a new run directory; {args.run_dir} has its settings in config.json. "
                          f"Received: --set {' '.join(args.set)}")
-        task = load_task(args.run_dir)
+        task = recipe.load_task(args.run_dir)
     else:
-        settings = copy.deepcopy(scales[args.scale])  # a copy: the recipe's SCALES stay as written
-        override(settings, args.set)
-        task = prepare(args.run_dir, synthetic=True, scale=args.scale, settings=settings)
+        try:
+            settings = recipe.settings(args.scale, args.set)
+        except ValueError as e:
+            parser.error(str(e))
+        task = recipe.prepare(args.run_dir, synthetic=True, scale=args.scale, settings=settings)
     if args.split not in getattr(task, "splits", ("test",)):
         splits = list(getattr(task, "splits", ("test",)))
         parser.error(f"this recipe's task has no {args.split!r} split (it has {splits}); "
                      f"pass --split test only to report, never to choose a setting. Received: --split {args.split}")
     if args.study == "seeds":
-        result = seed_runs(task, args.run_dir, range(1, args.seeds), args.generations, args.workers)
+        result = seed_runs(recipe, task, args.run_dir, range(1, args.seeds), args.generations, args.workers)
     elif args.study == "curve":
         result = bl_curve(task, args.run_dir, args.steps or [500, 1000, 2000, 3000], args.gen, args.split)
     else:
         windows = [tuple(float(x) for x in w.split(",")) for w in args.window]
         result = diff_grid(task, args.run_dir, args.steps or [150, 300], args.lr, windows, args.method,
-                           args.ratio, args.bl_steps or scales[task_scale(args.run_dir)]["flywheel"]["bl_steps"],
+                           args.ratio, args.bl_steps or recipe.scales[task_scale(args.run_dir)]["flywheel"]["bl_steps"],
                            args.split)
     result["metric"], result["provenance"] = task.metric, {**record, "seeds": [getattr(task, "seed", 0)]}
-    table = markdown(result, task.metric)
+    table = study_markdown(result, task.metric)
     name = os.path.join(args.run_dir, f"study-{args.study}")
     with open(name + ".json", "w") as f:
         json.dump(result, f, indent=2)

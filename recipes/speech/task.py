@@ -5,6 +5,9 @@ it; the README ("Your own task") shows a 30-line one. The flywheel owns the
 generations, the baselines, the diffs, conversion, the device apply and the
 results; the task owns data, model, training and measurement.
 """
+import json
+import os
+import shutil
 from typing import Any, Dict, List, Protocol, Tuple
 
 
@@ -37,3 +40,20 @@ class Task(Protocol):
 
     def evaluate_tflite(self, path: str, gen: int) -> Tuple[float, Dict[str, Any]]:
         """The metric of a .tflite model, run with LiteRT, and more row fields (latency_ms, rtf, ...)."""
+
+
+def load_task(prepare, run_dir, data_dir=None):
+    """The task of a finished run, to evaluate its models again: on the run's corpus, or on `data_dir`.
+
+    Another corpus is prepared in RUN_DIR/evaluate/<its name>, with the
+    run's settings and the run's vocabulary, so the models see their own tokens.
+    """
+    with open(os.path.join(run_dir, "config.json")) as f:
+        saved = json.load(f)
+    if data_dir is None:
+        return prepare(run_dir, data_dir=saved["data"], scale=saved["scale"], seed=saved["seed"],
+                       settings=saved["settings"])
+    work = os.path.join(run_dir, "evaluate", os.path.basename(os.path.normpath(data_dir)))
+    os.makedirs(work, exist_ok=True)
+    shutil.copyfile(os.path.join(run_dir, "vocab.txt"), os.path.join(work, "vocab.txt"))
+    return prepare(work, data_dir=data_dir, scale=saved["scale"], seed=saved["seed"], settings=saved["settings"])

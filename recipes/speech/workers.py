@@ -7,17 +7,13 @@ LSTM steps use a core poorly on their own, so `workers` processes with
 process using every core; docs/BENCHMARKS.md has the measured gain. The
 engine is the standard library's process pool (spawned, so no TensorFlow
 state is forked); each worker loads the run's task from its run directory
-(`recipe.load_task`), and the parent alone writes results.json, as rows
+(`task.load_task`), and the parent alone writes results.json, as rows
 finish. An interrupted run resumes with the rows still missing.
 """
 import contextlib
-import importlib
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
-
-_FLYWHEEL = None  # the worker process's own Flywheel
-
 
 # TensorFlow reads these when its runtime starts, which in a spawned worker may be while the
 # parent's main module is imported again, before any code of ours could call tf.config.
@@ -42,29 +38,20 @@ def process_pool(workers, threads=None, initializer=None, initargs=()):
                 os.environ[name] = value
 
 
-def run_concurrently(flywheel, pending):
-    """Yield (key, row) for each (key, job) of `pending` as workers finish them."""
+def run_concurrently(workers, threads, initializer, initargs, work, pending):
+    """Yield (key, work(job)) for each (key, job) of `pending` as worker processes finish them.
+
+    Each of min(workers, len(pending)) processes first runs
+    `initializer(*initargs)`; `initializer` and `work` are module-level
+    functions (the flywheel's), so a spawned process can find them. `threads`
+    per process, default the cores shared among the processes that will run
+    (a lone job gets them all).
+    """
     if not pending:
         return
-    workers = min(flywheel.workers, len(pending))
-    # The cores are shared among the processes that will run: a lone job (generation 0's BL) gets them all.
-    threads = flywheel.threads or max(1, (os.cpu_count() or 1) // workers)
-    recipe_module = type(flywheel.task).__module__
-    with process_pool(workers, threads, _start, (recipe_module, flywheel.run_dir, flywheel.scale,
-                                                 flywheel.config.get_config())) as pool:
-        futures = {pool.submit(_row, job): key for key, job in pending}
+    workers = min(workers, len(pending))
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    with process_pool(workers, threads, initializer, initargs) as pool:
+        futures = {pool.submit(work, job): key for key, job in pending}
         for future in as_completed(futures):
             yield futures[future], future.result()
-
-
-def _start(recipe_module, run_dir, scale, config):
-    """Worker initializer: the run's task and a Flywheel over it (results are written by the parent)."""
-    global _FLYWHEEL
-    from . import recipe
-    from .flywheel import Flywheel, FlywheelConfig
-    task = recipe.load_task(importlib.import_module(recipe_module).prepare, run_dir)
-    _FLYWHEEL = Flywheel(task, FlywheelConfig.from_config(config), run_dir, scale)
-
-
-def _row(job):
-    return _FLYWHEEL.row(job)

@@ -4,6 +4,10 @@ A tiny model (Embedding, LSTM, Dense) converted to .tflite, one sparse and one
 hash diff for it, and the .tflite each diff patches it into. tests/test_golden.py
 checks that today's code reads, writes and applies them byte for byte.
 The v1-*.tfdiff files are frozen: format v1 is read, never written.
+int8-base.tflite is a Dense model converted with dynamic-range int8 (weight
+map version 2: an int8 kernel, a float32 bias); int8-sparse.tfdiff is a
+sparse diff learned against its int8 weights (int8 entries for the kernel),
+int8-sparse-patched.tflite what it patches the base into (`make_int8`).
 METHOD.tfdiff-journal is what an apply of METHOD.tfdiff to base.tflite,
 killed at its commit point, leaves (`make_journals`); the v3-*.tfdiff-journal
 files, made the same way by the applier before journal format 4, are frozen.
@@ -46,17 +50,51 @@ def make():
         patched = os.path.join(HERE, f"{name}-patched.tflite")
         shutil.copyfile(os.path.join(HERE, "base.tflite"), patched)
         device.apply(patched, os.path.join(HERE, f"{name}.tfdiff"), allow_unsigned=True)
-        for suffix in (".tfdiff-state", ".tfdiff-lock", ".tfdiff-undo"):
-            os.unlink(patched + suffix)
+        remove_side_files(patched)
+    make_int8()
     make_journals()
 
 
-def make_journals():
-    for method in ("sparse", "hash"):
+def make_int8():
+    import device
+    import device.tflite
+    import tfdiff
+    from tfdiff import keras
+
+    keras.utils.set_random_seed(7)
+    features = keras.Input((64,), name="features")
+    model = keras.Model(features, keras.layers.Dense(32, name="dense")(features))
+    base_path = os.path.join(HERE, "int8-base.tflite")
+    device.convert(model, base_path, quantize="int8")
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(64, 64)).astype("float32")
+    y = rng.normal(size=(64, 32)).astype("float32")
+    diff_model = tfdiff.wrap(model, tfdiff.SparseDiff(compression=4.0, begin_step=0, end_step=8, frequency=2),
+                             int8=tfdiff.Int8Model.load(base_path))
+    diff_model.compile(keras.optimizers.Adam(0.01), "mse")
+    diff_model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=tfdiff.callbacks(diff_model))
+    diff = tfdiff.extract(diff_model, generation=1)
+    diff.graph_digest = device.tflite.graph_digest_of(base_path)
+    diff.save(os.path.join(HERE, "int8-sparse.tfdiff"))
+    patched = os.path.join(HERE, "int8-sparse-patched.tflite")
+    shutil.copyfile(base_path, patched)
+    device.apply(patched, os.path.join(HERE, "int8-sparse.tfdiff"), allow_unsigned=True)
+    remove_side_files(patched)
+
+
+def remove_side_files(model):
+    """The applier's state, lock and rollback record: the golden patched model is the file alone."""
+    import glob
+    for path in glob.glob(glob.escape(model) + ".tfdiff-*"):
+        os.unlink(path)
+
+
+def make_journals(methods=("sparse", "hash", "int8-sparse")):
+    for method in methods:
         with tempfile.TemporaryDirectory() as tmp:
             os.chmod(tmp, 0o755)
             model = os.path.join(tmp, "model.tflite")
-            shutil.copyfile(os.path.join(HERE, "base.tflite"), model)
+            shutil.copyfile(os.path.join(HERE, base_of(method)), model)
             diff = os.path.join(HERE, f"{method}.tfdiff")
             proc = subprocess.run([sys.executable, "-m", "device", "apply", model, diff, "--allow-unsigned",
                                    "--strategy", "inplace"],
@@ -67,5 +105,14 @@ def make_journals():
             shutil.copyfile(model + ".tfdiff-journal", os.path.join(HERE, f"{method}.tfdiff-journal"))
 
 
+def base_of(method):
+    """The golden base model a golden diff applies to."""
+    return "int8-base.tflite" if method.startswith("int8-") else "base.tflite"
+
+
 if __name__ == "__main__":
-    make()
+    if sys.argv[1:] == ["int8"]:  # only the int8 files: the others stay as they are
+        make_int8()
+        make_journals(("int8-sparse",))
+    else:
+        make()
