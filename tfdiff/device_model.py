@@ -13,6 +13,7 @@ import numpy as np
 
 from device.tflite import TFLiteFile
 
+from ._keras import keras
 from .model import fold, named_weights
 from .quantized import Int8Model
 
@@ -50,8 +51,6 @@ class DeviceModel:
         """The device's model after `diff`, checked against the diff's digests where the device checks them."""
         if self.int8 is None:
             return DeviceModel(fold(self.model, diff))
-        from ._keras import keras
-
         int8 = self.int8.patched(diff)
         return DeviceModel(int8.assign_to(keras.models.clone_model(self.model)), int8)
 
