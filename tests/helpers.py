@@ -1,4 +1,4 @@
-"""One helper runs a layer through everything a DiffWrapper promises."""
+"""Helpers shared by tests: a layer run through what a DiffWrapper promises, and who recorded a voice."""
 import numpy as np
 
 import tfdiff
@@ -44,3 +44,16 @@ def run_diff_layer_test(layer, method, input_shape, input_dtype="float32", vocab
              if not np.array_equal(w.numpy(), trainable[w.name])]
     assert moved, "no diff variable changed during fit"
     return base, diff_model, x
+
+
+# Who recorded what, written out here independently of recipes/speech/synth.py: a split that
+# is disjoint by voice name (kal vs kal16, flite slt vs festival's HTS slt) must still fail.
+SAME_PERSON = [{("flite", "kal"), ("flite", "kal16"), ("festival", "kal_diphone")},
+               {("flite", "slt"), ("festival", "cmu_us_slt_arctic_hts")}]
+
+
+def person(engine, voice):
+    for i, voices in enumerate(SAME_PERSON):
+        if (engine, voice) in voices:
+            return f"person{i}"
+    return voice.split("+")[1] if engine == "espeak-ng" else f"{engine}/{voice}"

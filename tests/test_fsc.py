@@ -13,25 +13,14 @@ from recipes.speech import features
 from recipes.speech.conditions import CONDITIONS
 from recipes.speech.synth import TRAINING_ENGINES, Augmentation, engine_identities, speaker_splits
 
+from tests.helpers import person
+
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("fsc") / "corpus"
     counts = generate(str(root), speakers=7, phrases_per_domain=2, seed=3, unseen_speakers=2)
     return root, counts
-
-
-# Who recorded what, written out here independently of recipes/speech/synth.py: a split that
-# is disjoint by voice name (kal vs kal16, flite slt vs festival's HTS slt) must still fail.
-SAME_PERSON = [{("flite", "kal"), ("flite", "kal16"), ("festival", "kal_diphone")},
-               {("flite", "slt"), ("festival", "cmu_us_slt_arctic_hts")}]
-
-
-def person(engine, voice):
-    for i, voices in enumerate(SAME_PERSON):
-        if (engine, voice) in voices:
-            return f"person{i}"
-    return voice.split("+")[1] if engine == "espeak-ng" else f"{engine}/{voice}"
 
 
 def test_phrasings_domains_and_person_disjoint_speakers():

@@ -24,7 +24,7 @@ def test_memory_stays_flat_over_hundreds_of_steps():
     vocabulary = run.build_vocabulary(texts, 40)
     config = rnnt_model.RnntConfig.demo(enc_layers=2, enc_units=32, pred_units=32, proj=32, embed_dim=8, joint_dim=32,
                                    vocab_size=len(vocabulary), time_reduction=2)
-    task = run.LibriTask(train, train[:2], feats, feats[:2], run.Pieces(vocabulary), config, batch=16,
+    task = run.LibriTask(train, {"test": (train[:2], feats[:2])}, feats, run.Pieces(vocabulary), config, batch=16,
                          fractions=[1.0])
     resident = {}
 

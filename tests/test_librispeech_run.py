@@ -1,4 +1,6 @@
-"""A tiny LibriSpeech flywheel under MirroredStrategy: two generations, a few steps, the device path checked."""
+"""A tiny LibriSpeech flywheel: under MirroredStrategy with the device path checked, its studies, and
+the same rows from worker processes as from one."""
+import json
 import os
 
 import pytest
@@ -6,17 +8,29 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def test_tiny_run_end_to_end(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
     from conftest import run_recipe_mirrored
 
-    out = tmp_path / "run"
+    out = tmp_path_factory.mktemp("librispeech") / "run"
     saved, table = run_recipe_mirrored("librispeech", out)
+    return out, saved, table
+
+
+def test_tiny_run_end_to_end(tiny_run):
+    out, saved, table = tiny_run
     assert saved["task"] == "librispeech" and len(saved["generations"]) == 2
     assert saved["strategy"] == "MirroredStrategy"
     gen0, gen1 = saved["generations"]
     assert gen0["hours"] <= gen1["hours"]
     assert {"BL", "BLC-sparse-4x", "BLC-hash-4x", "Diff-sparse-4x", "Diff-hash-4x"} <= set(gen1["rows"])
     for key, row in gen1["rows"].items():
+        # Every row: test WER (the table), valid WER (what studies choose by), a speaker-bootstrap interval.
+        assert 0 <= row["wer"] and "valid_wer" in row or key == "BLinf", key
+        assert row["ci95"][0] - 1e-9 <= row["wer"] <= row["ci95"][1] + 1e-9, key
+        if key != "BL":
+            low, high = row["minus_BL_ci95"]
+            assert low - 1e-9 <= row["wer"] - gen1["rows"]["BL"]["wer"] <= high + 1e-9, key
         if key.startswith("BLC"):
             assert row["steps"] == saved["flywheel"]["bl_steps"], key
         if key.startswith("Diff"):
@@ -38,3 +52,35 @@ def test_tiny_run_end_to_end(tmp_path):
     assert decoded["utterances"] == 2 and decoded["beam"] == 2
     assert decoded["models"]["Diff-sparse-4x"]["gen"] == 1
     assert os.path.exists(out / "decode-beam2.json") and "| BLinf | 0 |" in decode.table(decoded)
+
+
+def test_studies_measure_on_valid_by_default(tiny_run):
+    from recipes.librispeech import run
+    from recipes.speech import study
+
+    out, saved, _ = tiny_run
+    study.main(run.RECIPE, "study", [str(out), "curve", "--steps", "2"])
+    curve = json.load(open(out / "study-curve.json"))
+    assert curve["split"] == "valid" and curve["rows"][0]["wer"] >= 0  # the wer of the valid split
+    study.main(run.RECIPE, "study", [str(out), "diff", "--steps", "4", "--ratio", "4"])
+    grid = json.load(open(out / "study-diff.json"))
+    assert grid["split"] == "valid" and grid["BL_gen1"] == saved["generations"][1]["rows"]["BL"]["valid_wer"]
+
+
+def test_worker_processes_train_the_rows_one_process_would(tiny_run, tmp_path):
+    from recipes.librispeech import run
+    from recipes.speech.flywheel import Flywheel, FlywheelConfig
+
+    corpus = str(tiny_run[0] / "corpus")
+    config = {**run.SCALES["tiny"]["flywheel"], "methods": ("sparse",)}
+    results = {}
+    for workers in (2, 1):
+        out = str(tmp_path / f"workers{workers}")
+        task = run.prepare(out, data_dir=corpus, scale="tiny")
+        results[workers] = Flywheel(task, FlywheelConfig(**config), out, "tiny", workers=workers, threads=1).run()
+    for gen in (0, 1):
+        got, want = (results[w]["generations"][gen]["rows"] for w in (2, 1))
+        assert set(got) == set(want) and "BL" in want
+        for key in want:
+            for field in ("wer", "valid_wer", "bytes", "ci95", "minus_BL_ci95"):
+                assert got[key].get(field) == want[key].get(field), (gen, key, field)

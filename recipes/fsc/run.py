@@ -154,17 +154,17 @@ class FscTask:
         chosen = [u for u, k in zip(utterances, keep) if k]
         return feats[keep].astype(np.float32), data.labels(chosen, phrases), phrases
 
-    def correct(self, model, gen, split="test"):
+    def scores(self, model, gen, split="test"):
         """Per utterance of `split` (generation `gen`'s domains): 1.0 if its phrase was chosen."""
         feats, labels, phrases = self.test_set(gen, split)
         audio, text = slu_model.embed(model, feats, self.tokens(phrases))
         return (slu_model.nearest(audio, text) == labels).astype(np.float32)
 
     def evaluate(self, model, gen, split="test"):
-        return float(np.mean(self.correct(model, gen, split)))
+        return float(np.mean(self.scores(model, gen, split)))
 
     def groups(self, gen, split="test"):
-        """The speaker of each utterance `correct` scores: the unit the intervals resample."""
+        """The speaker of each utterance `scores` scores: the unit the intervals resample."""
         utterances, _ = self.corpus[split]
         return np.array([u.speaker for u in utterances if u.domain in self.domains(gen)])
 
@@ -190,8 +190,8 @@ class FscTask:
             start = time.perf_counter()
             audio.append(run(x, blank)[0])
             times.append((time.perf_counter() - start) * 1000)
-        correct = (slu_model.nearest(np.stack(audio), text) == labels).astype(np.float32)
-        return float(np.mean(correct)), {"latency_ms": float(np.median(times)), "correct": correct}
+        scores = (slu_model.nearest(np.stack(audio), text) == labels).astype(np.float32)
+        return float(np.mean(scores)), {"latency_ms": float(np.median(times)), "scores": scores}
 
 
 class TfliteSlu:

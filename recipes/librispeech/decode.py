@@ -26,7 +26,7 @@ def load_test_set(run_dir, limit=None):
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
     # The run's own test utterances, so its cached features are reused.
-    test = run.load_test_set(config["data"], config.get("settings", {}).get("test_utterances"))
+    test = run.load_held_out(config["data"], "test", config.get("settings", {}).get("test_utterances"))
     feats = run.compute_features(test, os.path.join(run_dir, "features", "test.npz"))
     pieces = run.Pieces(run.read_vocabulary(run_dir))
     rnnt = config["rnnt"]

@@ -147,12 +147,25 @@ def _merge(pool, history, score):
 
 def word_error_rate(references, hypotheses):
     """Total word edit distance over total reference words, on normalized text."""
-    errors = words = 0
-    for ref, hyp in zip(references, hypotheses, strict=True):
-        r, h = normalize(ref).split(), normalize(hyp).split()
-        errors += edit_distance(r, h)
-        words += len(r)
-    return errors / max(words, 1)
+    return error_rate(utterance_errors(references, hypotheses))
+
+
+def utterance_errors(references, hypotheses):
+    """[utterances, 2] float array: each utterance's word edit distance and reference words.
+
+    Example:
+
+    >>> scores = utterance_errors(["the cat sat", "a dog"], ["the cat", "a dog"])
+    >>> scores.tolist(), error_rate(scores)
+    ([[1.0, 3.0], [0.0, 2.0]], 0.2)
+    """
+    pairs = [(normalize(ref).split(), normalize(hyp).split()) for ref, hyp in zip(references, hypotheses, strict=True)]
+    return np.array([(edit_distance(r, h), len(r)) for r, h in pairs], np.float64).reshape(-1, 2)
+
+
+def error_rate(scores):
+    """The WER of `utterance_errors`' rows: total errors over total reference words."""
+    return float(scores[:, 0].sum() / max(scores[:, 1].sum(), 1))
 
 
 def normalize(text):
@@ -168,5 +181,5 @@ def edit_distance(a, b):
     return row[-1]
 
 
-__all__ = ["rnnt_loss", "lattice", "greedy_decode", "beam_search", "one_at_a_time", "word_error_rate", "normalize",
-           "edit_distance"]
+__all__ = ["rnnt_loss", "lattice", "greedy_decode", "beam_search", "one_at_a_time", "word_error_rate",
+           "utterance_errors", "error_rate", "normalize", "edit_distance"]

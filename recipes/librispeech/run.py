@@ -25,7 +25,7 @@ from tfdiff import keras
 import tensorflow as tf
 
 from . import data, model as rnnt_model
-from .rnnt import word_error_rate
+from .rnnt import error_rate, utterance_errors
 
 SCALES = {
     # Probed on this CPU (docs/RESULTS.md): characters (vocab_size 60), a bidirectional
@@ -33,6 +33,7 @@ SCALES = {
     "demo": dict(rnnt=dict(enc_layers=2, enc_units=96, enc_bidirectional=True, pred_units=96, proj=96, embed_dim=32,
                            joint_dim=96, vocab_size=60, time_reduction=2),
                  hours=16.0, speakers=150, text="grammar", batch=32, learning_rate=3e-3, test_utterances=500,
+                 valid_utterances=300,
                  flywheel=dict(generations=6, ratios=(10,), bl_steps=2000, diff_steps=500, blc_methods=("sparse",)),
                  augmentation={}),
     "paper": dict(rnnt={}, hours=None, speakers=None, batch=64, learning_rate=1e-3,
@@ -41,7 +42,7 @@ SCALES = {
                                 prune_frequency=100)),
     "tiny": dict(rnnt=dict(enc_layers=1, enc_units=16, pred_units=16, proj=16, embed_dim=8, joint_dim=16,
                            vocab_size=80), hours=0.01, speakers=4, text="grammar", batch=4, learning_rate=1e-3,
-                 test_utterances=10,
+                 test_utterances=10, valid_utterances=10,
                  flywheel=dict(generations=2, ratios=(4,), bl_steps=6, diff_steps=4,
                                prune_frequency=1), augmentation={}),
 }
@@ -50,36 +51,51 @@ TRAIN_SUBSETS = ("train-synth", "train-clean-100", "train-clean-360", "train-oth
 
 # -- data ----------------------------------------------------------------------
 def prepare_data(out, data_dir=None, synthetic=False, scale="demo", settings=None):
-    """(train utterances, test utterances): --data as given, or a corpus synthesized in RUN_DIR/corpus."""
+    """(root, train, {split: utterances}): --data as given, or a corpus synthesized in RUN_DIR/corpus.
+
+    The splits are "test" (what the tables report) and, where the corpus has
+    one, "valid" (what studies choose settings by): valid-synth, or
+    LibriSpeech's dev-clean.
+    """
+    settings = settings or SCALES[scale]
     if not data_dir:
         if not synthetic:
             raise ValueError("give --data DIR (a LibriSpeech directory) or --synthetic")
         data_dir = os.path.join(out, "corpus")
         if not os.path.exists(os.path.join(data_dir, "test-synth")):
             from .synth import generate
-            settings = settings or SCALES[scale]
             generate(data_dir, settings["hours"], speakers=settings["speakers"], text=settings.get("text", "grammar"),
                      augmentation=Augmentation.from_config(settings.get("augmentation") or {}))
     subsets = [s for s in TRAIN_SUBSETS if os.path.isdir(os.path.join(data_dir, s))]
     if not subsets:
         raise FileNotFoundError(f"no training subset ({', '.join(TRAIN_SUBSETS)}) under {data_dir}")
     train = [u for s in subsets for u in data.load_subset(data_dir, s)]
-    test = load_test_set(data_dir, (settings or SCALES[scale]).get("test_utterances"))
-    return data_dir, train, test
+    held_out = {split: load_held_out(data_dir, split, settings.get(f"{split}_utterances"))
+                for split in ("valid", "test")}
+    return data_dir, train, {split: u for split, u in held_out.items() if u is not None}
 
 
-def load_test_set(data_dir, utterances=None):
-    """test-synth for a synthesized corpus, test-clean for LibriSpeech (the paper's WER set).
+HELD_OUT = {  # split: (subset of a synthesized corpus, of LibriSpeech)
+    "valid": ("valid-synth", "dev-clean"),
+    "test": ("test-synth", "test-clean"),  # test-clean: the paper's WER set
+}
+
+
+def load_held_out(data_dir, split="test", utterances=None):
+    """The utterances of `split` ("valid" or "test"), or None for a valid split the corpus lacks.
 
     With `utterances`, that many, evenly strided through the sorted set, so
-    every test speaker keeps a share: a whole synthetic test set (a fifth of
+    every speaker keeps a share: a whole synthetic test set (a fifth of
     the hours) would cost more decoding than training.
     """
     synthetic = os.path.isdir(os.path.join(data_dir, "train-synth"))
-    test = data.load_subset(data_dir, "test-synth" if synthetic else "test-clean")
-    if utterances and len(test) > utterances:
-        test = [test[i] for i in np.linspace(0, len(test) - 1, utterances).round().astype(int)]
-    return test
+    subset = HELD_OUT[split][0 if synthetic else 1]
+    if split != "test" and not os.path.isdir(os.path.join(data_dir, subset)):
+        return None
+    held_out = data.load_subset(data_dir, subset)
+    if utterances and len(held_out) > utterances:
+        held_out = [held_out[i] for i in np.linspace(0, len(held_out) - 1, utterances).round().astype(int)]
+    return held_out
 
 
 # -- features --------------------------------------------------------------------
@@ -130,13 +146,19 @@ class Pieces:
 
 # -- the task the flywheel drives -------------------------------------------------
 class LibriTask:
-    name, metric = "librispeech", "wer"
-    splits = ("test",)  # no valid split yet: its studies must say --split test
+    """The flywheel's ASR task (recipes/speech/task.py): WER on `held_out[split]`, scored per utterance.
 
-    def __init__(self, train, test, train_feats, test_feats, pieces, config, batch, fractions, seed=0,
-                 learning_rate=1e-3):
-        self.train_set, self.test_set = train, test
-        self.train_feats, self.test_feats = train_feats, test_feats
+    `held_out` maps "test" (and "valid" where the corpus has it) to
+    (utterances, features).
+    """
+    name, metric = "librispeech", "wer"
+
+    def __init__(self, train, held_out, train_feats, pieces, config, batch, fractions, seed=0, learning_rate=1e-3):
+        if "test" not in held_out:
+            raise ValueError(f"the task needs a test split. Received: splits {sorted(held_out)}")
+        self.train_set, self.train_feats, self.held_out = train, train_feats, held_out
+        self.splits = tuple(s for s in ("valid", "test") if s in held_out)
+        self.test_set, self.test_feats = held_out["test"]
         self.pieces, self.config, self.batch, self.seed = pieces, config, batch, seed
         self.learning_rate = learning_rate
         index = {u.path: i for i, u in enumerate(train)}
@@ -181,17 +203,35 @@ class LibriTask:
         trainer.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0,
                     callbacks=list(callbacks) + [ProgressBar(steps, label)])
 
-    def evaluate(self, model, gen, split="test"):
+    def _split(self, split):
         if split not in self.splits:
-            raise ValueError(f"the LibriSpeech task has only the splits {self.splits}. Received: split={split!r}")
-        # The server's Keras models decode the test set as one batch; the device's .tflite below
+            raise ValueError(f"this LibriSpeech corpus has the splits {self.splits}. Received: split={split!r}")
+        return self.held_out[split]
+
+    def scores(self, model, gen, split="test"):
+        """[utterances, 2]: each utterance of `split`'s word errors and reference words (WER is their sums'
+        ratio), from greedy decoding of the Keras model."""
+        # The server's Keras models decode a split as one batch; the device's .tflite below
         # one utterance at a time, as a device would, which is what its real-time factor times.
+        utterances, feats = self._split(split)
         recognizer = rnnt_model.KerasRecognizer(model)
-        ids = rnnt_model.greedy_batch(recognizer, [f.astype(np.float32) for f in self.test_feats],
+        ids = rnnt_model.greedy_batch(recognizer, [f.astype(np.float32) for f in feats],
                                       self.config.pred_units, self.config.pred_layers)
-        return word_error_rate([u.text for u in self.test_set], [self.pieces.decode(i) for i in ids])
+        return utterance_errors([u.text for u in utterances], [self.pieces.decode(i) for i in ids])
+
+    def evaluate(self, model, gen, split="test"):
+        return error_rate(self.scores(model, gen, split))
+
+    def groups(self, gen, split="test"):
+        """The speaker of each utterance `scores` scores: the unit the intervals resample."""
+        return np.array([u.speaker for u in self._split(split)[0]])
+
+    def validate(self, model, gen):
+        """WER on the valid split, what studies choose by (nothing for a corpus without one)."""
+        return {"valid_wer": self.evaluate(model, gen, "valid")} if "valid" in self.splits else {}
 
     def evaluate_tflite(self, path, gen):
+        """Test WER of a .tflite under LiteRT, greedy, and {"rtf": real-time factor, "scores": per utterance}."""
         recognizer = rnnt_model.TfliteRecognizer(path)
         hypotheses, seconds = [], 0.0
         for feats in tqdm(self.test_feats, desc="decode", unit="utt", leave=False):
@@ -201,7 +241,8 @@ class LibriTask:
             seconds += time.perf_counter() - start
             hypotheses.append(self.pieces.decode(ids))
         audio = sum(u.seconds for u in self.test_set)
-        return word_error_rate([u.text for u in self.test_set], hypotheses), {"rtf": seconds / audio}
+        scores = utterance_errors([u.text for u in self.test_set], hypotheses)
+        return error_rate(scores), {"rtf": seconds / audio, "scores": scores}
 
 
 def length_bucketed(lengths, batch, rng, pool=32):
@@ -231,9 +272,10 @@ def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0, settings=
     settings = settings or SCALES[scale]
     config = (rnnt_model.RnntConfig(**settings["rnnt"]) if scale == "paper"
               else rnnt_model.RnntConfig.demo(**settings["rnnt"]))
-    root, train, test = prepare_data(out, data_dir, synthetic, scale, settings)
+    root, train, held_out = prepare_data(out, data_dir, synthetic, scale, settings)
     train_feats = compute_features(train, os.path.join(out, "features", "train.npz"))
-    test_feats = compute_features(test, os.path.join(out, "features", "test.npz"))
+    held_out = {split: (utterances, compute_features(utterances, os.path.join(out, "features", f"{split}.npz")))
+                for split, utterances in held_out.items()}
     vocab_path = os.path.join(out, "vocab.txt")
     if not os.path.exists(vocab_path):
         with open(vocab_path, "w") as f:
@@ -244,8 +286,8 @@ def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0, settings=
     fractions = [min(1.0, 0.5 + 0.1 * g) for g in range(generations)]
     recipe.save_config(out, {"rnnt": config.get_config(), "scale": scale, "data": root, "seed": seed,
                              "settings": settings})
-    return LibriTask(train, test, train_feats, test_feats, Pieces(vocabulary), config, settings["batch"],
-                     fractions, seed, settings["learning_rate"])
+    return LibriTask(train, held_out, train_feats, Pieces(vocabulary), config, settings["batch"], fractions, seed,
+                     settings["learning_rate"])
 
 
 RECIPE = recipe.Recipe("python -m recipes.librispeech.run", __doc__,

@@ -2,15 +2,17 @@
 
     OUT_DIR/train-synth/SPEAKER/CHAPTER/SPEAKER-CHAPTER-UTT.flac
     OUT_DIR/train-synth/SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt
-    OUT_DIR/test-synth/...   (other speakers)
+    OUT_DIR/valid-synth/...  (other speakers: what studies choose settings by)
+    OUT_DIR/test-synth/...   (other speakers again: what the tables report)
     OUT_DIR/speakers.csv, OUT_DIR/augmentation.json   who speaks, and how recordings were rendered
 
 Sentences come from a small grammar (the demo's) or from Debian's
 `fortunes` quotations (recipes/librispeech/text.py); speakers are
 espeak-ng and flite voices with their own pitch and tempo, and every
 recording is rendered under an augmentation policy (recipes/speech/synth.py).
-Train and test speakers are disjoint by person (80 / 20): no test speaker
-was heard in training, in any voice of any engine.
+Train, valid and test speakers are disjoint by person (70 / 10 / 20): no
+valid or test speaker was heard in training, in any voice of any engine,
+and valid shares no person with test.
 About H hours of training audio are written; nothing is downloaded.
 """
 import argparse
@@ -20,6 +22,7 @@ import os
 import random
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import soundfile
@@ -34,18 +37,31 @@ UTTERANCES_PER_CHAPTER = 20
 TEXTS = ("grammar", "fortunes")
 
 
-def generate(out_dir, hours, speakers=30, seed=0, test_fraction=0.2, text="grammar", workers=2,
+def generate(out_dir, hours, speakers=30, seed=0, test_fraction=0.2, valid_fraction=0.1, text="grammar", workers=2,
              augmentation=Augmentation()):
-    """Write the corpus, its recordings rendered under `augmentation`; returns {subset: (utterances, seconds)}."""
+    """Write the corpus, its recordings rendered under `augmentation`; returns {subset: (utterances, seconds)}.
+
+    `test_fraction` and `valid_fraction` of the speakers (at least one each)
+    speak the test and valid subsets, each about that fraction of `hours`.
+    """
     require_engines(["espeak-ng", "flite"])
-    if speakers < 2:
-        raise ValueError(f"need at least 2 speakers for a speaker-disjoint split. Received: speakers={speakers}")
+    if speakers < 3:
+        raise ValueError(f"need at least 3 speakers for train, valid and test disjoint by person. "
+                         f"Received: speakers={speakers}")
     if text not in TEXTS:
         raise ValueError(f"`text` must be one of {TEXTS}. Received: text={text!r}")
     n_test = max(1, round(test_fraction * speakers))
-    split = speaker_splits({"train-synth": speakers - n_test, "test-synth": n_test}, seed=seed, prefix="")
+    n_valid = max(1, round(valid_fraction * speakers))
+    if n_test + n_valid >= speakers:
+        raise ValueError(f"test and valid leave no training speaker. Received: speakers={speakers}, "
+                         f"test_fraction={test_fraction}, valid_fraction={valid_fraction}")
+    split = speaker_splits({"train-synth": speakers - n_test - n_valid, "valid-synth": n_valid,
+                            "test-synth": n_test}, seed=seed, prefix="", training=("train-synth",))
+    # LibriSpeech ids are numbers; speakers.csv names the ids the corpus's folders have.
+    split = {name: [replace(s, id=str(100 + int(s.id))) for s in members] for name, members in split.items()}
     next_text = _text_source(text, seed)
-    budgets = {"train-synth": hours * 3600, "test-synth": max(hours * 3600 * test_fraction, 60)}
+    budgets = {"train-synth": hours * 3600, "valid-synth": max(hours * 3600 * valid_fraction, 60),
+               "test-synth": max(hours * 3600 * test_fraction, 60)}
     counts = {}
     os.makedirs(out_dir, exist_ok=True)
     write_speakers(os.path.join(out_dir, "speakers.csv"), split)
@@ -57,7 +73,7 @@ def generate(out_dir, hours, speakers=30, seed=0, test_fraction=0.2, text="gramm
             with tqdm(total=int(budgets[subset]), desc=subset, unit="s") as bar:
                 while seconds < budgets[subset]:
                     speaker = members[turn % len(members)]
-                    speaker_id = str(100 + int(speaker.id))  # LibriSpeech ids are numbers
+                    speaker_id = speaker.id
                     chapter = str(1000 + turn // len(members))
                     folder = os.path.join(out_dir, subset, speaker_id, chapter)
                     os.makedirs(folder, exist_ok=True)

@@ -42,7 +42,7 @@ import tfdiff
 from device.applier import installed_generation
 from tfdiff import keras
 
-from .intervals import bootstrap, paired
+from .intervals import bootstrap, metric, paired
 from .provenance import provenance
 from .task import Task
 from .workers import run_concurrently
@@ -196,7 +196,7 @@ class Flywheel:
             self._convert(self._load_model("BL", 0), self.base_tflite)
         if "BLinf" not in self._row(0):
             value, extras = self.task.evaluate_tflite(self.base_tflite, 0)
-            self._scores(0, "BLinf", extras.pop("correct", None))
+            self._scores(0, "BLinf", extras.pop("scores", None))
             self._record(0, "BLinf", {self.task.metric: value, **extras,
                                       "tflite_bytes": os.path.getsize(self.base_tflite)})
         self._intervals(0)
@@ -241,10 +241,10 @@ class Flywheel:
     def _scores_path(self, key, gen):
         return os.path.join(self.run_dir, "scores", f"{key}-g{gen}.npy")
 
-    def _scores(self, gen, key, correct):
-        """Keep the per-utterance test scores of a row, for its interval."""
-        if correct is not None:
-            np.save(self._scores_path(key, gen), np.asarray(correct, np.float32))
+    def _scores(self, gen, key, scores):
+        """Keep the per-utterance test scores of a row (recipes/speech/intervals.py), for its interval."""
+        if scores is not None:
+            np.save(self._scores_path(key, gen), np.asarray(scores, np.float32))
 
     def _intervals(self, gen):
         """95 % intervals of generation `gen`'s rows (bootstrap over test speakers), and of each row's
@@ -283,15 +283,15 @@ class Flywheel:
         return {**self._tflite_measured(path, gen, key), "keras_" + self.task.metric: self.task.evaluate(model, gen)}
 
     def _keras_metric(self, model, gen, key):
-        if not hasattr(self.task, "correct"):
+        if not hasattr(self.task, "scores"):
             return self.task.evaluate(model, gen)
-        correct = self.task.correct(model, gen)
-        self._scores(gen, key, correct)
-        return float(np.mean(correct))
+        scores = self.task.scores(model, gen)
+        self._scores(gen, key, scores)
+        return metric(scores)
 
     def _tflite_measured(self, path, gen, key):
         value, extras = self.task.evaluate_tflite(path, gen)
-        self._scores(gen, key, extras.pop("correct", None))
+        self._scores(gen, key, extras.pop("scores", None))
         return {self.task.metric: value}
 
     def _held_out(self, model, gen):
@@ -346,7 +346,7 @@ class Flywheel:
         device.apply(device_model, diff_path, allow_unsigned=True)  # the server checks its own diff
         apply_seconds = time.time() - start
         value, extras = self.task.evaluate_tflite(device_model, gen)
-        self._scores(gen, key, extras.pop("correct", None))
+        self._scores(gen, key, extras.pop("scores", None))
         params = sum(v.size for v in tfdiff.named_weights(previous).values())
         exact = {"device_matches_fold": server.matches(device_model)}
         # bytes as saved (unsigned); the budget holds the 68-byte signature too.

@@ -19,7 +19,14 @@ class Task(Protocol):
     - `convert(model, path)`: write the model's .tflite when it needs more
       than `device.convert(model, path)` (several signatures, for example);
     - `robustness(model, gen) -> {field: value}`: extra measurements on data
-      no training saw (the FSC task: voices of an unseen synthesizer).
+      no training saw (the FSC task: voices of an unseen synthesizer);
+    - `splits`, `validate(model, gen) -> {"valid_<metric>": value, ...}`: the
+      held-out splits `evaluate(model, gen, split)` accepts, and the valid
+      measurements every row records (what studies choose settings by);
+    - `scores(model, gen)` and `groups(gen)`: the test metric per utterance
+      ([n], or [n, 2] for a ratio such as WER, recipes/speech/intervals.py)
+      and each utterance's speaker, for the rows' 95 % intervals; then
+      `evaluate_tflite` also returns the scores, under "scores".
     """
 
     name: str  # the task's name in results.json
