@@ -3,6 +3,9 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# Two xdist workers share two cores: TensorFlow's default of one intra-op thread per core in each
+# oversubscribes them (its thread pools spin while they wait). Subprocesses inherit this.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pytest

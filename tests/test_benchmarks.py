@@ -15,7 +15,7 @@ def test_every_part_on_tiny_inputs(tiny_fsc_run, tiny_fsc_int8_run, tmp_path):
     saved = json.load(open(tmp_path / "benchmarks.json"))
     assert saved == json.loads(json.dumps(report))
     methods = {row["method"] for row in saved["wire"]}
-    assert {"tflite raw", "tflite zstd-19", "bsdiff4", "tfdiff sparse-8x", "tfdiff hash-4x",
+    assert {"tflite raw", "tflite zstd-19", "bsdiff4", "tfdiff sparse-8x", "tfdiff hash-8x",
             "post-hoc top-k 8x"} <= methods
     for row in saved["wire"]:
         assert set(row) == {"gen", "method", "bytes", "accuracy"}

@@ -19,6 +19,7 @@ from recipes.speech import features as speech_features
 from recipes.speech import recipe
 from recipes.speech.conditions import CONDITIONS
 from recipes.speech.distribute import shard_by_data
+from recipes.speech import intervals
 from recipes.speech.synth import Augmentation
 from recipes.speech.training import HoldDecay, ProgressBar
 from tfdiff import keras
@@ -47,7 +48,7 @@ SCALES = {
     # The test suite's: the whole pipeline in seconds.
     "tiny": dict(slu=dict(speech_layers=1, speech_units=32, text_units=32, embed_dim=16, proj_dim=32,
                           vocab_size=120, frames=60, batch_size=16),
-                 flywheel=dict(generations=2, ratios=(4, 8), bl_steps=12, diff_steps=8, prune_frequency=2,
+                 flywheel=dict(generations=2, ratios=(8,), bl_steps=12, diff_steps=8, prune_frequency=2,
                                budget="coded"),
                  speakers=6, augmentation={}),
 }
@@ -161,7 +162,7 @@ class FscTask:
         return (slu_model.nearest(audio, text) == labels).astype(np.float32)
 
     def evaluate(self, model, gen, split="test"):
-        return float(np.mean(self.scores(model, gen, split)))
+        return intervals.metric(self.scores(model, gen, split))
 
     def groups(self, gen, split="test"):
         """The speaker of each utterance `scores` scores: the unit the intervals resample."""
@@ -191,7 +192,7 @@ class FscTask:
             audio.append(run(x, blank)[0])
             times.append((time.perf_counter() - start) * 1000)
         scores = (slu_model.nearest(np.stack(audio), text) == labels).astype(np.float32)
-        return float(np.mean(scores)), {"latency_ms": float(np.median(times)), "scores": scores}
+        return intervals.metric(scores), {"latency_ms": float(np.median(times)), "scores": scores}
 
 
 class TfliteSlu:

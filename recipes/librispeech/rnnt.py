@@ -17,6 +17,8 @@ label length hold unused values, as alpha only flows toward larger u.
 """
 import numpy as np
 
+from recipes.speech import intervals
+
 from tfdiff import keras  # noqa: F401  (selects tf_keras before TensorFlow loads)
 import tensorflow as tf
 
@@ -147,7 +149,7 @@ def _merge(pool, history, score):
 
 def word_error_rate(references, hypotheses):
     """Total word edit distance over total reference words, on normalized text."""
-    return error_rate(utterance_errors(references, hypotheses))
+    return intervals.metric(utterance_errors(references, hypotheses))
 
 
 def utterance_errors(references, hypotheses):
@@ -156,16 +158,11 @@ def utterance_errors(references, hypotheses):
     Example:
 
     >>> scores = utterance_errors(["the cat sat", "a dog"], ["the cat", "a dog"])
-    >>> scores.tolist(), error_rate(scores)
+    >>> scores.tolist(), intervals.metric(scores)
     ([[1.0, 3.0], [0.0, 2.0]], 0.2)
     """
     pairs = [(normalize(ref).split(), normalize(hyp).split()) for ref, hyp in zip(references, hypotheses, strict=True)]
     return np.array([(edit_distance(r, h), len(r)) for r, h in pairs], np.float64).reshape(-1, 2)
-
-
-def error_rate(scores):
-    """The WER of `utterance_errors`' rows: total errors over total reference words."""
-    return float(scores[:, 0].sum() / max(scores[:, 1].sum(), 1))
 
 
 def normalize(text):
@@ -182,4 +179,4 @@ def edit_distance(a, b):
 
 
 __all__ = ["rnnt_loss", "lattice", "greedy_decode", "beam_search", "one_at_a_time", "word_error_rate",
-           "utterance_errors", "error_rate", "normalize", "edit_distance"]
+           "utterance_errors", "normalize", "edit_distance"]

@@ -19,13 +19,14 @@ import device
 from recipes.speech import features as speech_features
 from recipes.speech import recipe
 from recipes.speech.distribute import shard_by_data
+from recipes.speech import intervals
 from recipes.speech.synth import Augmentation
 from recipes.speech.training import HoldDecay, ProgressBar
 from tfdiff import keras
 import tensorflow as tf
 
 from . import data, model as rnnt_model
-from .rnnt import error_rate, utterance_errors
+from .rnnt import utterance_errors
 
 SCALES = {
     # Probed on this CPU (docs/RESULTS.md): characters (vocab_size 60), a bidirectional
@@ -220,7 +221,7 @@ class LibriTask:
         return utterance_errors([u.text for u in utterances], [self.pieces.decode(i) for i in ids])
 
     def evaluate(self, model, gen, split="test"):
-        return error_rate(self.scores(model, gen, split))
+        return intervals.metric(self.scores(model, gen, split))
 
     def groups(self, gen, split="test"):
         """The speaker of each utterance `scores` scores: the unit the intervals resample."""
@@ -242,7 +243,7 @@ class LibriTask:
             hypotheses.append(self.pieces.decode(ids))
         audio = sum(u.seconds for u in self.test_set)
         scores = utterance_errors([u.text for u in self.test_set], hypotheses)
-        return error_rate(scores), {"rtf": seconds / audio, "scores": scores}
+        return intervals.metric(scores), {"rtf": seconds / audio, "scores": scores}
 
 
 def length_bucketed(lengths, batch, rng, pool=32):

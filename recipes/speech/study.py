@@ -40,10 +40,12 @@ from .report import study_markdown, write_report
 
 def _measure(task, model, gen, split):
     """{metric: value on `split`}, with valid's recording conditions when measuring on valid."""
-    row = {task.metric: task.evaluate(model, gen, split)}
     if split == "valid" and hasattr(task, "validate"):
-        row.update({k: v for k, v in task.validate(model, gen).items() if k != f"valid_{task.metric}"})
-    return row
+        # validate measures valid itself among its keys: each split is measured once.
+        measured = task.validate(model, gen)
+        if f"valid_{task.metric}" in measured:
+            return {task.metric: measured.pop(f"valid_{task.metric}"), **measured}
+    return {task.metric: task.evaluate(model, gen, split)}
 
 
 def bl_curve(task, run_dir, steps_list, gen=0, split="valid"):
