@@ -23,7 +23,9 @@ LAYERS = {
 
 
 @pytest.mark.parametrize("method", [SPARSE, HASH], ids=["sparse", "hash"])
-@pytest.mark.parametrize("kind", sorted(LAYERS))
+# The bidirectional LSTM takes ten seconds a case: the full suite's, not the fast part's.
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k == "bidirectional" else k
+                                  for k in sorted(LAYERS)])
 def test_layer_identity_frozen_base_and_training(kind, method):
     make, shape, kwargs = LAYERS[kind]
     base, diff_model, x = run_diff_layer_test(make(), method, shape, **kwargs)
@@ -88,6 +90,7 @@ def test_a_diff_spends_at_least_90_percent_of_its_byte_budget(method):
     assert diff.cut_values == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sparse", "hash"])
 def test_a_coded_budget_is_spent_after_entropy_coding(kind):
     """budget="coded": the file, LZMA2-coded and signed, fills at least 97 % of 4N / compression bytes with
@@ -268,6 +271,7 @@ def test_compress_baseline_trains_a_fresh_model_under_the_budget(method):
         assert len(np.unique(kernel)) <= kernel.size // 2
 
 
+@pytest.mark.slow
 def test_compress_baseline_prunes_a_bidirectional_rnn_as_its_two_layers():
     """tfmot's registry has no Bidirectional; BLC prunes its forward and backward kernels, not its biases."""
     keras.utils.set_random_seed(0)

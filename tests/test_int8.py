@@ -191,6 +191,7 @@ def test_a_float_diff_is_refused_by_an_int8_model_and_the_reverse(tmp_path):
     assert run_cli("apply", tmp_path / "float.tflite", tmp_path / "float.tfdiff", "--allow-unsigned").returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["sparse", "hash"])
 def test_int8_diff_trains_through_fake_quantization_and_ships_int8_deltas(tmp_path, method):
     keras.utils.set_random_seed(0)
