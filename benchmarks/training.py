@@ -1,7 +1,7 @@
 """Training overhead: `fit` step time with DiffWrapper against the plain model.
 
 The FSC demo model, one fixed batch of features, the same trainer and
-optimizer; the three variants run interleaved in one process, and each
+optimizer; the variants run interleaved in one process, and each
 figure is the median step time after a warm-up.
 """
 import time
@@ -38,7 +38,8 @@ def run(steps=60, warmup=10, rounds=3, tiny=False):
     variants = {"plain": base,
                 "sparse": tfdiff.wrap(base, tfdiff.SparseDiff(compression=20.0, begin_step=0,
                                                               end_step=steps * rounds, frequency=10)),
-                "hash": tfdiff.wrap(base, tfdiff.HashDiff(compression=20.0, num_hashes=3))}
+                "hash": tfdiff.wrap(base, tfdiff.HashDiff(compression=20.0, num_hashes=3)),
+                "lowrank": tfdiff.wrap(base, tfdiff.LowRankDiff(compression=20.0))}
     trainers, timers = {}, {}
     for name, model in variants.items():
         trainer = slu_model.TripletTrainer(model, phrases, config)
@@ -52,6 +53,6 @@ def run(steps=60, warmup=10, rounds=3, tiny=False):
                         callbacks=[timers[name]] + tfdiff.callbacks(variants[name]))
             del timers[name].times[before:before + warmup]
     median = {name: float(np.median(t.times)) for name, t in timers.items()}
-    return {"step_seconds": median, "ratio": {"sparse": median["sparse"] / median["plain"],
-                                              "hash": median["hash"] / median["plain"]},
+    return {"step_seconds": median, "ratio": {name: median[name] / median["plain"] for name in median
+                                              if name != "plain"},
             "batch": config.batch_size, "steps_measured": steps * rounds}

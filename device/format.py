@@ -7,12 +7,15 @@ Layout of version 2, written today (docs/FORMAT.md has the prose):
              | u8 coding (0 raw, 1 LZMA2) | u32 entries' raw length
     entries  the entries, raw or LZMA2-compressed (raw stream, preset 9e)
     entry    u16 name length | name (utf-8) | u8 rank | u32 dims[rank]
-             | u8 method | [hash: u32 seed | u8 num_hashes]
+             | u8 method | [hash: u32 seed | u8 num_hashes] [lowrank: u32 inner]
              | u8 value dtype | u32 count | payload
                value dtype: 1 float16, 2 float32, 3 int8 (deltas in quantized units,
                only on the int8 weights of a quantized model: device/patch.py)
                sparse payload: u32 index-block bytes | LEB128 gaps | values
                hash payload:   values (the table A)
+               lowrank payload: values: A (rows x inner) then B (inner x columns),
+                 row-major, rows x columns the weight as a matrix (device/patch.py
+                 matrix_dims); 1 <= inner <= min(rows, columns)
     trailer  32B sha256 of all the bytes above
     [sig]    "SIG1" | 64B Ed25519 signature of all the bytes above "SIG1"
 
@@ -34,11 +37,12 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .files import write_atomic
+from .patch import matrix_dims
 
 MAGIC = b"TFDIFF"
 VERSION = 2
 VERSIONS = (1, 2)
-METHODS = {1: "sparse", 2: "hash"}
+METHODS = {1: "sparse", 2: "hash", 3: "lowrank"}
 METHOD_IDS = {name: code for code, name in METHODS.items()}
 VALUE_DTYPES = {1: np.float16, 2: np.float32, 3: np.int8}
 VALUE_DTYPE_IDS = {np.dtype(t): code for code, t in VALUE_DTYPES.items()}
@@ -48,6 +52,7 @@ _HEADER = struct.Struct("<6sHI32s32s32sI")
 UNBOUND = b"\0" * 32  # the graph digest of a diff not bound to one .tflite graph
 _HEADER_V1 = struct.Struct("<6sHBBII32s32sI")
 _HASH_FIELDS = struct.Struct("<IB")
+_LOWRANK_FIELDS = struct.Struct("<I")
 _CODING = struct.Struct("<BI")
 # Entropy coding of the entries: LZMA2 in a raw stream (no container bytes).
 # Values and LEB128 gaps are far from random, and the bytes saved carry
@@ -74,7 +79,10 @@ class Entry:
     """The diff of one Keras weight.
 
     `indices` (sparse only) are sorted row-major positions in the weight;
-    `values` are the stored numbers, exactly as fold and apply use them.
+    `values` are the stored numbers, exactly as fold and apply use them;
+    `seed` and `num_hashes` (hash only) name the hash functions; `inner`
+    (lowrank only) is r, the inner dimension of the factors A (rows x r)
+    and B (r x columns) that `values` holds, in that order.
     """
 
     name: str
@@ -84,6 +92,7 @@ class Entry:
     indices: Optional[np.ndarray] = None
     seed: int = 0
     num_hashes: int = 0
+    inner: int = 0
 
     @property
     def size(self):
@@ -185,7 +194,7 @@ def read_bounded(path, max_bytes=None):
 # -- entries -----------------------------------------------------------------
 def entry_header_bytes(name, rank, method):
     """Bytes an entry costs before its indices and values: name, shape, method, counts."""
-    method_fields = 1 + (4 if method == "sparse" else _HASH_FIELDS.size)
+    method_fields = 1 + {"sparse": 4, "hash": _HASH_FIELDS.size, "lowrank": _LOWRANK_FIELDS.size}[method]
     return 2 + len(name.encode("utf-8")) + 1 + 4 * rank + method_fields + 1 + 4
 
 
@@ -213,6 +222,8 @@ def _entry_head(entry, version):
         parts.append(struct.pack("<B", METHOD_IDS[entry.method]))
         if entry.method == "hash":
             parts.append(_HASH_FIELDS.pack(entry.seed, entry.num_hashes))
+        elif entry.method == "lowrank":
+            parts.append(_LOWRANK_FIELDS.pack(entry.inner))
     parts.append(struct.pack("<BI", dtype_id, values.size))
     if entry.method == "sparse":
         gaps = encode_gaps(entry.indices)
@@ -254,6 +265,8 @@ def _read_entry(r, version, header_fields, index):
         method, seed, num_hashes = _method(method_id), 0, 0
         if method == "hash":
             seed, num_hashes = r.unpack(_HASH_FIELDS.format[1:], f"entry {name} hash fields")
+        elif method == "lowrank":
+            (inner,) = r.unpack(_LOWRANK_FIELDS.format[1:], f"entry {name} lowrank fields")
     if method == "hash" and num_hashes < 1:
         raise DiffFormatError(f"entry {name}: hash diff with zero hash functions")
     dtype_id, count = r.unpack("BI", f"entry {name} value header")
@@ -267,13 +280,20 @@ def _read_entry(r, version, header_fields, index):
         indices = decode_gaps(bytes(r.take(gap_bytes, f"entry {name} indices")), count, name)
         if count and indices[-1] >= size:
             raise DiffFormatError(f"entry {name}: index {indices[-1]} is outside shape {shape}")
-    elif not 1 <= count <= size:
+    elif method == "hash" and not 1 <= count <= size:
         raise DiffFormatError(f"entry {name}: hash table of {count} values for {size} weights")
+    elif method == "lowrank":
+        if dtype.kind != "f":
+            raise DiffFormatError(f"entry {name}: low-rank factors must be float16 or float32")
+        rows, cols = matrix_dims(shape)
+        if not 1 <= inner <= min(rows, cols) or count != inner * (rows + cols):
+            raise DiffFormatError(f"entry {name}: low-rank factors of inner dimension {inner} and {count} values "
+                                  f"for a {rows}x{cols} weight")
     raw = r.take(count * dtype.itemsize, f"entry {name} values")
     values = np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="))
     if values.dtype.kind == "f" and not np.isfinite(values.sum(dtype=np.float64) * 0):  # no temporary array
         raise DiffFormatError(f"entry {name}: values are not all finite")
-    return Entry(name, tuple(shape), method, values, indices, seed, num_hashes)
+    return Entry(name, tuple(shape), method, values, indices, seed, num_hashes, inner if method == "lowrank" else 0)
 
 
 # -- stream and bytes layers --------------------------------------------------

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from .digest import WeightsHasher
-from .patch import patch_mismatch, patched_values
+from .patch import changes_every_element, patch_mismatch, patched_values
 from .tflite import TFLiteFile
 from .weightmap import DTYPES
 
@@ -59,7 +59,7 @@ def in_place_bytes(diff, weight_sizes):
     total = 0.0
     for name, entries in _grouped(diff).items():
         count, itemsize = weight_sizes[name]
-        changed = count if any(e.method == "hash" for e in entries) else _changed(entries).size
+        changed = count if any(map(changes_every_element, entries)) else _changed(entries).size
         pages = -(-count * itemsize // _PAGE)
         share = 1.0 - (1.0 - changed / max(1, count)) ** (_PAGE // itemsize)
         total += itemsize * changed + _PAGE * pages * share
@@ -74,8 +74,8 @@ def _grouped(diff):
 
 
 def _changed(entries):
-    """Ascending positions a weight's entries change; None for every position (a hash entry changes them all)."""
-    if any(e.method == "hash" for e in entries):
+    """Ascending positions a weight's entries change; None for every position (a hash or low-rank entry)."""
+    if any(map(changes_every_element, entries)):
         return None
     if len(entries) == 1:
         return np.asarray(entries[0].indices)
@@ -86,7 +86,7 @@ def _new_values(entries, changed, old):
     """The values the entries, in order, give the elements at `changed` (None: all) that held `old`."""
     values = old.copy()
     for entry in entries:
-        if entry.method == "hash":  # then `changed` is None: the whole weight, in order
+        if changes_every_element(entry):  # then `changed` is None: the whole weight, in order
             values = patched_values(entry, values, np.arange(values.size, dtype=np.uint32))
         else:
             if changed is None:

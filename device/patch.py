@@ -7,6 +7,11 @@ order, with no reductions whose order a library could choose.
 
     sparse: w' = w + float32(delta)
     hash:   w' = w + |w| * ((A[h_0(p)] + A[h_1(p)]) + ... + A[h_{K-1}(p)])
+    lowrank: w'[i, j] = w[i, j] + ((A[i, 0] * B[0, j] + A[i, 1] * B[1, j]) + ... + A[i, r-1] * B[r-1, j])
+
+(lowrank: the weight seen as a matrix of `matrix_dims` rows and columns,
+each product rounded to float32 before it is added, terms in order of the
+inner index: no BLAS call, whose summation order varies by machine).
 
 The int8 weights of a quantized model (`device.convert(..., quantize="int8")`)
 take int8 deltas in quantized units, in integer arithmetic that saturates at
@@ -34,6 +39,9 @@ def patch_mismatch(entry, weight_dtype):
     if weight_dtype == "int8" and entry.method == "sparse" and entry.values.dtype != np.int8:
         return (f"weight {entry.name} is int8 in this model, but the diff holds {entry.values.dtype} "
                 f"{entry.method} values for it: a diff made for a float32 model")
+    if weight_dtype == "int8" and entry.method == "lowrank":
+        return (f"weight {entry.name} is int8 in this model, and low-rank diffs patch float32 weights only: "
+                "a diff made for a float32 model")
     if weight_dtype != "int8" and entry.values.dtype == np.int8:
         return (f"weight {entry.name} is float32 in this model, but the diff holds int8 deltas for it: "
                 "a diff made for an int8 model")
@@ -44,7 +52,7 @@ def patched_values(entry, base_values, positions):
     """New float32 values of some elements of one weight.
 
     Args:
-        entry: a `device.format.Entry` (method "sparse" or "hash").
+        entry: a `device.format.Entry` (method "sparse", "hash" or "lowrank").
         base_values: the current values of those elements: float32, or
             int8 for a quantized weight (then the entry holds int8 deltas).
         positions: int array, their row-major positions in the Keras weight;
@@ -79,7 +87,47 @@ def patched_values(entry, base_values, positions):
             block = slice(start, start + _BLOCK)
             out[block] = _hash_patched(entry, table, base_values[block], positions[block], int8)
         return out
+    if entry.method == "lowrank":
+        return _lowrank_patched(entry, np.asarray(base_values, dtype=np.float32), np.asarray(positions, np.int64))
     raise ValueError(f"unknown diff method {entry.method!r}")
+
+
+def changes_every_element(entry):
+    """Whether the entry patches every element of its weight (a hash or low-rank entry), not listed positions."""
+    return entry.method != "sparse"
+
+
+def matrix_dims(shape):
+    """(rows, columns) of a weight seen as a matrix: its last axis against all the others.
+
+    A Dense kernel (in, out) stays as it is, a Conv1D kernel (k, in, out)
+    is (k * in, out), an Embedding (vocab, dim) is itself; a vector (n,)
+    is one row.
+    """
+    shape = tuple(int(d) for d in shape)
+    cols = shape[-1] if shape else 1
+    return (int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1), cols
+
+
+def factors(entry):
+    """(A, B) of a low-rank entry as float32 matrices: A is rows x inner, B inner x columns (row-major, A first)."""
+    rows, cols = matrix_dims(entry.shape)
+    values = entry.values.astype(np.float32)
+    split = rows * entry.inner
+    return values[:split].reshape(rows, entry.inner), values[split:].reshape(entry.inner, cols)
+
+
+def _lowrank_patched(entry, base_values, positions):
+    a, b = factors(entry)
+    out = np.empty(base_values.shape, dtype=np.float32)
+    for start in range(0, positions.size, _BLOCK):  # elementwise: the same bits in any blocking
+        block = slice(start, start + _BLOCK)
+        row, col = np.divmod(positions[block], b.shape[1])
+        total = a[row, 0] * b[0, col]
+        for k in range(1, entry.inner):
+            total = total + a[row, k] * b[k, col]
+        out[block] = base_values[block] + total
+    return out
 
 
 _BLOCK = 1 << 16
@@ -100,6 +148,6 @@ def patch_weight(entry, weight):
     """The whole weight after the entry: what fold computes, in Keras layout (float32, or int8 kept int8)."""
     weight = np.asarray(weight)
     flat = weight.astype(np.int8 if weight.dtype == np.int8 else np.float32).reshape(-1).copy()
-    positions = entry.indices if entry.method == "sparse" else np.arange(flat.size)
+    positions = np.arange(flat.size) if changes_every_element(entry) else entry.indices
     flat[positions] = patched_values(entry, flat[positions], positions)
     return flat.reshape(np.shape(weight))

@@ -6,9 +6,11 @@ from device.format import Entry
 from tfdiff import keras
 from tests.helpers import run_diff_layer_test
 from tfdiff.baseline import compressed_nbytes
+from tfdiff.budget import lowrank_inner
 
 SPARSE = tfdiff.SparseDiff(compression=4.0, begin_step=0, end_step=2, frequency=1)
 HASH = tfdiff.HashDiff(compression=4.0, num_hashes=3, seed=5)
+LOWRANK = tfdiff.LowRankDiff(compression=4.0, seed=5)
 
 # Sizes keep each layer's diff above the fixed ~190 bytes of header and signature.
 LAYERS = {
@@ -22,7 +24,7 @@ LAYERS = {
 }
 
 
-@pytest.mark.parametrize("method", [SPARSE, HASH], ids=["sparse", "hash"])
+@pytest.mark.parametrize("method", [SPARSE, HASH, LOWRANK], ids=["sparse", "hash", "lowrank"])
 # The bidirectional LSTM takes ten seconds a case: the full suite's, not the fast part's.
 @pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k == "bidirectional" else k
                                   for k in sorted(LAYERS)])
@@ -220,8 +222,70 @@ def test_subclassed_model_with_diffwrapper_layers():
     assert [e.name for e in diff.entries][0] == "hidden/0/kernel"
 
 
+def test_a_low_rank_diff_plans_its_ranks_from_the_budget_and_patches_as_the_formula():
+    """Ranks fill the budget with whole numbers; vectors get no diff; fold is W + A B, term by term."""
+    from device.format import decode
+    from device.patch import factors
+    base = _mlp(units=256, inputs=128, outputs=32)
+    method = tfdiff.LowRankDiff(compression=20.0)
+    diff_model = tfdiff.wrap(base, method)
+    planned = diff_model.layers[0].method
+    assert [planned.inner(s) for s in ((128, 256), (256, 32))] == [
+        lowrank_inner(s, planned.value_fraction) for s in ((128, 256), (256, 32))]
+    _train(diff_model)
+    diff = tfdiff.extract(diff_model, generation=1)
+    assert [e.name for e in diff.entries] == ["hidden/0/kernel", "out/0/kernel"]  # no bias diff
+    budget = tfdiff.budget_bytes(diff.num_params, 20.0)
+    assert diff.cut_values == 0 and 0.8 * budget <= diff.nbytes + 68 <= budget
+    again = decode(diff.to_bytes())
+    folded = tfdiff.named_weights(tfdiff.fold(base, again))
+    for entry in again.entries:
+        a, b = factors(entry)
+        assert a.shape[1] == entry.inner >= 1
+        expected = tfdiff.named_weights(base)[entry.name] + a.astype(np.float64) @ b.astype(np.float64)
+        np.testing.assert_allclose(folded[entry.name], expected, atol=1e-6)
+    x = _data(inputs=128, outputs=32)[0]
+    assert np.abs(diff_model(x).numpy() - tfdiff.fold(base, diff)(x).numpy()).max() < 1e-2
+    assert np.abs(diff_model(x).numpy() - base(x).numpy()).max() > 1e-2  # the diff did change the model
+    with pytest.raises(ValueError, match="diffs matrices"):
+        tfdiff.wrap(keras.Sequential([keras.Input((4,)), keras.layers.LayerNormalization()]), method)
+    with pytest.raises(tfdiff.BudgetError, match="rank-1"):
+        tfdiff.wrap(_mlp(units=8, inputs=400, outputs=400), tfdiff.LowRankDiff(compression=20.0))
+
+
+def _two_branches(seed=0):
+    """x -> "matters" -> out, and x -> "idle" -> x 0 -> out: the idle branch's diff cannot move the loss.
+
+    (Adam moves every diff value about its learning rate a step whatever the
+    gradient's scale, so a branch that merely matters less grows as large a diff.)
+    """
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((32,))
+    matters = keras.layers.Dense(64, activation="tanh", name="matters")(x)
+    idle = keras.layers.Rescaling(0.0)(keras.layers.Dense(64, activation="tanh", name="idle")(x))
+    return keras.Model(x, keras.layers.Dense(8, name="out")(keras.layers.Add()([matters, idle])))
+
+
+def test_a_global_allocation_puts_the_values_where_the_diff_matters():
+    """One threshold for the whole model: the layer that matters gets most values, within the same bytes."""
+    kept = {}
+    for allocation in ("layer", "global"):
+        base = _two_branches()
+        diff_model = tfdiff.wrap(base, tfdiff.SparseDiff(compression=20.0, end_step=20, frequency=4,
+                                                         allocation=allocation))
+        _train(diff_model)
+        diff = tfdiff.extract(diff_model, generation=1)
+        assert diff.cut_values == 0 and diff.nbytes + 68 <= tfdiff.budget_bytes(diff.num_params, 20.0)
+        kept[allocation] = {e.name: e.values.size for e in diff.entries}
+        folded = tfdiff.fold(base, diff)(_data()[0]).numpy()
+        assert np.abs(folded - diff_model(_data()[0]).numpy()).max() < 1e-2
+    # Per layer, the idle kernel's share is spent on zeros (which do not travel); globally it goes to the others.
+    assert kept["layer"]["idle/0/kernel"] == kept["global"]["idle/0/kernel"] == 0
+    assert kept["global"]["matters/0/kernel"] > 1.5 * kept["layer"]["matters/0/kernel"]
+
+
 def test_method_configs_round_trip_and_reject_bad_arguments():
-    for method in (SPARSE, HASH):
+    for method in (SPARSE, HASH, LOWRANK):
         assert type(method).from_config(method.get_config()).get_config() == method.get_config()
     with pytest.raises(ValueError, match="Received: compression=0.5"):
         tfdiff.SparseDiff(compression=0.5)
@@ -229,7 +293,13 @@ def test_method_configs_round_trip_and_reject_bad_arguments():
         tfdiff.SparseDiff(begin_step=10, end_step=5)
     with pytest.raises(ValueError, match="num_hashes"):
         tfdiff.HashDiff(num_hashes=0)
-    with pytest.raises(ValueError, match="SparseDiff or HashDiff"):
+    with pytest.raises(ValueError, match="Received: allocation='pooled'"):
+        tfdiff.SparseDiff(allocation="pooled")
+    with pytest.raises(ValueError, match="budget 'wire' or 'nominal'"):
+        tfdiff.SparseDiff(allocation="global", budget="coded")
+    with pytest.raises(ValueError, match="value_fraction"):
+        tfdiff.LowRankDiff(value_fraction=1.5)
+    with pytest.raises(ValueError, match=r"must be one of \[.*'LowRankDiff', 'SparseDiff'\]"):
         tfdiff.DiffWrapper(keras.layers.Dense(2), "sparse")
 
 
@@ -305,9 +375,11 @@ def _mixed_model(seed=0):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", [tfdiff.SparseDiff(compression=20.0, begin_step=0, end_step=12, frequency=3),
-                                    tfdiff.HashDiff(compression=20.0)], ids=["sparse", "hash"])
+                                    tfdiff.HashDiff(compression=20.0),
+                                    # rank-1 factors of its twelve matrices alone take more than 20x allows
+                                    tfdiff.LowRankDiff(compression=5.0)], ids=["sparse", "hash", "lowrank"])
 def test_a_small_mixed_model_ships_the_diff_it_trained(method):
-    """The budget is planned before training: at 20x a 6.7k-parameter model's diff fits with
+    """The budget is planned before training: a 6.7k-parameter model's diff fits with
     nothing cut, and the folded model is the trained one up to float16 rounding."""
     base = _mixed_model()
     params = sum(v.size for v in tfdiff.named_weights(base).values())
@@ -319,7 +391,7 @@ def test_a_small_mixed_model_ships_the_diff_it_trained(method):
     diff_model.compile(keras.optimizers.Adam(0.01), "mse")
     diff_model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=tfdiff.callbacks(diff_model))
     diff = tfdiff.extract(diff_model, generation=1)
-    assert diff.cut_values == 0 and diff.nbytes + 68 <= 4 * params / 20
+    assert diff.cut_values == 0 and diff.nbytes + 68 <= tfdiff.budget_bytes(diff.num_params, method.compression)
     trained = tfdiff.strip(diff_model)(x).numpy()
     folded = tfdiff.fold(base, diff)(x).numpy()
     assert np.abs(trained - folded).max() < 1e-2

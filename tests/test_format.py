@@ -18,6 +18,10 @@ def sample_diff(method="sparse"):
                    Entry("enc/lstm/2/bias", (400,), "sparse", np.float16([1.5]), np.array([0])),
                    Entry("joint/1/bias", (7,), "sparse", np.zeros(0, np.float16), np.zeros(0, np.int64))]
         return tfdiff.Diff("sparse", entries, bytes(range(32)), bytes(range(1, 33)), generation=3)
+    if method == "lowrank":
+        entries = [Entry("conv/0/kernel", (3, 4, 10), "lowrank", rng.normal(size=2 * 22).astype(np.float16), inner=2),
+                   Entry("dense/0/kernel", (20, 30), "lowrank", rng.normal(size=50).astype(np.float32), inner=1)]
+        return tfdiff.Diff("lowrank", entries, b"a" * 32, b"b" * 32, generation=2)
     entries = [Entry("dense/0/kernel", (20, 30), "hash", rng.normal(size=60).astype(np.float16), None, 11, 3)]
     return tfdiff.Diff("hash", entries, b"a" * 32, b"b" * 32, generation=1, seed=11, num_hashes=3)
 
@@ -26,14 +30,14 @@ def assert_same(a, b):
     assert (a.method, a.generation, a.seed, a.num_hashes, a.base_digest, a.target_digest) == \
            (b.method, b.generation, b.seed, b.num_hashes, b.base_digest, b.target_digest)
     for x, y in zip(a.entries, b.entries, strict=True):
-        assert (x.name, x.shape, x.method) == (y.name, y.shape, y.method)
+        assert (x.name, x.shape, x.method, x.inner) == (y.name, y.shape, y.method, y.inner)
         assert x.values.dtype == y.values.dtype
         np.testing.assert_array_equal(x.values, y.values)
         if x.indices is not None:
             np.testing.assert_array_equal(x.indices, y.indices)
 
 
-@pytest.mark.parametrize("method", ["sparse", "hash"])
+@pytest.mark.parametrize("method", ["sparse", "hash", "lowrank"])
 def test_save_load_round_trip_is_exact(tmp_path, method):
     diff = sample_diff(method)
     path = tmp_path / "d.tfdiff"
@@ -62,7 +66,7 @@ def corruptions(data):
     yield "appended junk", data + b"\0" * 5, "checksum"
 
 
-@pytest.mark.parametrize("method", ["sparse", "hash"])
+@pytest.mark.parametrize("method", ["sparse", "hash", "lowrank"])
 def test_bad_files_raise_diff_format_error_and_write_nothing(tmp_path, method):
     data = sample_diff(method).to_bytes()
     for label, bad, message in corruptions(data):
@@ -80,6 +84,16 @@ def test_internally_inconsistent_entry_is_rejected_with_a_reason():
     diff.entries[0].indices = diff.entries[0].indices + 10  # past the weight's end
     with pytest.raises(tfdiff.DiffFormatError, match="outside shape"):
         wire.decode(diff.to_bytes())
+
+
+@pytest.mark.parametrize("inner,count,dtype", [(0, 0, np.float16), (11, 11 * 22, np.float16),
+                                               (2, 43, np.float16), (2, 44, np.int8)])
+def test_low_rank_factors_that_do_not_fit_their_weight_are_refused(inner, count, dtype):
+    """r in [1, min(rows, columns)], r (rows + columns) values, float: else the file is refused before any patch."""
+    entry = Entry("conv/0/kernel", (3, 4, 10), "lowrank", np.ones(count, dtype), inner=inner)
+    data = tfdiff.Diff("lowrank", [entry], b"a" * 32, b"b" * 32, generation=2).to_bytes()
+    with pytest.raises(tfdiff.DiffFormatError, match="entry conv/0/kernel: low-rank factors"):
+        wire.decode(data)
 
 
 def test_missing_file_is_a_format_error(tmp_path):

@@ -268,6 +268,21 @@ def test_tiny_int8_run_measures_int8_models_and_ships_int8_deltas(tiny_fsc_int8_
     assert "int8 device models" in open(out / "results.md").read()
 
 
+def test_the_flywheel_names_every_diff_method_and_trains_blc_with_the_papers():
+    from recipes.speech.flywheel import FlywheelConfig
+
+    config = FlywheelConfig(methods=("sparse", "sparse-global", "lowrank", "hash"), ratios=(20,))
+    kinds = {name: config.method(name, 20, 100, (0.1, 0.5), seed=3) for name in config.methods}
+    assert {name: type(m).__name__ for name, m in kinds.items()} == {
+        "sparse": "SparseDiff", "sparse-global": "SparseDiff", "lowrank": "LowRankDiff", "hash": "HashDiff"}
+    assert (kinds["sparse"].allocation, kinds["sparse-global"].allocation) == ("layer", "global")
+    assert config.blc_method_names == ("sparse", "hash")  # BLC is the paper's: pruned or HashedNets from scratch
+    with pytest.raises(ValueError, match="Received: methods=\\['lora'\\]"):
+        FlywheelConfig(methods=("lora",))
+    with pytest.raises(ValueError, match="blc_methods"):
+        FlywheelConfig(methods=("sparse", "lowrank"), blc_methods=("lowrank",))
+
+
 def test_a_run_extends_to_more_generations_but_refuses_other_settings(tmp_path):
     from recipes.speech.flywheel import Flywheel, FlywheelConfig
 

@@ -8,7 +8,8 @@ the old layout: today's reader must still read and apply them. The journals
 by the applier before format 4) are what an apply of the golden diff to the
 golden base, killed at its commit point, leaves. The int8-* files are the
 same for an int8 model (weight map version 2, int8 entries, 1-byte journal
-values).
+values). lowrank.tfdiff and lowrank-patched.tflite lock the low-rank entry
+(method code 3) and its arithmetic.
 """
 import json
 import os
@@ -30,7 +31,7 @@ GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 
 
 @pytest.mark.parametrize("method,prefix", [("sparse", ""), ("hash", ""), ("sparse", "v1-"), ("hash", "v1-"),
-                                           ("int8-sparse", "")])
+                                           ("int8-sparse", ""), ("lowrank", "")])
 def test_golden_diffs_decode_reencode_and_patch_byte_for_byte(method, prefix, tmp_path):
     path = os.path.join(GOLDEN, f"{prefix}{method}.tfdiff")
     data = open(path, "rb").read()

@@ -19,7 +19,8 @@ True
 # install without TensorFlow can import tfdiff; only the names that train
 # or fold models import TensorFlow.
 _EXPORTS = {
-    "DiffWrapper": ".wrapper", "SparseDiff": ".methods", "HashDiff": ".methods", "DiffMethod": ".methods",
+    "DiffWrapper": ".wrapper", "SparseDiff": ".methods", "HashDiff": ".methods", "LowRankDiff": ".methods",
+    "DiffMethod": ".methods",
     "wrap": ".model",
     "callbacks": ".model", "extract": ".model", "fold": ".model", "named_weights": ".model",
     "weight_variables": ".naming", "fold_batchnorm": ".batchnorm",

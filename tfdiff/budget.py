@@ -3,8 +3,9 @@
 A diff (or a BLC model) may take B = 4N / compression bytes on the wire,
 N being the float32 parameters it covers, headers and the 68-byte signature
 included. Given the weights a method will be applied to, `plan` returns the
-fraction of values a sparse method keeps, or of entries a hash table holds,
-so that the saved file fits B:
+fraction of values a sparse method keeps, of entries a hash table holds, or
+of a weight's elements a low-rank diff's factors hold, so that the saved
+file fits B:
 
 - "wire" (the default) spends the whole budget before entropy coding: with
   float16 values and one-byte LEB128 gaps a sparse diff keeps about
@@ -25,6 +26,7 @@ import math
 import numpy as np
 
 from device.format import FILE_OVERHEAD_BYTES, SIGNATURE_BYTES, entry_header_bytes
+from device.patch import matrix_dims
 
 BUDGETS = ("wire", "coded", "nominal")
 # Magnitude pruning does not spread kept values evenly, so long gaps are a
@@ -102,6 +104,8 @@ def plan(method, shapes, dense=None, budget="wire", int8_names=()):
                           f"{4 * total / need:.1f}x")
     room = (limit - fixed) * (1 - _GAP_SLACK if method.wire_method == "sparse" else 1)
     params = sum(sizes.values())
+    if method.wire_method == "lowrank":
+        return _solve_lowrank(method, shapes, budget, room, itemsize)
     itemsize = {name: (1 if name in int8_names else itemsize) for name in sizes}
     if budget == "coded":
         if method.wire_method != "sparse":
@@ -187,6 +191,42 @@ def coded_fraction(coded_bytes, target, low, high, cap=1.0, steps=12):
     return low
 
 
+def lowrank_inner(shape, fraction):
+    """r, the inner dimension of a weight's factors A (rows x r) and B (r x columns) when their
+    r * (rows + columns) values are about `fraction` of its elements: at least 1, at most full rank.
+
+    Example:
+
+    >>> lowrank_inner((512, 512), 0.05), lowrank_inner((3, 40, 64), 0.05), lowrank_inner((8, 8), 0.01)
+    (12, 2, 1)
+    """
+    rows, cols = matrix_dims(shape)
+    return max(1, min(rows, cols, int(fraction * rows * cols // (rows + cols))))
+
+
+def _solve_lowrank(method, shapes, budget, room, itemsize):
+    """The largest fraction whose factors' values fit `room` bytes (and, "nominal", N / compression values)."""
+    share = _CODED_TABLE_SHARE if budget == "coded" else 1.0  # dense float factors code like a hash table
+
+    def values(fraction):
+        return sum(lowrank_inner(s, fraction) * sum(matrix_dims(s)) for s in shapes.values())
+
+    limit = room / (itemsize * share)
+    if budget == "nominal":
+        limit = min(limit, sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values()) / method.compression)
+    if values(0.0) > limit:
+        raise BudgetError(f"a {method.compression:g}x budget cannot hold rank-1 factors of every matrix "
+                          f"({values(0.0) * itemsize} bytes of values, {int(room)} bytes free)")
+    low, high = 0.0, 1.0
+    for _ in range(50):
+        mid = (low + high) / 2
+        if values(mid) <= limit:
+            low = mid
+        else:
+            high = mid
+    return max(low, 1e-9)  # a planned fraction is in (0, 1]: rank 1 everywhere when nothing more fits
+
+
 def _solve(method, sizes, itemsize, room):
     low, high = 0.0, 1.0
     for _ in range(50):
@@ -198,4 +238,4 @@ def _solve(method, sizes, itemsize, room):
     return low
 
 
-__all__ = ["plan", "budget_bytes", "coded_fraction", "BudgetError"]
+__all__ = ["plan", "budget_bytes", "coded_fraction", "lowrank_inner", "BudgetError"]

@@ -1,4 +1,5 @@
 """tfdiff.Diff: the learned diff G as it travels, with its budget and report."""
+import dataclasses
 from typing import Iterable
 
 import numpy as np
@@ -84,8 +85,8 @@ class Diff(wire.DiffFile):
         for name, entries in weights.items():
             size, stored = entries[0].size, sum(e.values.size for e in entries)
             nbytes = sum(map(wire.entry_nbytes, entries))
-            kinds = sorted({("int8 deltas" if e.values.dtype == np.int8 else "nonzeros") if e.method == "sparse"
-                            else "table" for e in entries})
+            kinds = sorted({_KINDS[e.method] if e.method != "sparse" or e.values.dtype != np.int8
+                            else "int8 deltas" for e in entries})
             rows.append((printable(name), "x".join(map(str, entries[0].shape)) or "scalar",
                          "+".join(kinds) + (f" x{len(entries)}" if len(entries) > 1 else ""), str(stored),
                          str(nbytes), _ratio(size, stored), _ratio(4 * size, nbytes)))
@@ -175,9 +176,8 @@ def compose(diffs: "Iterable[Diff]") -> "Diff":
             previous.indices = np.concatenate([previous.indices, entry.indices])[order]
             previous.values = np.concatenate([previous.values, entry.values])[order]
         else:
-            entries.append(wire.Entry(entry.name, entry.shape, entry.method, entry.values.copy(),
-                                      None if entry.indices is None else entry.indices.copy(),
-                                      entry.seed, entry.num_hashes))
+            entries.append(dataclasses.replace(entry, values=entry.values.copy(),
+                                               indices=None if entry.indices is None else entry.indices.copy()))
     graphs = {diff.graph_digest for diff in diffs} - {wire.UNBOUND}
     if len(graphs) > 1:
         raise ValueError("the diffs are bound to different model graphs. Received: "
@@ -190,6 +190,9 @@ def compose(diffs: "Iterable[Diff]") -> "Diff":
 def printable(text):
     """`text` with control characters escaped, so a crafted weight name cannot fake lines or move a terminal."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+_KINDS = {"sparse": "nonzeros", "hash": "table", "lowrank": "factors"}  # what an entry stores, for `summary`
 
 
 def _ratio(numerator, denominator):

@@ -14,19 +14,20 @@ questions, so `DiffWrapper` never asks which method it holds:
                                     (tfdiff/quantized.py), where `supports_int8`
     planned(shapes, dense, int8_names)  a copy whose budget is planned for these weights
     prunable                        whether the diff is pruned by magnitude (with `schedule()`)
-    wire_method                     the entry kind it travels as ("sparse" or "hash")
+    wire_method                     the entry kind it travels as ("sparse", "hash" or "lowrank")
 """
 import abc
 import math
+import zlib
 
 import numpy as np
 
 from device.format import Entry
 from device.hashing import hash_positions
-from device.patch import INT8_LIMIT
+from device.patch import INT8_LIMIT, matrix_dims
 
 from ._keras import keras, tf, tfmot
-from .budget import BUDGETS, plan
+from .budget import BUDGETS, lowrank_inner, plan
 
 _INT8_LIMIT = float(INT8_LIMIT)  # device/patch.py's saturation, as a float for TensorFlow
 
@@ -76,6 +77,9 @@ class DiffMethod(abc.ABC):
 
     def __repr__(self):
         return f"{type(self).__name__}({self.get_config()})"
+
+
+ALLOCATIONS = ("layer", "global")
 
 
 def _check_compression(compression):
@@ -134,6 +138,12 @@ class SparseDiff(DiffMethod):
             N / compression values (tfdiff/budget.py).
         kept_fraction: the planned share of kept values; `tfdiff.wrap`
             sets it from the model's weights (`planned`), so leave it None.
+        allocation: "layer" prunes every weight to the same kept share
+            (tfmot's rule, the paper's); "global" keeps the largest values of
+            all the weights together, one threshold for the whole model, so
+            the weights whose diffs grow most get most of the budget
+            (tfdiff/allocation.py; with budget "wire" or "nominal", float
+            weights).
 
     Example:
 
@@ -153,7 +163,7 @@ class SparseDiff(DiffMethod):
     supports_int8 = True
 
     def __init__(self, compression=10.0, begin_step=0, end_step=1000, frequency=100,
-                 value_dtype="float16", budget="wire", kept_fraction=None):
+                 value_dtype="float16", budget="wire", kept_fraction=None, allocation="layer"):
         self.compression = _check_compression(compression)
         self.begin_step = _check_step("begin_step", begin_step, 0)
         self.end_step = _check_step("end_step", end_step, begin_step + 1)
@@ -161,6 +171,12 @@ class SparseDiff(DiffMethod):
         self.value_dtype = _check_value_dtype(value_dtype)
         self.budget = _check_budget(budget)
         self.kept_fraction = _check_fraction("kept_fraction", kept_fraction)
+        if allocation not in ALLOCATIONS:
+            raise ValueError(f"`allocation` must be one of {ALLOCATIONS}. Received: allocation={allocation!r}")
+        if allocation == "global" and budget == "coded":
+            raise ValueError("`allocation='global'` takes budget 'wire' or 'nominal'. "
+                             f"Received: allocation={allocation!r}, budget={budget!r}")
+        self.allocation = allocation
 
     @property
     def final_sparsity(self):
@@ -176,6 +192,16 @@ class SparseDiff(DiffMethod):
         return type(self)(**{**self.get_config(),
                              "kept_fraction": plan(self, shapes, dense, self.budget, int8_names)})
 
+    def sparsity_at(self, step):
+        """(whether the masks update at `step`, the sparsity then): `schedule()`'s cubic in plain Python.
+
+        >>> SparseDiff(begin_step=0, end_step=100, frequency=10, kept_fraction=0.1).sparsity_at(50)
+        (True, 0.7875)
+        """
+        progress = min(1.0, max(0.0, (step - self.begin_step) / (self.end_step - self.begin_step)))
+        update = self.begin_step <= step <= self.end_step and (step - self.begin_step) % self.frequency == 0
+        return update, self.final_sparsity * (1.0 - (1.0 - progress) ** 3)
+
     def schedule(self):
         return tfmot.sparsity.keras.PolynomialDecay(
             initial_sparsity=0.0, final_sparsity=self.final_sparsity,
@@ -186,7 +212,7 @@ class SparseDiff(DiffMethod):
         return {"compression": self.compression, "begin_step": self.begin_step,
                 "end_step": self.end_step, "frequency": self.frequency,
                 "value_dtype": self.value_dtype, "budget": self.budget,
-                "kept_fraction": self.kept_fraction}
+                "kept_fraction": self.kept_fraction, "allocation": self.allocation}
 
     # -- what DiffWrapper asks of a method ---------------------------------
     def create_diff(self, wrapper, base):
@@ -353,7 +379,105 @@ def _diff_name(base):
     return "diff_" + base.name.split("/")[-1].split(":")[0]
 
 
-METHODS = {"SparseDiff": SparseDiff, "HashDiff": HashDiff}
+@keras.utils.register_keras_serializable(package="tfdiff")
+class LowRankDiff(DiffMethod):
+    """A low-rank additive diff per matrix, as LoRA: W' = W + A B.
+
+    Each weight with at least two rows and two columns, seen as a matrix
+    (its last axis against the others: a Conv1D kernel (k, in, out) is
+    (k * in) x out), gets factors A (rows x r) and B (r x columns); the
+    rank r is planned from the byte budget at wrap time, each matrix's
+    factors holding about the same share of its elements. A starts random
+    and B at zero, so the wrapped model starts as the base. Vectors (biases,
+    normalization scales) get no diff. The factors travel as `value_dtype`
+    numbers, A then B, and the device computes A B element by element in a
+    fixed order of float32 operations (device/patch.py), so the patched
+    model is `fold`'s bit for bit on any machine. Not for int8 weights.
+
+    Args:
+        compression: the byte budget: the saved file is at most
+            4N / compression bytes, headers and signature included, N the
+            elements of the matrices diffed.
+        seed: seed of A's random start.
+        value_dtype: how the factors travel, "float16" or "float32".
+        budget: "wire" spends the budget on raw factor values, "coded"
+            after the file's LZMA2 coding (about 10 % more values), "nominal"
+            holds N / compression values.
+        value_fraction: the planned share of a matrix's elements its factors
+            hold; `tfdiff.wrap` sets it (`planned`), so leave it None.
+
+    Example:
+
+    >>> method = LowRankDiff(compression=20.0).planned({"dense/0/kernel": (256, 128)})
+    >>> method.inner((256, 128))  # r * (256 + 128) float16 values fit 4 * 256 * 128 / 20 bytes
+    8
+    >>> LowRankDiff.from_config(method.get_config()).get_config() == method.get_config()
+    True
+
+    Reference:
+        Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", ICLR 2022.
+    """
+
+    name = wire_method = "lowrank"
+
+    def __init__(self, compression=10.0, seed=0, value_dtype="float16", budget="wire", value_fraction=None):
+        self.compression = _check_compression(compression)
+        self.seed = _check_step("seed", seed, 0)
+        self.value_dtype = _check_value_dtype(value_dtype)
+        self.budget = _check_budget(budget)
+        self.value_fraction = _check_fraction("value_fraction", value_fraction)
+
+    @staticmethod
+    def diffs(shape):
+        """Whether a weight of `shape` gets a diff: a matrix of at least 2 x 2."""
+        return min(matrix_dims(shape)) >= 2
+
+    def inner(self, shape):
+        """r of a weight of `shape`: planned, or unplanned (a DiffWrapper by hand) values taking half the bytes."""
+        fraction = self.value_fraction
+        if fraction is None:
+            fraction = 2.0 / (self.compression * np.dtype(self.value_dtype).itemsize)
+        return lowrank_inner(shape, fraction)
+
+    def planned(self, shapes, dense=None, int8_names=()):
+        """A copy whose ranks make a diff of the matrices among `shapes` fit the budget."""
+        matrices = {name: shape for name, shape in shapes.items() if self.diffs(shape)}
+        if not matrices:
+            raise ValueError(f"LowRankDiff diffs matrices, and these weights hold none. Received: shapes={shapes}")
+        return type(self)(**{**self.get_config(), "value_fraction": plan(self, matrices, dense, self.budget)})
+
+    def get_config(self):
+        return {"compression": self.compression, "seed": self.seed, "value_dtype": self.value_dtype,
+                "budget": self.budget, "value_fraction": self.value_fraction}
+
+    def create_diff(self, wrapper, base):
+        if not self.diffs(base.shape):
+            return None
+        rows, cols = matrix_dims(base.shape)
+        inner = self.inner(base.shape)
+        # One variable holds A then B, exactly the values the entry ships.
+        name = _diff_name(base)
+        rng = np.random.default_rng([self.seed, zlib.crc32(wrapper.name.encode() + b"/" + name.encode())])
+        start = np.zeros(inner * (rows + cols), np.float32)
+        start[:rows * inner] = rng.standard_normal(rows * inner) / np.sqrt(rows)  # B is zero: G = 0
+        return wrapper.add_weight(name=name + "_factors", shape=start.shape, dtype=base.dtype,
+                                  initializer=lambda shape, dtype=None: tf.constant(start, dtype=dtype),
+                                  trainable=True)
+
+    def effective(self, base, factors, constants=None):
+        rows, cols = matrix_dims(base.shape)
+        inner = factors.shape[0] // (rows + cols)
+        a = tf.reshape(factors[:rows * inner], (rows, inner))
+        b = tf.reshape(factors[rows * inner:], (inner, cols))
+        return base + tf.reshape(tf.matmul(a, b), tf.shape(base))
+
+    def entry(self, name, base_value, factors_value):
+        values = np.asarray(factors_value, dtype=np.float32).astype(self.value_dtype)
+        inner = values.size // sum(matrix_dims(np.shape(base_value)))
+        return Entry(name, tuple(np.shape(base_value)), "lowrank", values, inner=inner)
+
+
+METHODS = {"SparseDiff": SparseDiff, "HashDiff": HashDiff, "LowRankDiff": LowRankDiff}
 
 
 def serialize_method(method):
@@ -364,7 +488,7 @@ def deserialize_method(config):
     if isinstance(config, tuple(_registry().values())):
         return config
     if not isinstance(config, dict) or config.get("class_name") not in _registry():
-        raise ValueError(f"`method` must be a SparseDiff or HashDiff. Received: method={config!r}")
+        raise ValueError(f"`method` must be one of {sorted(_registry())}. Received: method={config!r}")
     return _registry()[config["class_name"]].from_config(config["config"])
 
 

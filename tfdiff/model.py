@@ -17,6 +17,7 @@ from device.format import DiffFile, DiffFormatError
 from device.patch import patch_weight
 
 from ._keras import keras, tfmot
+from .allocation import fitting_count, global_masks
 from .budget import budget_bytes, coded_fraction
 from .diff import Diff, DiffMismatchError
 from .methods import deserialize_method
@@ -49,7 +50,7 @@ def wrap(model: "keras.Model", method, include=None, exclude=None, int8=None) ->
 
     Args:
         model: a built tf_keras Sequential or functional model.
-        method: `tfdiff.SparseDiff` or `tfdiff.HashDiff`.
+        method: `tfdiff.SparseDiff`, `tfdiff.HashDiff` or `tfdiff.LowRankDiff`.
         include: layer names (or a predicate on the layer) to diff; all
             weighted layers when None.
         exclude: layer names (or a predicate) to leave untouched.
@@ -83,8 +84,9 @@ def wrap(model: "keras.Model", method, include=None, exclude=None, int8=None) ->
         if missing:
             raise ValueError(f"`int8` is not a model of these weights; they differ in {missing[:3]}. "
                              f"Received: int8 with {len(int8.values)} weights")
-        if not method.supports_int8:
-            raise ValueError(f"{type(method).__name__} cannot learn a diff of int8 weights. "
+        if not method.supports_int8 or getattr(method, "allocation", "layer") == "global":
+            raise ValueError(f"{type(method).__name__} cannot learn a diff of int8 weights"
+                             f"{' with a global allocation' if method.supports_int8 else ''}. "
                              f"Received: method={method!r}")
         unselected = sorted(int8_names - set(shapes))
         if unselected:
@@ -170,8 +172,12 @@ class DiffPruning(keras.callbacks.Callback):
             self.model.make_train_function(force=True)  # the schedule is traced into the step
         self._coded = [w for w in all_diff_wrappers(self.model) if w.method.prunable and w.method.budget == "coded"]
         self._earlier = None  # (step, kept fraction, coded bytes) of the halfway measurement
+        self._global = [w for w in all_diff_wrappers(self.model)
+                        if w.method.prunable and w.method.allocation == "global"]
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._global:
+            self._allocate_globally()
         # A "coded" budget is measured on the diff twice: halfway through the schedule, when
         # the values have trained and the cubic schedule still holds several times the final
         # share, and at the last mask update before the end, when they have nearly settled;
@@ -197,6 +203,32 @@ class DiffPruning(keras.callbacks.Callback):
             self._coded = []
         if step >= method.end_step:
             self._coded = []
+
+    def _allocate_globally(self):
+        """At the schedule's mask updates, keep the largest diff values of all the weights together."""
+        method = self._global[0].method
+        step = int(self._global[0].pruning_step.numpy())
+        update, sparsity = method.sparsity_at(step)
+        if not update:
+            return
+        pruning_vars = [v for wrapper in self._global for v in wrapper.pruning_vars]
+        values = [diff.numpy() for diff, _, _ in pruning_vars]
+
+        def keep(count):
+            for (diff, mask, _), value, kept in zip(pruning_vars, values, global_masks(values, count)):
+                mask.assign(kept)
+                diff.assign(value * kept)
+
+        def fits(count):
+            keep(count)
+            _, entries, base_weights = _entries(self.diff_model or self.model)
+            raw = wire.FILE_OVERHEAD_BYTES + sum(map(wire.entry_nbytes, entries)) + wire.SIGNATURE_BYTES
+            return raw <= budget_bytes(sum(base_weights[e.name].size for e in entries), method.compression)
+
+        count = max(1, round(sum(v.size for v in values) * (1.0 - sparsity)))
+        if step + method.frequency > method.end_step:  # the last update: what ships must fit its bytes
+            count = fitting_count(count, fits)
+        keep(count)
 
     def on_epoch_end(self, epoch, logs=None):
         for wrapper in all_diff_wrappers(self.model):

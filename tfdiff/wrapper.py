@@ -30,7 +30,7 @@ class DiffWrapper(keras.layers.Wrapper):
 
     Args:
         layer: the `tf_keras` layer to freeze.
-        method: a `tfdiff.SparseDiff` or `tfdiff.HashDiff`.
+        method: a `tfdiff.SparseDiff`, `tfdiff.HashDiff` or `tfdiff.LowRankDiff`.
         int8_weights: indices (in `layer.weights`) of the weights an int8
             device model holds as int8; each gets a frozen per-element scale
             and trains through the method's fake quantization
@@ -176,8 +176,12 @@ class DiffWrapper(keras.layers.Wrapper):
     def _prune(self, training):
         # As PruneLowMagnitude.call: in training, count the step and update
         # the masks when the schedule says; always compute with masked diffs.
+        # A global allocation's masks span every wrapper: `tfdiff.callbacks`
+        # sets them (tfdiff/allocation.py), so here the step is only counted.
         def step():
             with tf.control_dependencies([self.pruning_step.assign_add(1)]):
+                if getattr(self.method, "allocation", "layer") == "global":
+                    return tf.no_op()
                 with tf.control_dependencies([self._pruning.conditional_mask_update()]):
                     return tf.no_op()
         self.add_update(smart_cond(training, step, tf.no_op))

@@ -44,6 +44,7 @@ from tfdiff import keras
 
 from .intervals import bootstrap, metric, paired
 from .provenance import provenance
+from .report import BLC_METHODS, METHOD_TITLES
 from .task import Task
 from .workers import run_concurrently
 
@@ -54,7 +55,8 @@ class FlywheelConfig:
     Args:
         generations: models in the chain, generation 0 included.
         ratios: compressions (byte budgets 4N / ratio) of every method.
-        methods: "sparse" and / or "hash".
+        methods: any of "sparse", "hash" (the paper's), "sparse-global"
+            (a sparse diff allocated across layers) and "lowrank" (W + A B).
         bl_steps: training steps of BL, and of BLC (trained from scratch too).
         diff_steps: training steps of each diff.
         diff_prune, blc_prune: the pruning window, as fractions of the
@@ -69,8 +71,9 @@ class FlywheelConfig:
         num_hashes: K of the hash methods.
         prune_frequency: steps between pruning-mask updates.
         quantize: None (float32 device models) or "int8".
-        blc_methods: the methods BLC is trained with (None: all `methods`);
-            each BLC trains as long as BL, so a run short of time drops some.
+        blc_methods: the methods BLC is trained with (None: the paper's
+            among `methods`, sparse and hash); each BLC trains as long as
+            BL, so a run short of time drops some.
     """
 
     def __init__(self, generations=4, ratios=(20, 40), methods=("sparse", "hash"), bl_steps=1000,
@@ -82,6 +85,8 @@ class FlywheelConfig:
             if not 0 <= window[0] < window[1] <= 1:
                 raise ValueError(f"`{name}` must be (start, end) fractions, 0 <= start < end <= 1. "
                                  f"Received: {name}={window!r}")
+        if not methods or not set(methods) <= set(METHOD_TITLES):
+            raise ValueError(f"`methods` must be some of {list(METHOD_TITLES)}. Received: methods={list(methods)!r}")
         self.generations, self.ratios, self.methods = generations, tuple(ratios), tuple(methods)
         self.bl_steps, self.diff_steps = bl_steps, diff_steps
         self.diff_prune, self.blc_prune = tuple(diff_prune), tuple(blc_prune)
@@ -90,9 +95,9 @@ class FlywheelConfig:
         if quantize not in (None, "int8"):
             raise ValueError(f"`quantize` must be None or 'int8'. Received: quantize={quantize!r}")
         self.quantize = quantize
-        if blc_methods is not None and not set(blc_methods) <= set(methods):
-            raise ValueError(f"`blc_methods` must be among `methods`. Received: blc_methods={blc_methods!r}, "
-                             f"methods={list(methods)}")
+        if blc_methods is not None and not set(blc_methods) <= set(methods) & set(BLC_METHODS):
+            raise ValueError(f"`blc_methods` must be among `methods` and {BLC_METHODS}. Received: "
+                             f"blc_methods={blc_methods!r}, methods={list(methods)}")
         self.blc_methods = None if blc_methods is None else tuple(blc_methods)
 
     def get_config(self):
@@ -111,12 +116,19 @@ class FlywheelConfig:
         rate = self.diff_learning_rate
         return rate.get(method) if isinstance(rate, dict) else rate
 
+    @property
+    def blc_method_names(self):
+        """The methods a BLC row is trained with."""
+        return tuple(m for m in self.methods if m in BLC_METHODS) if self.blc_methods is None else self.blc_methods
+
     def method(self, name, ratio, steps, prune, seed):
-        if name == "sparse":
+        if name in ("sparse", "sparse-global"):
             begin, end = int(prune[0] * steps), max(int(prune[1] * steps), int(prune[0] * steps) + 1)
             return tfdiff.SparseDiff(compression=float(ratio), begin_step=begin, end_step=end,
                                      frequency=max(1, min(self.prune_frequency, (end - begin) // 4)),
-                                     budget=self.budget)
+                                     budget=self.budget, allocation="global" if name == "sparse-global" else "layer")
+        if name == "lowrank":
+            return tfdiff.LowRankDiff(compression=float(ratio), seed=seed, budget=self.budget)
         return tfdiff.HashDiff(compression=float(ratio), num_hashes=self.num_hashes, seed=seed,
                                budget=self.budget)
 
@@ -218,7 +230,7 @@ class Flywheel:
         """[(key, job)]: generation `gen`'s rows not yet recorded, each independent of the others
         (a diff chain needs only its own previous generation), the longest trainings first."""
         c, rows = self.config, self._row(gen)
-        blc_methods = c.methods if c.blc_methods is None else c.blc_methods
+        blc_methods = c.blc_method_names
         jobs = [("BL", ("bl", gen))]
         jobs += [(f"BLC-{m}-{r}x", ("blc", gen, m, r)) for m in blc_methods for r in c.ratios]
         jobs += [(f"Diff-{m}-{r}x", ("diff", gen, m, r)) for m in c.methods for r in c.ratios]

@@ -9,7 +9,9 @@ import sys
 
 from device.format import SIGNATURE_BYTES
 
-METHOD_TITLES = {"sparse": "Sparse", "hash": "Hash"}
+# The flywheel's methods (recipes/speech/flywheel.py FlywheelConfig) by their column titles.
+METHOD_TITLES = {"sparse": "Sparse", "hash": "Hash", "sparse-global": "Sparse-global", "lowrank": "Low-rank"}
+BLC_METHODS = ("sparse", "hash")  # the paper's BLC: a pruned or HashedNets model from scratch
 
 
 def _fmt(row, metric):
@@ -88,7 +90,9 @@ def markdown_table(results):
     """The paper's Table 1 layout: one row per generation, BLC and Diff per method and ratio."""
     metric = _metric(results)
     flywheel = results["flywheel"]
-    blc_methods = flywheel["methods"] if flywheel.get("blc_methods") is None else flywheel["blc_methods"]
+    blc_methods = flywheel.get("blc_methods")
+    if blc_methods is None:
+        blc_methods = [m for m in flywheel["methods"] if m in BLC_METHODS]
     columns = [(f"{METHOD_TITLES[m]} {r}x {kind}", f"{kind}-{m}-{r}x")
                for m in flywheel["methods"] for r in flywheel["ratios"] for kind in ("BLC", "Diff")
                if kind == "Diff" or m in blc_methods]

@@ -35,7 +35,7 @@ from tfdiff import keras
 
 from .flywheel import Flywheel, FlywheelConfig, seed_row
 from .provenance import provenance
-from .report import study_markdown, write_report
+from .report import METHOD_TITLES, study_markdown, write_report
 
 
 def _measure(task, model, gen, split):
@@ -183,7 +183,7 @@ def main(recipe, prog, argv=None):
                         help="diff: peak learning rates (default: the task's)")
     parser.add_argument("--window", nargs="+", default=["0.05,0.55"],
                         help="diff: pruning windows START,END as fractions of the steps")
-    parser.add_argument("--method", default="sparse", choices=("sparse", "hash"))
+    parser.add_argument("--method", default="sparse", choices=tuple(METHOD_TITLES))
     parser.add_argument("--ratio", type=int, default=40)
     parser.add_argument("--bl-steps", type=int, default=None,
                         help="diff: steps of the generation-0 BL, if the run has none (default: the scale's)")

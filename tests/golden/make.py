@@ -8,6 +8,8 @@ int8-base.tflite is a Dense model converted with dynamic-range int8 (weight
 map version 2: an int8 kernel, a float32 bias); int8-sparse.tfdiff is a
 sparse diff learned against its int8 weights (int8 entries for the kernel),
 int8-sparse-patched.tflite what it patches the base into (`make_int8`).
+lowrank.tfdiff is a low-rank diff for base.tflite and lowrank-patched.tflite
+what it patches it into (`make_lowrank`, added with method code 3).
 METHOD.tfdiff-journal is what an apply of METHOD.tfdiff to base.tflite,
 killed at its commit point, leaves (`make_journals`); the v3-*.tfdiff-journal
 files, made the same way by the applier before journal format 4, are frozen.
@@ -28,31 +30,27 @@ def make():
     import device
     import device.tflite
     import tfdiff
-    from tfdiff import keras
 
-    keras.utils.set_random_seed(7)
-    tokens = keras.Input((5,), dtype="int32", name="tokens")
-    x = keras.layers.Embedding(30, 8, name="embed")(tokens)
-    x = keras.layers.LSTM(12, name="lstm")(x)
-    model = keras.Model(tokens, keras.layers.Dense(4, name="out")(x))
+    model = golden_model()
     device.convert(model, os.path.join(HERE, "base.tflite"))
     rng = np.random.default_rng(7)
     x = rng.integers(0, 30, size=(64, 5)).astype("int32")
     y = rng.normal(size=(64, 4)).astype("float32")
     for name, method in (("sparse", tfdiff.SparseDiff(compression=4.0, begin_step=0, end_step=8, frequency=2)),
                          ("hash", tfdiff.HashDiff(compression=4.0, num_hashes=2, seed=3))):
-        diff_model = tfdiff.wrap(model, method)
-        diff_model.compile(keras.optimizers.Adam(0.01), "mse")
-        diff_model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=tfdiff.callbacks(diff_model))
-        diff = tfdiff.extract(diff_model, generation=1)
-        diff.graph_digest = device.tflite.graph_digest_of(os.path.join(HERE, "base.tflite"))
-        diff.save(os.path.join(HERE, f"{name}.tfdiff"))
-        patched = os.path.join(HERE, f"{name}-patched.tflite")
-        shutil.copyfile(os.path.join(HERE, "base.tflite"), patched)
-        device.apply(patched, os.path.join(HERE, f"{name}.tfdiff"), allow_unsigned=True)
-        remove_side_files(patched)
+        golden_diff(model, name, method, x, y)
     make_int8()
     make_journals()
+
+
+def golden_model():
+    """The model of base.tflite: Embedding, LSTM, Dense, seeded."""
+    from tfdiff import keras
+    keras.utils.set_random_seed(7)
+    tokens = keras.Input((5,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(30, 8, name="embed")(tokens)
+    x = keras.layers.LSTM(12, name="lstm")(x)
+    return keras.Model(tokens, keras.layers.Dense(4, name="out")(x))
 
 
 def make_int8():
@@ -80,6 +78,47 @@ def make_int8():
     shutil.copyfile(base_path, patched)
     device.apply(patched, os.path.join(HERE, "int8-sparse.tfdiff"), allow_unsigned=True)
     remove_side_files(patched)
+
+
+def make_lowrank():
+    import device
+    import device.tflite
+    import tfdiff
+
+    model = golden_model()
+    if device.tflite.graph_digest_of(os.path.join(HERE, "base.tflite")) != _graph_of(model):
+        raise RuntimeError("the model rebuilt here is not the golden base.tflite's")
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 30, size=(64, 5)).astype("int32")
+    y = rng.normal(size=(64, 4)).astype("float32")
+    golden_diff(model, "lowrank", tfdiff.LowRankDiff(compression=4.0, seed=3), x, y)
+
+
+def golden_diff(model, name, method, x, y):
+    """NAME.tfdiff learned for base.tflite with `method`, and NAME-patched.tflite, what it patches base.tflite into."""
+    import device
+    import device.tflite
+    import tfdiff
+    from tfdiff import keras
+
+    diff_model = tfdiff.wrap(model, method)
+    diff_model.compile(keras.optimizers.Adam(0.01), "mse")
+    diff_model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=tfdiff.callbacks(diff_model))
+    diff = tfdiff.extract(diff_model, generation=1)
+    diff.graph_digest = device.tflite.graph_digest_of(os.path.join(HERE, "base.tflite"))
+    diff.save(os.path.join(HERE, f"{name}.tfdiff"))
+    patched = os.path.join(HERE, f"{name}-patched.tflite")
+    shutil.copyfile(os.path.join(HERE, "base.tflite"), patched)
+    device.apply(patched, os.path.join(HERE, f"{name}.tfdiff"), allow_unsigned=True)
+    remove_side_files(patched)
+
+
+def _graph_of(model):
+    import device
+    import device.tflite
+    with tempfile.TemporaryDirectory() as tmp:
+        device.convert(model, os.path.join(tmp, "model.tflite"))
+        return device.tflite.graph_digest_of(os.path.join(tmp, "model.tflite"))
 
 
 def remove_side_files(model):
@@ -114,5 +153,7 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["int8"]:  # only the int8 files: the others stay as they are
         make_int8()
         make_journals(("int8-sparse",))
+    elif sys.argv[1:] == ["lowrank"]:  # only the low-rank files
+        make_lowrank()
     else:
         make()
