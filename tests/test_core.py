@@ -460,3 +460,28 @@ def test_a_conv_batchnorm_model_converts_and_takes_two_diffs_bit_exact(tmp_path)
             held = [bytes(f.buffer_bytes(g.buffer)[4 * g.offset:4 * (g.offset + g.count)])
                     for f in (patched, expected) for g in f.weight_map().segments(name)]
             assert held[:len(held) // 2] == held[len(held) // 2:], (generation, name)
+
+
+@pytest.mark.parametrize("rule", ["topk", "dare"])
+def test_a_posthoc_diff_cuts_a_fine_tuned_delta_to_the_budget(rule):
+    """FT - F_t, cut after training: within budget, applied by fold, moving the model towards FT."""
+    base = _mlp(units=128)
+    tuned = keras.models.clone_model(base)
+    tuned.set_weights(base.get_weights())
+    _train(tuned)
+    diff = tfdiff.posthoc_diff(base, tuned, compression=20.0, generation=1, rule=rule, seed=4)
+    params = sum(v.size for v in tfdiff.named_weights(base).values())
+    assert diff.nbytes + 68 <= tfdiff.budget_bytes(params, 20.0) and diff.num_params == params
+    kept = sum(e.values.size for e in diff.entries)
+    assert kept > params / 20  # coded float16 values and gaps: more than the paper's N / 20
+    folded = tfdiff.named_weights(tfdiff.fold(base, diff))
+    before, after = tfdiff.named_weights(base), tfdiff.named_weights(tuned)
+    for entry in diff.entries:
+        delta = (after[entry.name] - before[entry.name]).reshape(-1)[entry.indices]
+        scale = params / kept if rule == "dare" else 1.0  # DARE rescales what it keeps by 1 / p
+        np.testing.assert_allclose(entry.values.astype(np.float32), delta * scale, rtol=2e-3, atol=1e-7)
+    if rule == "topk":  # the largest deltas: the folded model is nearer FT than the base is
+        distance = lambda w: sum(float(np.sum((w[n] - after[n]) ** 2)) for n in after)  # noqa: E731
+        assert distance(folded) < 0.8 * distance(before)
+    with pytest.raises(ValueError, match="Received: rule='median'"):
+        tfdiff.posthoc_diff(base, tuned, compression=20.0, generation=1, rule="median")
