@@ -3,9 +3,11 @@
 Needs a finished FSC run (python -m recipes.fsc.run ... --out RUN). For each
 update t-1 -> t it compares, each with the accuracy the device ends up with:
 the whole new .tflite (raw, zstd -19, zipnn); binary diffs of BL_t's .tflite
-against BL_t-1's (bsdiff4, xdelta3, zstd --patch-from); a post-hoc top-k
-magnitude delta BL_t - BL_t-1 cut to the learned sparse diff's bytes; and
-the learned tfdiff diffs from the run.
+against BL_t-1's (bsdiff4, xdelta3, zstd --patch-from); the run's learned
+tfdiff diffs; and, when the run has them (`flywheel.posthoc`), its post-hoc
+diffs: the device's model fine-tuned with no budget (FT), FT - F_t cut after
+the fact to the same bytes. (BL_t - BL_t-1 is no delta to cut: BL_t is
+trained from scratch, so its weights share nothing with BL_t-1's.)
 """
 import os
 import shutil
@@ -13,13 +15,8 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
-
 import device
-import tfdiff
-from device.format import Entry
 from tfdiff import keras
-from tfdiff.model import seal
 
 
 def _zstd19(data):
@@ -58,25 +55,11 @@ XDELTA = ["xdelta3", "-e", "-9", "-f", "-s", "{old}", "{new}", "{out}"]
 ZSTD_PATCH = ["zstd", "-19", "-q", "-f", "--patch-from={old}", "{new}", "-o", "{out}"]
 
 
-def topk_delta(old_model, new_model, max_bytes, generation):
-    """F_t+1 - F_t, no retraining: the largest changes that fit `max_bytes`."""
-    old, new = tfdiff.named_weights(old_model), tfdiff.named_weights(new_model)
-    entries = []
-    for name in sorted(old):
-        delta = (new[name].astype(np.float32) - old[name]).reshape(-1).astype(np.float16)
-        kept = np.flatnonzero(delta)
-        entries.append(Entry(name, old[name].shape, "sparse", delta[kept], kept))
-    diff = tfdiff.Diff("sparse", entries, b"", b"", generation=generation)
-    return seal(diff.trim_to(max_bytes), old)
-
-
 def run(run_dir, out_dir):
-    from recipes.fsc.run import load_task
     import json
 
     with open(os.path.join(run_dir, "results.json")) as f:
         results = json.load(f)
-    task = load_task(run_dir)
     tflite_dir = os.path.join(out_dir, "tflite")
     os.makedirs(tflite_dir, exist_ok=True)
 
@@ -105,9 +88,7 @@ def run(run_dir, out_dir):
             if key.startswith("Diff-"):
                 rows.append({"gen": gen, "method": "tfdiff " + key[5:], "bytes": row["bytes"],
                              "accuracy": row["accuracy"]})
-            if key.startswith("Diff-sparse-"):
-                delta = topk_delta(bl(gen - 1), bl(gen), row["bytes"], gen)
-                folded = tfdiff.fold(bl(gen - 1), delta)
-                rows.append({"gen": gen, "method": "post-hoc top-k " + key[12:], "bytes": delta.nbytes,
-                             "accuracy": task.evaluate(folded, gen)})
+            if key.startswith("Posthoc-"):
+                rows.append({"gen": gen, "method": f"post-hoc {key[8:]} of FT", "bytes": row["bytes"],
+                             "accuracy": row["accuracy"]})
     return rows

@@ -24,7 +24,10 @@ def main(kind, out):
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         import importlib
         recipe = importlib.import_module(RECIPES[kind])
-        return recipe.main(["--synthetic", "--scale", "tiny", "--out", out, "--strategy", "mirrored"])
+        # FSC's run takes every diff method and the post-hoc baselines too: one run checks them all, end to end.
+        every = ["--set", 'flywheel.methods=["sparse", "hash", "sparse-global", "lowrank"]',
+                 'flywheel.posthoc=["topk"]'] if kind == "fsc-mirrored" else []
+        return recipe.main(["--synthetic", "--scale", "tiny", "--out", out, "--strategy", "mirrored", *every])
     if kind == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)

@@ -120,8 +120,9 @@ def test_tiny_run_end_to_end(tiny_fsc_run):
     gen0, gen1 = saved["generations"]
     assert gen0["domains"] == DOMAINS[:3] and gen1["domains"] == DOMAINS[:4]
     assert saved["strategy"] == "MirroredStrategy"  # the fixture trains on two replicas
-    expected = {"BL", "BLinf"} | {f"{kind}-{m}-{r}x" for kind in ("BLC", "Diff") for m in ("sparse", "hash")
-                                  for r in (8,)}
+    # The fixture's run takes every method (BLC: the paper's two) and the post-hoc baseline.
+    expected = {"BL", "BLinf", "FT", "Posthoc-topk-8x", "BLC-sparse-8x", "BLC-hash-8x"} | {
+        f"Diff-{m}-8x" for m in ("sparse", "hash", "sparse-global", "lowrank")}
     assert set(gen1["rows"]) == expected and set(gen0["rows"]) == {"BL", "BLinf"}
     for field in ["unseen_engine_accuracy", "valid_accuracy"] + [f"{c}_accuracy" for c in CONDITIONS]:
         assert field in gen1["rows"]["BL"], field
@@ -135,7 +136,7 @@ def test_tiny_run_end_to_end(tiny_fsc_run):
     for key, row in gen1["rows"].items():
         if key.startswith("BLC"):
             assert row["steps"] == saved["flywheel"]["bl_steps"] and row["bytes"] <= row["budget_bytes"], key
-        if key.startswith("Diff"):
+        if key.startswith(("Diff", "Posthoc")):
             # The same bits under LiteRT and Keras: at most one near-tie flips (16 test utterances).
             assert row["cut_values"] == 0 and abs(row["keras_accuracy"] - row["accuracy"]) <= 1 / 16, key
             assert row["bytes"] <= row["budget_bytes"] and row["device_matches_fold"], key
@@ -193,8 +194,10 @@ def test_blc_starts_from_a_fresh_model_not_from_bl(tiny_fsc_run, tmp_path):
 
 @pytest.mark.slow
 def test_studies_of_a_run_write_their_tables(tiny_fsc_run):
+    import tfdiff
     from recipes.fsc import run as fsc_run
     from recipes.speech import study
+    from tfdiff import keras
 
     out, _, _ = tiny_fsc_run
     args = (fsc_run.RECIPE, "study")
@@ -210,6 +213,20 @@ def test_studies_of_a_run_write_their_tables(tiny_fsc_run):
     assert grid["split"] == "valid"
     assert grid["BL_gen1"] == json.load(open(out / "results.json"))["generations"][1]["rows"]["BL"]["valid_accuracy"]
     assert "| 6 | 0.01 | 0.1-0.5 |" in open(out / "study-diff.md").read()
+    # methods: every method, ratio and step count with seeds, beside the post-hoc baselines, on valid.
+    study.main(*args, [str(out), "methods", "--methods", "lowrank", "--ratios", "8", "--steps", "4", "--seeds", "2",
+                       "--posthoc", "topk"])
+    methods = json.load(open(out / "study-methods.json"))
+    assert methods["split"] == "valid" and methods["seeds"] == [0, 1] == methods["provenance"]["seeds"]
+    assert sorted((r["key"], r["seed"]) for r in methods["rows"]) == [
+        (key, seed) for key in ("Diff-lowrank", "FT", "Posthoc-topk") for seed in (0, 1)]
+    budget = tfdiff.budget_bytes(sum(v.size for v in tfdiff.named_weights(
+        keras.models.load_model(out / "models" / "BL-g0.keras", compile=False)).values()), 8)
+    for row in methods["summary"]:
+        assert len(row["values"]) == 2 and row["ci95"][0] <= row["mean"] <= row["ci95"][1], row
+        assert (row["bytes"] is None) == (row["key"] == "FT") and (row["bytes"] or 0) + 68 <= budget, row
+    assert "| Diff-lowrank | 8x | 4 |" in open(out / "study-methods.md").read()
+    assert (out / "study-methods.png").stat().st_size > 0
     # seeds: the run's generations again under seed 1, beside the run's own seed 0.
     study.main(*args, [str(out), "seeds", "--seeds", "2"])
     seeds = json.load(open(out / "study-seeds.json"))

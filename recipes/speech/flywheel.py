@@ -41,6 +41,7 @@ import device
 import tfdiff
 from device.applier import installed_generation
 from tfdiff import keras
+from tfdiff.posthoc import RULES as POSTHOC_RULES
 
 from .intervals import bootstrap, metric, paired
 from .provenance import provenance
@@ -74,11 +75,16 @@ class FlywheelConfig:
         blc_methods: the methods BLC is trained with (None: the paper's
             among `methods`, sparse and hash); each BLC trains as long as
             BL, so a run short of time drops some.
+        posthoc: rules of `tfdiff.posthoc_diff` ("topk", "dare"), each a
+            chain of rows "Posthoc-RULE-Rx": the device's model fine-tuned
+            with every weight free for `diff_steps`, its delta cut after the
+            fact to the budget; and a row "FT", that fine-tuning with no
+            budget (a chain from BL of generation 0). Empty: neither.
     """
 
     def __init__(self, generations=4, ratios=(20, 40), methods=("sparse", "hash"), bl_steps=1000,
                  diff_steps=400, diff_prune=(0.05, 0.55), blc_prune=(0.3, 0.8), diff_learning_rate=None,
-                 budget="wire", num_hashes=3, prune_frequency=10, quantize=None, blc_methods=None):
+                 budget="wire", num_hashes=3, prune_frequency=10, quantize=None, blc_methods=None, posthoc=()):
         if generations < 2:
             raise ValueError(f"`generations` must be at least 2. Received: generations={generations}")
         for name, window in (("diff_prune", diff_prune), ("blc_prune", blc_prune)):
@@ -99,11 +105,15 @@ class FlywheelConfig:
             raise ValueError(f"`blc_methods` must be among `methods` and {BLC_METHODS}. Received: "
                              f"blc_methods={blc_methods!r}, methods={list(methods)}")
         self.blc_methods = None if blc_methods is None else tuple(blc_methods)
+        if not set(posthoc) <= set(POSTHOC_RULES) or (posthoc and quantize):
+            raise ValueError(f"`posthoc` must be some of {POSTHOC_RULES}, with float32 devices. Received: "
+                             f"posthoc={list(posthoc)!r}, quantize={quantize!r}")
+        self.posthoc = tuple(posthoc)
 
     def get_config(self):
         config = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
-        for key in ("quantize", "blc_methods"):  # runs recorded without them keep their settings
-            if config[key] is None:
+        for key in ("quantize", "blc_methods", "posthoc"):  # runs recorded without them keep their settings
+            if config[key] in (None, []):
                 del config[key]
         return config
 
@@ -234,6 +244,8 @@ class Flywheel:
         jobs = [("BL", ("bl", gen))]
         jobs += [(f"BLC-{m}-{r}x", ("blc", gen, m, r)) for m in blc_methods for r in c.ratios]
         jobs += [(f"Diff-{m}-{r}x", ("diff", gen, m, r)) for m in c.methods for r in c.ratios]
+        jobs += [(f"Posthoc-{rule}-{r}x", ("posthoc", gen, rule, r)) for rule in c.posthoc for r in c.ratios]
+        jobs += [("FT", ("ft", gen))] if c.posthoc else []
         jobs += [("BLinf", ("blinf", gen))]
         return [(key, job) for key, job in jobs if key not in rows]
 
@@ -241,7 +253,8 @@ class Flywheel:
         """Run one job of `_pending` in this process: its row (models and scores saved, not recorded)."""
         kind, gen, *args = job
         seed_row(self.task, job)
-        return {"bl": self._bl, "blc": self._blc, "diff": self._diff, "blinf": self._blinf}[kind](gen, *args)
+        return {"bl": self._bl, "blc": self._blc, "diff": self._diff, "posthoc": self._posthoc, "ft": self._ft,
+                "blinf": self._blinf}[kind](gen, *args)
 
     def _blinf(self, gen):
         static = self._load_model("BL", 0)
@@ -327,21 +340,47 @@ class Flywheel:
                 "bytes": tfdiff.compressed_nbytes(blc), "budget_bytes": tfdiff.budget_bytes(params, ratio),
                 "trained_from": "scratch", "steps": c.bl_steps, "train_seconds": train_seconds}
 
-    def _diff(self, gen, name, ratio):
-        c, key = self.config, f"Diff-{name}-{ratio}x"
-        start = time.time()
+    def _chain(self, gen, key):
+        """(F_t, the server's view of the device holding it, the device's .tflite) of chain `key` at `gen`."""
         device_model = os.path.join(self.run_dir, "devices", f"{key}.tflite")
         if gen == 1 and not os.path.exists(device_model):
             shutil.copyfile(self.base_tflite, device_model)
         previous = self._load_model("BL" if gen == 1 else key, 0 if gen == 1 else gen - 1)
         # An int8 chain learns against the int8 weights its device holds (their scales frozen).
-        before = tfdiff.DeviceModel.load(previous, device_model, quantized=bool(c.quantize))
+        return previous, tfdiff.DeviceModel.load(previous, device_model, quantized=bool(self.config.quantize)), \
+            device_model
+
+    def _ft(self, gen):
+        start = time.time()
+        previous = self._load_model("BL" if gen == 1 else "FT", 0 if gen == 1 else gen - 1)
+        tuned = fine_tune(self.task, previous, gen, self.config.diff_steps, f"gen {gen} FT",
+                          self.config.learning_rate("ft"), self.strategy)
+        train_seconds = time.time() - start
+        tuned.save(self._model_path("FT", gen))
+        return {**self._measured(tuned, gen, "FT"), **self._held_out(tuned, gen), "trained_from": "FT of gen - 1",
+                "steps": self.config.diff_steps, "train_seconds": train_seconds}
+
+    def _posthoc(self, gen, rule, ratio):
+        key = f"Posthoc-{rule}-{ratio}x"
+        start = time.time()
+        previous, before, device_model = self._chain(gen, key)
+        tuned = fine_tune(self.task, previous, gen, self.config.diff_steps, f"gen {gen} {key} (fine-tuning)",
+                          self.config.learning_rate("ft"), self.strategy)
+        diff = tfdiff.posthoc_diff(previous, tuned, ratio, gen, rule=rule, seed=gen)
+        return self._shipped(gen, key, ratio, before, device_model, diff, start)
+
+    def _diff(self, gen, name, ratio):
+        c, key = self.config, f"Diff-{name}-{ratio}x"
+        start = time.time()
+        previous, before, device_model = self._chain(gen, key)
         method = c.method(name, ratio, c.diff_steps, c.diff_prune, seed=gen)
-        with self.strategy.scope():
-            diff_model = tfdiff.wrap(previous, method, int8=before.int8)
-            self.task.train(diff_model, gen, c.diff_steps, tfdiff.callbacks(diff_model), f"gen {gen} {key}",
-                            learning_rate=c.learning_rate(name))
-        diff = tfdiff.extract(diff_model, generation=gen)
+        diff = learn_diff(self.task, previous, method, gen, c.diff_steps, f"gen {gen} {key}", c.learning_rate(name),
+                          self.strategy, int8=before.int8)
+        return self._shipped(gen, key, ratio, before, device_model, diff, start)
+
+    def _shipped(self, gen, key, ratio, before, device_model, diff, start):
+        """Chain `key`'s row once `diff` is made: saved, patched on its device, measured there and in Keras."""
+        c = self.config
         diff_path = os.path.join(self.run_dir, "diffs", f"{key}-g{gen}.tfdiff")
         diff.save(diff_path)
         server = before.patched(diff)  # what the device must hold after the diff
@@ -359,15 +398,34 @@ class Flywheel:
         apply_seconds = time.time() - start
         value, extras = self.task.evaluate_tflite(device_model, gen)
         self._scores(gen, key, extras.pop("scores", None))
-        params = sum(v.size for v in tfdiff.named_weights(previous).values())
         exact = {"device_matches_fold": server.matches(device_model)}
-        # bytes as saved (unsigned); the budget holds the 68-byte signature too.
+        # bytes as saved (unsigned); the budget holds the 68-byte signature too. N is what the diff
+        # covers: every weight, but a low-rank diff's matrices only.
         return {self.task.metric: value, **self._held_out(folded, gen), "bytes": diff.nbytes,
-                "budget_bytes": tfdiff.budget_bytes(params, ratio),
+                "budget_bytes": tfdiff.budget_bytes(diff.num_params, ratio),
                 "nominal_compression": round(diff.nominal_compression, 2),
                 "wire_compression": round(diff.wire_compression, 2), "cut_values": diff.cut_values,
                 **extras, **exact, "keras_" + self.task.metric: self.task.evaluate(folded, gen),
                 "steps": c.diff_steps, "train_seconds": train_seconds, "apply_seconds": apply_seconds}
+
+
+def fine_tune(task, previous, gen, steps, label, learning_rate=None, strategy=None):
+    """A copy of `previous` trained further on generation `gen`'s data for `steps`, every weight free (FT)."""
+    import tensorflow as tf
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = keras.models.clone_model(previous)
+        model.set_weights(previous.get_weights())
+        task.train(model, gen, steps, [], label, learning_rate=learning_rate)
+    return model
+
+
+def learn_diff(task, previous, method, gen, steps, label, learning_rate=None, strategy=None, int8=None):
+    """The diff `method` learns from `previous` on generation `gen`'s data in `steps`, as extracted."""
+    import tensorflow as tf
+    with (strategy or tf.distribute.get_strategy()).scope():
+        diff_model = tfdiff.wrap(previous, method, int8=int8)
+        task.train(diff_model, gen, steps, tfdiff.callbacks(diff_model), label, learning_rate=learning_rate)
+    return tfdiff.extract(diff_model, generation=gen)
 
 
 def seed_row(task, row):

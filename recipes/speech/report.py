@@ -96,6 +96,9 @@ def markdown_table(results):
     columns = [(f"{METHOD_TITLES[m]} {r}x {kind}", f"{kind}-{m}-{r}x")
                for m in flywheel["methods"] for r in flywheel["ratios"] for kind in ("BLC", "Diff")
                if kind == "Diff" or m in blc_methods]
+    posthoc = flywheel.get("posthoc") or []  # baselines: the delta of a fine-tuning, cut after the fact
+    columns += [(f"Post-hoc {rule} {r}x", f"Posthoc-{rule}-{r}x") for rule in posthoc for r in flywheel["ratios"]]
+    columns += [("FT (no budget)", "FT")] if posthoc else []
     label, size_of = _data_size(results)
     head = ["Gen"] + ([label] if label else []) + ["BL"] + [title for title, _ in columns] + ["BL∞"]
     quantized = (", int8 device models (every column measured on an int8 .tflite)"
@@ -215,6 +218,31 @@ def plot(results, path):
     plt.close(fig)
 
 
+def methods_plot(result, metric, path):
+    """The methods study: the metric against bytes on the wire, one line per row kind and step count."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    lines = {}
+    for row in result["summary"]:
+        if row["bytes"] is not None:
+            lines.setdefault(f"{row['key']}, {row['steps']} steps", []).append((row["bytes"], 100 * row["mean"]))
+    for label, points in sorted(lines.items()):
+        points.sort()
+        ax.plot([b / 1024 for b, _ in points], [m for _, m in points], marker="o", label=label)
+    if result.get("BL_gen1") is not None:
+        ax.axhline(100 * result["BL_gen1"], color="black", linestyle="--", label="BL (no budget)")
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes on the wire (KiB)")
+    ax.set_ylabel(f"{result.get('split', 'valid')} {metric} (%)")
+    ax.set_title("Generation-1 update, per method")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_report(results, run_dir):
     table = markdown_table(results)
     with open(os.path.join(run_dir, "results.md"), "w") as f:
@@ -304,6 +332,17 @@ def study_markdown(result, metric):
                       if diff else "-")
             lines.append(f"| {row['gen']} | {row['key']} | {spread} | {100 * row['mean']:.1f} [{low:.1f}, {high:.1f}] "
                          f"| {versus} |")
+        return "\n".join(lines)
+    if result["study"] == "methods":
+        lines = [f"Generation 1 on the {split} split, {metric} (%): mean over seeds {result['seeds']} "
+                 "[95 % t-interval]; BL at generation 1: "
+                 + (f"{100 * result['BL_gen1']:.1f}" if result.get("BL_gen1") is not None else "not run"), "",
+                 "| row | ratio | steps | per seed | mean [95 %] | bytes |", "|---|---|---|---|---|---|"]
+        for row in sorted(result["summary"], key=lambda r: (r["key"], r["ratio"] or 0, r["steps"])):
+            spread = " / ".join(f"{100 * v:.1f}" for v in row["values"])
+            interval = "" if row["ci95"] is None else f" [{100 * row['ci95'][0]:.1f}, {100 * row['ci95'][1]:.1f}]"
+            lines.append(f"| {row['key']} | {row['ratio'] or '-'}{'x' if row['ratio'] else ''} | {row['steps']} | "
+                         f"{spread} | {100 * row['mean']:.1f}{interval} | {row['bytes'] or '-'} |")
         return "\n".join(lines)
     if result["study"] == "curve":
         extra = [k for k in result["rows"][0] if k.endswith("_accuracy") or k.endswith("_wer")]

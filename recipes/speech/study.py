@@ -2,6 +2,8 @@
 
     python -m recipes.fsc.study RUN_DIR curve [--steps 500 1000 2000 3000]
     python -m recipes.fsc.study RUN_DIR diff [--steps 150 300] [--lr 0.003 0.01] [--window 0.05,0.55 ...]
+    python -m recipes.fsc.study RUN_DIR methods [--methods sparse lowrank ...] [--ratios 20 40 100 200]
+                                               [--steps 250 500 1000] [--seeds 3] [--posthoc topk dare]
 
 RUN_DIR is a run of the recipe (its corpus, features and config are reused).
 Studies choose settings, so they measure on the valid split (--split,
@@ -14,6 +16,14 @@ default valid); the test split only reports, in the recipe's results.
 - `diff` learns a generation-1 diff on top of the run's generation-0 BL
   for every (steps, learning rate, pruning window) and reports the folded
   model's metric (bit for bit the device's) beside BL's at generation 1.
+- `methods` decides between the diff methods: at generation 1, on top of
+  the run's generation-0 BL, every method at every ratio and step count,
+  with --seeds seeds each (the run's own learning rates), and the post-hoc
+  baselines (BL of generation 0 fine-tuned for the same steps with no
+  budget, FT, and its delta cut to each ratio's bytes by each --posthoc
+  rule); a table of the mean [95 % t-interval] over seeds and the bytes,
+  and a plot of the metric against bytes, one line per method and steps
+  (study-methods.png).
 
 - `seeds` reruns a finished run's first --generations (default 2) with the
   seeds 1 .. --seeds - 1 (the run itself is seed 0), each in
@@ -22,7 +32,7 @@ default valid); the test split only reports, in the recipe's results.
   the run's own rows, reported, not a choice), and each row's difference to
   its seed's BL. `--workers N` trains each generation's rows in N processes.
 
-Each writes RUN_DIR/study-{curve,diff,seeds}.json and .md, and prints the table.
+Each writes RUN_DIR/study-{curve,diff,seeds,methods}.json and .md, and prints the table.
 """
 import argparse
 import json
@@ -33,9 +43,9 @@ import time
 import tfdiff
 from tfdiff import keras
 
-from .flywheel import Flywheel, FlywheelConfig, seed_row
+from .flywheel import Flywheel, FlywheelConfig, fine_tune, learn_diff, seed_row
 from .provenance import provenance
-from .report import METHOD_TITLES, study_markdown, write_report
+from .report import METHOD_TITLES, methods_plot, study_markdown, write_report
 
 
 def _measure(task, model, gen, split):
@@ -61,16 +71,21 @@ def bl_curve(task, run_dir, steps_list, gen=0, split="valid"):
     return {"study": "curve", "gen": gen, "split": split, "rows": rows}
 
 
+def _gen0_bl(task, run_dir, bl_steps):
+    """The run's own generation-0 BL, trained (and saved) here if the run has none yet."""
+    base_path = os.path.join(run_dir, "models", "BL-g0.keras")
+    if os.path.exists(base_path):
+        return keras.models.load_model(base_path, compile=False)
+    base = task.new_model(0)
+    task.train(base, 0, bl_steps, [], "gen 0 BL")
+    os.makedirs(os.path.dirname(base_path), exist_ok=True)
+    base.save(base_path)
+    return base
+
+
 def diff_grid(task, run_dir, steps_list, learning_rates, windows, method="sparse", ratio=40, bl_steps=None,
               split="valid"):
-    base_path = os.path.join(run_dir, "models", "BL-g0.keras")
-    if os.path.exists(base_path):  # the run's own generation-0 model
-        base = keras.models.load_model(base_path, compile=False)
-    else:
-        base = task.new_model(0)
-        task.train(base, 0, bl_steps, [], "gen 0 BL")
-        os.makedirs(os.path.dirname(base_path), exist_ok=True)
-        base.save(base_path)
+    base = _gen0_bl(task, run_dir, bl_steps)
     rows = []
     for steps in steps_list:
         for learning_rate in learning_rates:
@@ -78,10 +93,8 @@ def diff_grid(task, run_dir, steps_list, learning_rates, windows, method="sparse
                 config = FlywheelConfig(diff_steps=steps, diff_prune=window)
                 start = time.time()
                 seed_row(task, ("diff", method, ratio, steps, learning_rate, window))
-                diff_model = tfdiff.wrap(base, config.method(method, ratio, steps, window, seed=1))
-                task.train(diff_model, 1, steps, tfdiff.callbacks(diff_model),
-                           f"diff {steps} steps lr {learning_rate} window {window}", learning_rate=learning_rate)
-                diff = tfdiff.extract(diff_model, generation=1)
+                diff = learn_diff(task, base, config.method(method, ratio, steps, window, seed=1), 1, steps,
+                                  f"diff {steps} steps lr {learning_rate} window {window}", learning_rate)
                 folded = tfdiff.fold(base, diff)
                 row = {"steps": steps, "learning_rate": learning_rate, "window": list(window),
                        **_measure(task, folded, 1, split), "bytes": diff.nbytes,
@@ -90,6 +103,64 @@ def diff_grid(task, run_dir, steps_list, learning_rates, windows, method="sparse
                 print(json.dumps(row), flush=True)
     return {"study": "diff", "method": method, "ratio": ratio, "split": split, "rows": rows,
             "BL_gen1": _bl_gen1(task, run_dir, bl_steps, split)}
+
+
+def methods_grid(task, run_dir, methods, ratios, steps_list, seeds, posthoc=(), flywheel=None, bl_steps=None,
+                 split="valid"):
+    """Generation-1 rows of every method x ratio x steps x seed, and the post-hoc baselines (module docstring).
+
+    `flywheel` is the run's FlywheelConfig settings (learning rates, budget,
+    pruning window), so each method trains as the run's diffs do.
+    """
+    base = _gen0_bl(task, run_dir, bl_steps)
+    settings = {k: v for k, v in (flywheel or {}).items() if k not in ("methods", "ratios", "diff_steps", "posthoc")}
+    rows = []
+
+    def measured(key, ratio, steps, seed, model, diff, start):
+        row = {"key": key, "ratio": ratio, "steps": steps, "seed": seed, **_measure(task, model, 1, split),
+               "bytes": None if diff is None else diff.nbytes, "train_seconds": time.time() - start}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    for seed in seeds:
+        for steps in steps_list:
+            config = FlywheelConfig(**{**settings, "methods": methods, "ratios": ratios, "diff_steps": steps})
+            if posthoc:
+                start = time.time()
+                seed_row(task, ("methods", "FT", steps, seed))
+                tuned = fine_tune(task, base, 1, steps, f"FT {steps} steps seed {seed}", config.learning_rate("ft"))
+                measured("FT", None, steps, seed, tuned, None, start)
+                for rule in posthoc:
+                    for ratio in ratios:
+                        start = time.time()
+                        diff = tfdiff.posthoc_diff(base, tuned, ratio, 1, rule=rule, seed=seed)
+                        measured(f"Posthoc-{rule}", ratio, steps, seed, tfdiff.fold(base, diff), diff, start)
+            for name in methods:
+                for ratio in ratios:
+                    start = time.time()
+                    seed_row(task, ("methods", name, ratio, steps, seed))
+                    method = config.method(name, ratio, steps, config.diff_prune, seed=1 + seed)
+                    diff = learn_diff(task, base, method, 1, steps, f"{name} {ratio}x {steps} steps seed {seed}",
+                                      config.learning_rate(name))
+                    measured(f"Diff-{name}", ratio, steps, seed, tfdiff.fold(base, diff), diff, start)
+    return {"study": "methods", "split": split, "seeds": list(seeds), "rows": rows,
+            "summary": _methods_summary(rows, task.metric), "BL_gen1": _bl_gen1(task, run_dir, bl_steps, split)}
+
+
+def _methods_summary(rows, metric):
+    """[{key, ratio, steps, values, mean, ci95, bytes}] over the seeds of each (key, ratio, steps)."""
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["key"], row["ratio"], row["steps"]), []).append(row)
+    summary = []
+    for (key, ratio, steps), members in groups.items():
+        spread = _t_interval([r[metric] for r in members])
+        if len(members) < 2:
+            spread["ci95"] = None  # one seed: no interval
+        nbytes = [r["bytes"] for r in members if r["bytes"] is not None]
+        summary.append({"key": key, "ratio": ratio, "steps": steps, **spread,
+                        "bytes": max(nbytes) if nbytes else None})
+    return summary
 
 
 def _bl_gen1(task, run_dir, bl_steps, split):
@@ -174,7 +245,7 @@ def main(recipe, prog, argv=None):
     parser.add_argument("run_dir", help="a run directory of the recipe (made, synthetic, if it does not exist)")
     parser.add_argument("--scale", default="demo", choices=sorted(recipe.scales),
                         help="the scale of a new run directory")
-    parser.add_argument("study", choices=("curve", "diff", "seeds"))
+    parser.add_argument("study", choices=("curve", "diff", "seeds", "methods"))
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override the scale's settings, as for the recipe's run")
     parser.add_argument("--steps", type=int, nargs="+", help="step counts to try")
@@ -184,10 +255,16 @@ def main(recipe, prog, argv=None):
     parser.add_argument("--window", nargs="+", default=["0.05,0.55"],
                         help="diff: pruning windows START,END as fractions of the steps")
     parser.add_argument("--method", default="sparse", choices=tuple(METHOD_TITLES))
+    parser.add_argument("--methods", nargs="+", default=list(METHOD_TITLES), choices=tuple(METHOD_TITLES),
+                        help="methods: the diff methods compared")
+    parser.add_argument("--ratios", type=int, nargs="+", default=[20, 40, 100, 200], help="methods: compressions")
+    parser.add_argument("--posthoc", nargs="*", default=["topk", "dare"], choices=("topk", "dare"),
+                        help="methods: the post-hoc rules cutting FT - F_t (none: no FT either)")
     parser.add_argument("--ratio", type=int, default=40)
     parser.add_argument("--bl-steps", type=int, default=None,
                         help="diff: steps of the generation-0 BL, if the run has none (default: the scale's)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds: how many, the run's own seed 0 included")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="seeds, methods: how many (seeds: the run's own seed 0 included)")
     parser.add_argument("--generations", type=int, default=2, help="seeds: generations rerun per seed")
     parser.add_argument("--workers", type=int, default=None, help="seeds: worker processes, as for the run")
     parser.add_argument("--split", default="valid",
@@ -211,6 +288,11 @@ def main(recipe, prog, argv=None):
                      f"pass --split test only to report, never to choose a setting. Received: --split {args.split}")
     if args.study == "seeds":
         result = seed_runs(recipe, task, args.run_dir, range(1, args.seeds), args.generations, args.workers)
+    elif args.study == "methods":
+        with open(os.path.join(args.run_dir, "config.json")) as f:
+            flywheel = json.load(f)["settings"]["flywheel"]
+        result = methods_grid(task, args.run_dir, args.methods, args.ratios, args.steps or [250, 500, 1000],
+                              range(args.seeds), args.posthoc, flywheel, flywheel["bl_steps"], args.split)
     elif args.study == "curve":
         result = bl_curve(task, args.run_dir, args.steps or [500, 1000, 2000, 3000], args.gen, args.split)
     else:
@@ -218,11 +300,14 @@ def main(recipe, prog, argv=None):
         result = diff_grid(task, args.run_dir, args.steps or [150, 300], args.lr, windows, args.method,
                            args.ratio, args.bl_steps or recipe.scales[task_scale(args.run_dir)]["flywheel"]["bl_steps"],
                            args.split)
-    result["metric"], result["provenance"] = task.metric, {**record, "seeds": [getattr(task, "seed", 0)]}
+    result["metric"], result["provenance"] = task.metric, {**record, "seeds": result.get("seeds")
+                                                           or [getattr(task, "seed", 0)]}
     table = study_markdown(result, task.metric)
     name = os.path.join(args.run_dir, f"study-{args.study}")
     with open(name + ".json", "w") as f:
         json.dump(result, f, indent=2)
     with open(name + ".md", "w") as f:
         f.write(table + "\n")
+    if args.study == "methods":
+        methods_plot(result, task.metric, name + ".png")
     print(table)
