@@ -24,9 +24,9 @@ def main(kind, out):
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         import importlib
         recipe = importlib.import_module(RECIPES[kind])
-        # FSC's run takes every diff method and the post-hoc baselines too: one run checks them all, end to end.
+        # FSC's run takes every diff method, the post-hoc baselines and BL as teacher: one run checks them all.
         every = ["--set", 'flywheel.methods=["sparse", "hash", "sparse-global", "lowrank"]',
-                 'flywheel.posthoc=["topk"]'] if kind == "fsc-mirrored" else []
+                 'flywheel.posthoc=["topk"]', "flywheel.teacher_weight=0.5"] if kind == "fsc-mirrored" else []
         return recipe.main(["--synthetic", "--scale", "tiny", "--out", out, "--strategy", "mirrored", *every])
     if kind == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]

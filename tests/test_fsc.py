@@ -300,6 +300,27 @@ def test_the_flywheel_names_every_diff_method_and_trains_blc_with_the_papers():
         FlywheelConfig(methods=("sparse", "lowrank"), blc_methods=("lowrank",))
 
 
+def test_a_diff_can_learn_from_its_generations_bl():
+    """Distillation over the phrases: least when the student chooses as the teacher does; refused by a task
+    that cannot take a teacher; BL then trains before the diffs (tests/distributed_worker.py's run uses it)."""
+    import tensorflow as tf
+    from recipes.speech.flywheel import FlywheelConfig, learn_diff
+    rng = np.random.default_rng(0)
+    audio, text = (tf.constant(rng.normal(size=shape).astype(np.float32)) for shape in ((6, 4), (3, 4)))
+    same = float(slu_model.distillation_loss(audio, text, audio, text, margin=0.1))
+    other = float(slu_model.distillation_loss(audio, text, -audio, text, margin=0.1))
+    assert np.isfinite(same) and same < other
+    assert FlywheelConfig(teacher_weight=0.5).get_config()["teacher_weight"] == 0.5
+    assert "teacher_weight" not in FlywheelConfig().get_config()  # runs recorded before it keep their settings
+    with pytest.raises(ValueError, match="Received: teacher_weight=1.0"):
+        FlywheelConfig(teacher_weight=1.0)
+
+    class Plain:
+        name = "plain"
+    with pytest.raises(ValueError, match="cannot learn from a teacher"):
+        learn_diff(Plain(), None, None, 1, 4, "x", teacher=object(), teacher_weight=0.5)
+
+
 def test_a_run_extends_to_more_generations_but_refuses_other_settings(tmp_path):
     from recipes.speech.flywheel import Flywheel, FlywheelConfig
 

@@ -119,7 +119,7 @@ def triplet_loss(audio, text, labels, margin, mining="all"):
     violations, i.e. cross-entropy over -distance / margin): a contrastive
     loss that converges in fewer steps, for the CPU demo.
     """
-    distance = tf.sqrt(tf.reduce_sum(tf.square(audio[:, None, :] - text[None, :, :]), -1) + 1e-12)
+    distance = _distance(audio, text)
     positive = tf.gather(distance, labels, batch_dims=1)
     negatives = 1.0 - tf.one_hot(labels, tf.shape(text)[0])
     violations = tf.nn.relu(positive[:, None] - distance + margin) * negatives
@@ -131,22 +131,45 @@ def triplet_loss(audio, text, labels, margin, mining="all"):
     return tf.reduce_sum(violations) / tf.maximum(active, 1.0)
 
 
+def _distance(audio, text):
+    """[utterances, phrases] L2 distances between audio and phrase embeddings."""
+    return tf.sqrt(tf.reduce_sum(tf.square(audio[:, None, :] - text[None, :, :]), -1) + 1e-12)
+
+
+def distillation_loss(audio, text, teacher_audio, teacher_text, margin):
+    """Cross-entropy from the teacher's choice of phrase to the student's, both softmax(-distance / margin).
+
+    Over the phrases, not the embeddings: two models trained apart share no
+    embedding space, but they answer the same question, which phrase.
+    """
+    teacher = tf.nn.softmax(-_distance(teacher_audio, teacher_text) / margin)
+    return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(teacher, -_distance(audio, text) / margin))
+
+
 class TripletTrainer(Trainer):
     """Trains `slu` with `fit` on (features, phrase label) batches.
 
     Every step embeds all supported phrases, so new domains' phrases join
-    the mining as soon as they are supported.
+    the mining as soon as they are supported. With a `teacher` (the
+    generation's BL, for a diff), the loss is (1 - w) of the labels' and w of
+    `distillation_loss` toward the teacher's choices, w = `teacher_weight`.
     """
 
-    def __init__(self, slu, phrase_tokens, config, **kwargs):
+    def __init__(self, slu, phrase_tokens, config, teacher=None, teacher_weight=0.0, **kwargs):
         super().__init__(slu, **kwargs)
         self.phrase_tokens = tf.constant(phrase_tokens)
         self.config = config
+        self.teacher, self.teacher_weight = teacher, float(teacher_weight)
 
     def loss_of(self, data):
         features, labels = data
         audio, text = self.trained([features, self.phrase_tokens], training=True)
-        return triplet_loss(audio, text, labels, self.config.margin, self.config.mining)
+        loss = triplet_loss(audio, text, labels, self.config.margin, self.config.mining)
+        if self.teacher is None or not self.teacher_weight:
+            return loss
+        teacher_audio, teacher_text = self.teacher([features, self.phrase_tokens], training=False)
+        return ((1.0 - self.teacher_weight) * loss
+                + self.teacher_weight * distillation_loss(audio, text, teacher_audio, teacher_text, self.config.margin))
 
 
 def embed(slu, features, phrase_tokens):

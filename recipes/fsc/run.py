@@ -110,6 +110,7 @@ class FscTask:
 
     name, metric = "fsc", "accuracy"
     splits = ("valid", "test")
+    distills = True  # `train` takes a teacher (recipes/speech/task.py)
 
     def __init__(self, corpus, config, vocabulary, seed=0):
         self.corpus, self.config, self.vocabulary, self.seed = corpus, config, vocabulary, seed
@@ -130,7 +131,7 @@ class FscTask:
         keras.utils.set_random_seed(self.seed + gen)
         return slu_model.build_slu(self.config)
 
-    def train(self, model, gen, steps, callbacks, label, learning_rate=None):
+    def train(self, model, gen, steps, callbacks, label, learning_rate=None, teacher=None, teacher_weight=0.0):
         utterances, feats = self.corpus["train"]
         keep = np.array([u.domain in self.domains(gen) for u in utterances])
         phrases = self.phrases(gen)
@@ -141,7 +142,7 @@ class FscTask:
                    # parallel calls would hand out in a different order each run.
                    .map(lambda x, y: (speech_features.spec_augment(tf.cast(x, tf.float32)), y))
                    .batch(self.config.batch_size, drop_remainder=True).prefetch(2))
-        trainer = slu_model.TripletTrainer(model, self.tokens(phrases), self.config)
+        trainer = slu_model.TripletTrainer(model, self.tokens(phrases), self.config, teacher, teacher_weight)
         schedule = HoldDecay(learning_rate or self.config.learning_rate, hold_steps=steps // 2,
                              total_steps=max(steps, 1) + 1)
         trainer.compile(optimizer=keras.optimizers.Adam(schedule), jit_compile=self.config.jit_compile)

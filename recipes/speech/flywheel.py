@@ -80,11 +80,16 @@ class FlywheelConfig:
             with every weight free for `diff_steps`, its delta cut after the
             fact to the budget; and a row "FT", that fine-tuning with no
             budget (a chain from BL of generation 0). Empty: neither.
+        teacher_weight: 0, or the share of each diff's loss spent matching
+            the same generation's BL (distillation; the task must take a
+            teacher: `distills`). BL then trains before the diffs of its
+            generation, beside the BLCs, and the diffs after it.
     """
 
     def __init__(self, generations=4, ratios=(20, 40), methods=("sparse", "hash"), bl_steps=1000,
                  diff_steps=400, diff_prune=(0.05, 0.55), blc_prune=(0.3, 0.8), diff_learning_rate=None,
-                 budget="wire", num_hashes=3, prune_frequency=10, quantize=None, blc_methods=None, posthoc=()):
+                 budget="wire", num_hashes=3, prune_frequency=10, quantize=None, blc_methods=None, posthoc=(),
+                 teacher_weight=0.0):
         if generations < 2:
             raise ValueError(f"`generations` must be at least 2. Received: generations={generations}")
         for name, window in (("diff_prune", diff_prune), ("blc_prune", blc_prune)):
@@ -109,11 +114,15 @@ class FlywheelConfig:
             raise ValueError(f"`posthoc` must be some of {POSTHOC_RULES}, with float32 devices. Received: "
                              f"posthoc={list(posthoc)!r}, quantize={quantize!r}")
         self.posthoc = tuple(posthoc)
+        if not isinstance(teacher_weight, (int, float)) or not 0 <= teacher_weight < 1:
+            raise ValueError(f"`teacher_weight` must be in [0, 1). Received: teacher_weight={teacher_weight!r}")
+        self.teacher_weight = float(teacher_weight)
 
     def get_config(self):
         config = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
-        for key in ("quantize", "blc_methods", "posthoc"):  # runs recorded without them keep their settings
-            if config[key] in (None, []):
+        # Runs recorded before a setting existed keep their settings: its default is left out.
+        for key, default in (("quantize", None), ("blc_methods", None), ("posthoc", []), ("teacher_weight", 0.0)):
+            if config[key] == default:
                 del config[key]
         return config
 
@@ -223,7 +232,11 @@ class Flywheel:
                                       "tflite_bytes": os.path.getsize(self.base_tflite)})
         self._intervals(0)
         for gen in range(1, self.config.generations):
-            self._train(gen, self._pending(gen))
+            pending = self._pending(gen)
+            if self.config.teacher_weight:  # the diffs learn from this generation's BL: it trains first
+                self._train(gen, [(key, job) for key, job in pending if job[0] in ("bl", "blc")])
+                pending = [(key, job) for key, job in pending if job[0] not in ("bl", "blc")]
+            self._train(gen, pending)
             self._intervals(gen)
         return self.results
 
@@ -374,8 +387,10 @@ class Flywheel:
         start = time.time()
         previous, before, device_model = self._chain(gen, key)
         method = c.method(name, ratio, c.diff_steps, c.diff_prune, seed=gen)
+        teacher = {"teacher": self._load_model("BL", gen), "teacher_weight": c.teacher_weight} \
+            if c.teacher_weight else {}
         diff = learn_diff(self.task, previous, method, gen, c.diff_steps, f"gen {gen} {key}", c.learning_rate(name),
-                          self.strategy, int8=before.int8)
+                          self.strategy, int8=before.int8, **teacher)
         return self._shipped(gen, key, ratio, before, device_model, diff, start)
 
     def _shipped(self, gen, key, ratio, before, device_model, diff, start):
@@ -419,12 +434,19 @@ def fine_tune(task, previous, gen, steps, label, learning_rate=None, strategy=No
     return model
 
 
-def learn_diff(task, previous, method, gen, steps, label, learning_rate=None, strategy=None, int8=None):
-    """The diff `method` learns from `previous` on generation `gen`'s data in `steps`, as extracted."""
+def learn_diff(task, previous, method, gen, steps, label, learning_rate=None, strategy=None, int8=None,
+               **teacher):
+    """The diff `method` learns from `previous` on generation `gen`'s data in `steps`, as extracted.
+
+    `teacher`: `teacher` and `teacher_weight`, for a task that `distills`.
+    """
     import tensorflow as tf
+    if teacher and not getattr(task, "distills", False):
+        raise ValueError(f"task {task.name!r} cannot learn from a teacher; set teacher_weight to 0")
     with (strategy or tf.distribute.get_strategy()).scope():
         diff_model = tfdiff.wrap(previous, method, int8=int8)
-        task.train(diff_model, gen, steps, tfdiff.callbacks(diff_model), label, learning_rate=learning_rate)
+        task.train(diff_model, gen, steps, tfdiff.callbacks(diff_model), label, learning_rate=learning_rate,
+                   **teacher)
     return tfdiff.extract(diff_model, generation=gen)
 
 

@@ -40,7 +40,13 @@ class Task(Protocol):
 
     def train(self, model: Any, gen: int, steps: int, callbacks: List[Any], label: str,
               learning_rate: float = None) -> None:
-        """Train `model` on generation `gen`'s data for `steps` steps, passing `callbacks` to fit."""
+        """Train `model` on generation `gen`'s data for `steps` steps, passing `callbacks` to fit.
+
+        A task that can learn from a teacher (the flywheel's `teacher_weight`)
+        also takes `teacher` (a model of the same generation) and
+        `teacher_weight` (the share of the loss spent matching it), and says
+        so with `distills = True`.
+        """
 
     def evaluate(self, model: Any, gen: int) -> float:
         """The metric of a Keras model on generation `gen`'s test data."""
