@@ -7,7 +7,7 @@ Layout of version 2, written today (docs/FORMAT.md has the prose):
              | u8 coding (0 raw, 1 LZMA2) | u32 entries' raw length
     entries  the entries, raw or LZMA2-compressed (raw stream, preset 9e)
     entry    u16 name length | name (utf-8) | u8 rank | u32 dims[rank]
-             | u8 method | [hash: u32 seed | u8 num_hashes] [lowrank: u32 inner]
+             | u8 method | [hash: u32 seed | u8 num_hashes] [lowrank: u32 inner] [seed: u32 seed | u32 inner]
              | u8 value dtype | u32 count | payload
                value dtype: 1 float16, 2 float32, 3 int8 (deltas in quantized units,
                only on the int8 weights of a quantized model: device/patch.py)
@@ -16,6 +16,9 @@ Layout of version 2, written today (docs/FORMAT.md has the prose):
                lowrank payload: values: A (rows x inner) then B (inner x columns),
                  row-major, rows x columns the weight as a matrix (device/patch.py
                  matrix_dims); 1 <= inner <= min(rows, columns)
+               seed payload: values: d (inner) then b (columns), the scalings of the
+                 bases U and V drawn from the seed (device/patch.py seed_bases);
+                 1 <= inner <= min(rows, columns, MAX_SEED_INNER)
     trailer  32B sha256 of all the bytes above
     [sig]    "SIG1" | 64B Ed25519 signature of all the bytes above "SIG1"
 
@@ -42,7 +45,8 @@ from .patch import matrix_dims
 MAGIC = b"TFDIFF"
 VERSION = 2
 VERSIONS = (1, 2)
-METHODS = {1: "sparse", 2: "hash", 3: "lowrank"}
+METHODS = {1: "sparse", 2: "hash", 3: "lowrank", 4: "seed"}
+MAX_SEED_INNER = 1024  # a seed entry's bases are regenerated on the device: bounded work per element
 METHOD_IDS = {name: code for code, name in METHODS.items()}
 VALUE_DTYPES = {1: np.float16, 2: np.float32, 3: np.int8}
 VALUE_DTYPE_IDS = {np.dtype(t): code for code, t in VALUE_DTYPES.items()}
@@ -53,6 +57,7 @@ UNBOUND = b"\0" * 32  # the graph digest of a diff not bound to one .tflite grap
 _HEADER_V1 = struct.Struct("<6sHBBII32s32sI")
 _HASH_FIELDS = struct.Struct("<IB")
 _LOWRANK_FIELDS = struct.Struct("<I")
+_SEED_FIELDS = struct.Struct("<II")
 _CODING = struct.Struct("<BI")
 # Entropy coding of the entries: LZMA2 in a raw stream (no container bytes).
 # Values and LEB128 gaps are far from random, and the bytes saved carry
@@ -81,8 +86,10 @@ class Entry:
     `indices` (sparse only) are sorted row-major positions in the weight;
     `values` are the stored numbers, exactly as fold and apply use them;
     `seed` and `num_hashes` (hash only) name the hash functions; `inner`
-    (lowrank only) is r, the inner dimension of the factors A (rows x r)
-    and B (r x columns) that `values` holds, in that order.
+    (lowrank) is r, the inner dimension of the factors A (rows x r) and B
+    (r x columns) that `values` holds, in that order; a seed entry's
+    `seed` draws its bases U (rows x r) and V (r x columns), `inner` is r,
+    and `values` holds d (r) then b (columns).
     """
 
     name: str
@@ -194,7 +201,8 @@ def read_bounded(path, max_bytes=None):
 # -- entries -----------------------------------------------------------------
 def entry_header_bytes(name, rank, method):
     """Bytes an entry costs before its indices and values: name, shape, method, counts."""
-    method_fields = 1 + {"sparse": 4, "hash": _HASH_FIELDS.size, "lowrank": _LOWRANK_FIELDS.size}[method]
+    method_fields = 1 + {"sparse": 4, "hash": _HASH_FIELDS.size, "lowrank": _LOWRANK_FIELDS.size,
+                         "seed": _SEED_FIELDS.size}[method]
     return 2 + len(name.encode("utf-8")) + 1 + 4 * rank + method_fields + 1 + 4
 
 
@@ -224,6 +232,8 @@ def _entry_head(entry, version):
             parts.append(_HASH_FIELDS.pack(entry.seed, entry.num_hashes))
         elif entry.method == "lowrank":
             parts.append(_LOWRANK_FIELDS.pack(entry.inner))
+        elif entry.method == "seed":
+            parts.append(_SEED_FIELDS.pack(entry.seed, entry.inner))
     parts.append(struct.pack("<BI", dtype_id, values.size))
     if entry.method == "sparse":
         gaps = encode_gaps(entry.indices)
@@ -267,6 +277,8 @@ def _read_entry(r, version, header_fields, index):
             seed, num_hashes = r.unpack(_HASH_FIELDS.format[1:], f"entry {name} hash fields")
         elif method == "lowrank":
             (inner,) = r.unpack(_LOWRANK_FIELDS.format[1:], f"entry {name} lowrank fields")
+        elif method == "seed":
+            seed, inner = r.unpack(_SEED_FIELDS.format[1:], f"entry {name} seed fields")
     if method == "hash" and num_hashes < 1:
         raise DiffFormatError(f"entry {name}: hash diff with zero hash functions")
     dtype_id, count = r.unpack("BI", f"entry {name} value header")
@@ -289,11 +301,17 @@ def _read_entry(r, version, header_fields, index):
         if not 1 <= inner <= min(rows, cols) or count != inner * (rows + cols):
             raise DiffFormatError(f"entry {name}: low-rank factors of inner dimension {inner} and {count} values "
                                   f"for a {rows}x{cols} weight")
+    elif method == "seed":
+        rows, cols = matrix_dims(shape)
+        if dtype.kind != "f" or not 1 <= inner <= min(rows, cols, MAX_SEED_INNER) or count != inner + cols:
+            raise DiffFormatError(f"entry {name}: seed-basis scalings of inner dimension {inner} and {count} "
+                                  f"{dtype} values for a {rows}x{cols} weight")
     raw = r.take(count * dtype.itemsize, f"entry {name} values")
     values = np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="))
     if values.dtype.kind == "f" and not np.isfinite(values.sum(dtype=np.float64) * 0):  # no temporary array
         raise DiffFormatError(f"entry {name}: values are not all finite")
-    return Entry(name, tuple(shape), method, values, indices, seed, num_hashes, inner if method == "lowrank" else 0)
+    return Entry(name, tuple(shape), method, values, indices, seed, num_hashes,
+                 inner if method in ("lowrank", "seed") else 0)
 
 
 # -- stream and bytes layers --------------------------------------------------

@@ -67,3 +67,17 @@ def hash_positions(positions, seed, k, table_size, ops=NumpyOps):
     h = ops.multiply(h, c(0xC2B2AE35))
     h = ops.xor(h, ops.shift_right(h, c(16)))
     return ops.mod(h, c(table_size))
+
+
+def random_basis(count, seed, k):
+    """`count` float32 values, uniform on [-1, 1) in steps of 2**-23, the k-th stream of `seed`.
+
+    value(p) = h_k(p) * 2**-23 - 1 with table size 2**24: exact in float32,
+    so the server and every device draw the same numbers (a SeedDiff's bases).
+
+    >>> random_basis(4, seed=0, k=0).tolist()
+    [0.8700121641159058, 0.11572825908660889, -0.017210006713867188, -0.8997889757156372]
+    """
+    positions = np.arange(count, dtype=np.uint32)
+    return hash_positions(positions, seed, k, 1 << 24).astype(np.float32) * np.float32(2.0 ** -23) - np.float32(1.0)
+

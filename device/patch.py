@@ -8,10 +8,13 @@ order, with no reductions whose order a library could choose.
     sparse: w' = w + float32(delta)
     hash:   w' = w + |w| * ((A[h_0(p)] + A[h_1(p)]) + ... + A[h_{K-1}(p)])
     lowrank: w'[i, j] = w[i, j] + ((A[i, 0] * B[0, j] + A[i, 1] * B[1, j]) + ... + A[i, r-1] * B[r-1, j])
+    seed:    w'[i, j] = w[i, j] + (((U[i, 0] * d[0]) * V[0, j] + ... + (U[i, r-1] * d[r-1]) * V[r-1, j]) * b[j])
 
-(lowrank: the weight seen as a matrix of `matrix_dims` rows and columns,
-each product rounded to float32 before it is added, terms in order of the
-inner index: no BLAS call, whose summation order varies by machine).
+(lowrank and seed: the weight seen as a matrix of `matrix_dims` rows and
+columns, each product rounded to float32 before it is added, terms in order
+of the inner index: no BLAS call, whose summation order varies by machine;
+seed: U (rows x r) and V (r x columns) are `seed_bases`, drawn from the
+entry's seed by device/hashing.py, and only d and b travel).
 
 The int8 weights of a quantized model (`device.convert(..., quantize="int8")`)
 take int8 deltas in quantized units, in integer arithmetic that saturates at
@@ -25,7 +28,7 @@ half to even). Their scales never change, so the device needs none of them.
 """
 import numpy as np
 
-from .hashing import hash_positions
+from .hashing import hash_positions, random_basis
 
 INT8_LIMIT = 127  # TFLite's int8 weights are symmetric: -128 is never used
 
@@ -39,8 +42,8 @@ def patch_mismatch(entry, weight_dtype):
     if weight_dtype == "int8" and entry.method == "sparse" and entry.values.dtype != np.int8:
         return (f"weight {entry.name} is int8 in this model, but the diff holds {entry.values.dtype} "
                 f"{entry.method} values for it: a diff made for a float32 model")
-    if weight_dtype == "int8" and entry.method == "lowrank":
-        return (f"weight {entry.name} is int8 in this model, and low-rank diffs patch float32 weights only: "
+    if weight_dtype == "int8" and entry.method in ("lowrank", "seed"):
+        return (f"weight {entry.name} is int8 in this model, and {entry.method} diffs patch float32 weights only: "
                 "a diff made for a float32 model")
     if weight_dtype != "int8" and entry.values.dtype == np.int8:
         return (f"weight {entry.name} is float32 in this model, but the diff holds int8 deltas for it: "
@@ -87,8 +90,8 @@ def patched_values(entry, base_values, positions):
             block = slice(start, start + _BLOCK)
             out[block] = _hash_patched(entry, table, base_values[block], positions[block], int8)
         return out
-    if entry.method == "lowrank":
-        return _lowrank_patched(entry, np.asarray(base_values, dtype=np.float32), np.asarray(positions, np.int64))
+    if entry.method in ("lowrank", "seed"):
+        return _product_patched(entry, np.asarray(base_values, dtype=np.float32), np.asarray(positions, np.int64))
     raise ValueError(f"unknown diff method {entry.method!r}")
 
 
@@ -117,8 +120,24 @@ def factors(entry):
     return values[:split].reshape(rows, entry.inner), values[split:].reshape(entry.inner, cols)
 
 
-def _lowrank_patched(entry, base_values, positions):
-    a, b = factors(entry)
+def seed_bases(shape, inner, seed):
+    """(U, V), a seed entry's random bases: U rows x inner from stream 0 of `seed`, V inner x columns from stream 1.
+
+    Every weight of one shape shares them (as VeRA shares its random matrices); only the scalings travel.
+    """
+    rows, cols = matrix_dims(shape)
+    return (random_basis(rows * inner, seed, 0).reshape(rows, inner),
+            random_basis(inner * cols, seed, 1).reshape(inner, cols))
+
+
+def _product_patched(entry, base_values, positions):
+    if entry.method == "lowrank":
+        a, b = factors(entry)
+        scale = None
+    else:
+        u, b = seed_bases(entry.shape, entry.inner, entry.seed)
+        values = entry.values.astype(np.float32)
+        a, scale = u * values[:entry.inner], values[entry.inner:]  # U[i, k] * d[k], one rounding each
     out = np.empty(base_values.shape, dtype=np.float32)
     for start in range(0, positions.size, _BLOCK):  # elementwise: the same bits in any blocking
         block = slice(start, start + _BLOCK)
@@ -126,7 +145,7 @@ def _lowrank_patched(entry, base_values, positions):
         total = a[row, 0] * b[0, col]
         for k in range(1, entry.inner):
             total = total + a[row, k] * b[k, col]
-        out[block] = base_values[block] + total
+        out[block] = base_values[block] + (total if scale is None else total * scale[col])
     return out
 
 

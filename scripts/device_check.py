@@ -4,8 +4,8 @@
 
 Uses only the device runtime (numpy, flatbuffers, cryptography, ai-edge-litert)
 on the golden files (tests/golden): a signed sparse diff applied in place, a
-rollback, the hash diff applied, the patched model run by LiteRT, a rollback
-and the low-rank diff applied in place. Prints
+rollback, the hash diff applied, the patched model run by LiteRT, and after
+a rollback each, the low-rank and the seed diffs applied in place. Prints
 sha256 of each model state and the LiteRT outputs as JSON, for
 scripts/arm64-check to compare across machines. With BENCH_DIR (a model and
 its sparse and hash 10x diffs, from `python -m benchmarks.applying`), also the
@@ -57,7 +57,7 @@ def main(work, bench=None):
             os.unlink(os.path.join(work, name))
     shutil.copyfile(os.path.join(GOLDEN, "base.tflite"), model)
     diffs = {}
-    for method in ("sparse", "hash", "lowrank"):
+    for method in ("sparse", "hash", "lowrank", "seed"):
         diffs[method] = os.path.join(work, f"{method}.tfdiff")
         signing.sign(os.path.join(GOLDEN, f"{method}.tfdiff"), key, out=diffs[method])
     report = {"machine": platform.machine(), "python": platform.python_version(), "numpy": np.__version__,
@@ -75,6 +75,10 @@ def main(work, bench=None):
     applier.apply(model, diffs["lowrank"], public_key=pub, strategy="inplace")  # A B, term by term, on this CPU
     report["lowrank_applied"] = sha(model)
     report["lowrank_matches_golden"] = report["lowrank_applied"] == sha(os.path.join(GOLDEN, "lowrank-patched.tflite"))
+    applier.rollback(model, public_key=pub)
+    applier.apply(model, diffs["seed"], public_key=pub, strategy="inplace")  # bases drawn on this CPU
+    report["seed_applied"] = sha(model)
+    report["seed_matches_golden"] = report["seed_applied"] == sha(os.path.join(GOLDEN, "seed-patched.tflite"))
     if bench:
         report["apply_ratios"] = apply_ratios(work, bench)
     print(json.dumps(report, indent=2))

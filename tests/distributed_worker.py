@@ -25,7 +25,7 @@ def main(kind, out):
         import importlib
         recipe = importlib.import_module(RECIPES[kind])
         # FSC's run takes every diff method, the post-hoc baselines and BL as teacher: one run checks them all.
-        every = ["--set", 'flywheel.methods=["sparse", "hash", "sparse-global", "lowrank"]',
+        every = ["--set", 'flywheel.methods=["sparse", "hash", "sparse-global", "lowrank", "seed"]',
                  'flywheel.posthoc=["topk"]', "flywheel.teacher_weight=0.5"] if kind == "fsc-mirrored" else []
         return recipe.main(["--synthetic", "--scale", "tiny", "--out", out, "--strategy", "mirrored", *every])
     if kind == "mirrored":

@@ -11,6 +11,7 @@ from tfdiff.budget import lowrank_inner
 SPARSE = tfdiff.SparseDiff(compression=4.0, begin_step=0, end_step=2, frequency=1)
 HASH = tfdiff.HashDiff(compression=4.0, num_hashes=3, seed=5)
 LOWRANK = tfdiff.LowRankDiff(compression=4.0, seed=5)
+SEED = tfdiff.SeedDiff(compression=4.0, seed=5)
 
 # Sizes keep each layer's diff above the fixed ~190 bytes of header and signature.
 LAYERS = {
@@ -24,7 +25,7 @@ LAYERS = {
 }
 
 
-@pytest.mark.parametrize("method", [SPARSE, HASH, LOWRANK], ids=["sparse", "hash", "lowrank"])
+@pytest.mark.parametrize("method", [SPARSE, HASH, LOWRANK, SEED], ids=["sparse", "hash", "lowrank", "seed"])
 # The bidirectional LSTM takes ten seconds a case: the full suite's, not the fast part's.
 @pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k == "bidirectional" else k
                                   for k in sorted(LAYERS)])
@@ -284,8 +285,29 @@ def test_a_global_allocation_puts_the_values_where_the_diff_matters():
     assert kept["global"]["matters/0/kernel"] > 1.5 * kept["layer"]["matters/0/kernel"]
 
 
+def test_a_seed_diff_ships_only_its_scalings_and_patches_as_the_formula():
+    """Only d and b travel; the device draws U and V from the entry's seed; fold is W + ((U d) V) b, term by term."""
+    from device.format import decode
+    from device.patch import seed_bases
+    base = _mlp(units=256, inputs=128, outputs=32)
+    diff_model = tfdiff.wrap(base, tfdiff.SeedDiff(compression=100.0, seed=9))
+    _train(diff_model)
+    diff = decode(tfdiff.extract(diff_model, generation=1).to_bytes())
+    assert [(e.name, e.inner, e.values.size, e.seed) for e in diff.entries] == [
+        ("hidden/0/kernel", 128, 128 + 256, 9), ("out/0/kernel", 32, 32 + 32, 9)]  # full rank fits 100x
+    folded = tfdiff.named_weights(tfdiff.fold(base, diff))
+    for entry in diff.entries:
+        u, v = seed_bases(entry.shape, entry.inner, entry.seed)
+        d, b = entry.values[:entry.inner].astype(np.float64), entry.values[entry.inner:].astype(np.float64)
+        expected = tfdiff.named_weights(base)[entry.name] + ((u * d) @ v) * b
+        np.testing.assert_allclose(folded[entry.name], expected, atol=1e-5)
+    x = _data(inputs=128, outputs=32)[0]
+    assert np.abs(diff_model(x).numpy() - tfdiff.fold(base, diff)(x).numpy()).max() < 1e-2
+    assert np.abs(diff_model(x).numpy() - base(x).numpy()).max() > 1e-2
+
+
 def test_method_configs_round_trip_and_reject_bad_arguments():
-    for method in (SPARSE, HASH, LOWRANK):
+    for method in (SPARSE, HASH, LOWRANK, SEED):
         assert type(method).from_config(method.get_config()).get_config() == method.get_config()
     with pytest.raises(ValueError, match="Received: compression=0.5"):
         tfdiff.SparseDiff(compression=0.5)
@@ -299,7 +321,7 @@ def test_method_configs_round_trip_and_reject_bad_arguments():
         tfdiff.SparseDiff(allocation="global", budget="coded")
     with pytest.raises(ValueError, match="value_fraction"):
         tfdiff.LowRankDiff(value_fraction=1.5)
-    with pytest.raises(ValueError, match=r"must be one of \[.*'LowRankDiff', 'SparseDiff'\]"):
+    with pytest.raises(ValueError, match=r"must be one of \[.*'LowRankDiff', 'SeedDiff', 'SparseDiff'\]"):
         tfdiff.DiffWrapper(keras.layers.Dense(2), "sparse")
 
 
@@ -376,8 +398,9 @@ def _mixed_model(seed=0):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", [tfdiff.SparseDiff(compression=20.0, begin_step=0, end_step=12, frequency=3),
                                     tfdiff.HashDiff(compression=20.0),
-                                    # rank-1 factors of its twelve matrices alone take more than 20x allows
-                                    tfdiff.LowRankDiff(compression=5.0)], ids=["sparse", "hash", "lowrank"])
+                                    # rank-1 factors (scalings) of its twelve matrices alone take more than 20x allows
+                                    tfdiff.LowRankDiff(compression=5.0), tfdiff.SeedDiff(compression=10.0)],
+                         ids=["sparse", "hash", "lowrank", "seed"])
 def test_a_small_mixed_model_ships_the_diff_it_trained(method):
     """The budget is planned before training: a 6.7k-parameter model's diff fits with
     nothing cut, and the folded model is the trained one up to float16 rounding."""

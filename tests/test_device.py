@@ -70,7 +70,7 @@ def run_litert(path, inputs):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A base model, its .tflite, and signed sparse, hash and low-rank diffs (`NAME.tfdiff`; unsigned:
+    """A base model, its .tflite, and signed sparse, hash, low-rank and seed diffs (`NAME.tfdiff`; unsigned:
     `NAME-unsigned.tfdiff`). The signing key is the devices' trusted key ($TFDIFF_PUBLIC_KEY)."""
     tmp = tmp_path_factory.mktemp("device")
     signing.keygen(tmp / "server.pem", tmp / "server.pub")
@@ -79,7 +79,8 @@ def world(tmp_path_factory):
     diffs = {}
     for name, method in [("sparse", tfdiff.SparseDiff(compression=8.0, end_step=6, frequency=2)),
                          ("hash", tfdiff.HashDiff(compression=8.0, num_hashes=3, seed=1)),
-                         ("lowrank", tfdiff.LowRankDiff(compression=8.0, seed=1))]:
+                         ("lowrank", tfdiff.LowRankDiff(compression=8.0, seed=1)),
+                         ("seed", tfdiff.SeedDiff(compression=8.0, seed=1))]:
         diff = train_diff(base, method)
         diff.save(tmp / f"{name}-unsigned.tfdiff")
         signing.sign(tmp / f"{name}-unsigned.tfdiff", tmp / "server.pem", out=tmp / f"{name}.tfdiff",
@@ -92,7 +93,7 @@ def world(tmp_path_factory):
     undo()
 
 
-@pytest.mark.parametrize("method", ["sparse", "hash", "lowrank"])
+@pytest.mark.parametrize("method", ["sparse", "hash", "lowrank", "seed"])
 def test_patched_tflite_equals_converted_fold_bit_for_bit(world, method, tmp_path):
     tmp, base, diffs = world
     diff, folded = diffs[method]

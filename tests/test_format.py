@@ -22,6 +22,10 @@ def sample_diff(method="sparse"):
         entries = [Entry("conv/0/kernel", (3, 4, 10), "lowrank", rng.normal(size=2 * 22).astype(np.float16), inner=2),
                    Entry("dense/0/kernel", (20, 30), "lowrank", rng.normal(size=50).astype(np.float32), inner=1)]
         return tfdiff.Diff("lowrank", entries, b"a" * 32, b"b" * 32, generation=2)
+    if method == "seed":
+        entries = [Entry("conv/0/kernel", (3, 4, 10), "seed", rng.normal(size=3 + 10).astype(np.float16), seed=7,
+                         inner=3)]
+        return tfdiff.Diff("seed", entries, b"a" * 32, b"b" * 32, generation=2)
     entries = [Entry("dense/0/kernel", (20, 30), "hash", rng.normal(size=60).astype(np.float16), None, 11, 3)]
     return tfdiff.Diff("hash", entries, b"a" * 32, b"b" * 32, generation=1, seed=11, num_hashes=3)
 
@@ -30,14 +34,14 @@ def assert_same(a, b):
     assert (a.method, a.generation, a.seed, a.num_hashes, a.base_digest, a.target_digest) == \
            (b.method, b.generation, b.seed, b.num_hashes, b.base_digest, b.target_digest)
     for x, y in zip(a.entries, b.entries, strict=True):
-        assert (x.name, x.shape, x.method, x.inner) == (y.name, y.shape, y.method, y.inner)
+        assert (x.name, x.shape, x.method, x.inner, x.seed) == (y.name, y.shape, y.method, y.inner, y.seed)
         assert x.values.dtype == y.values.dtype
         np.testing.assert_array_equal(x.values, y.values)
         if x.indices is not None:
             np.testing.assert_array_equal(x.indices, y.indices)
 
 
-@pytest.mark.parametrize("method", ["sparse", "hash", "lowrank"])
+@pytest.mark.parametrize("method", ["sparse", "hash", "lowrank", "seed"])
 def test_save_load_round_trip_is_exact(tmp_path, method):
     diff = sample_diff(method)
     path = tmp_path / "d.tfdiff"
@@ -66,7 +70,7 @@ def corruptions(data):
     yield "appended junk", data + b"\0" * 5, "checksum"
 
 
-@pytest.mark.parametrize("method", ["sparse", "hash", "lowrank"])
+@pytest.mark.parametrize("method", ["sparse", "hash", "lowrank", "seed"])
 def test_bad_files_raise_diff_format_error_and_write_nothing(tmp_path, method):
     data = sample_diff(method).to_bytes()
     for label, bad, message in corruptions(data):
@@ -93,6 +97,16 @@ def test_low_rank_factors_that_do_not_fit_their_weight_are_refused(inner, count,
     entry = Entry("conv/0/kernel", (3, 4, 10), "lowrank", np.ones(count, dtype), inner=inner)
     data = tfdiff.Diff("lowrank", [entry], b"a" * 32, b"b" * 32, generation=2).to_bytes()
     with pytest.raises(tfdiff.DiffFormatError, match="entry conv/0/kernel: low-rank factors"):
+        wire.decode(data)
+
+
+@pytest.mark.parametrize("inner,count,dtype", [(0, 10, np.float16), (11, 21, np.float16), (3, 12, np.float16),
+                                               (3, 13, np.int8)])
+def test_seed_scalings_that_do_not_fit_their_weight_are_refused(inner, count, dtype):
+    """r in [1, min(rows, columns, 1024)] (the device's work per element is bounded), r + columns float values."""
+    entry = Entry("conv/0/kernel", (3, 4, 10), "seed", np.ones(count, dtype), seed=7, inner=inner)
+    data = tfdiff.Diff("seed", [entry], b"a" * 32, b"b" * 32, generation=2).to_bytes()
+    with pytest.raises(tfdiff.DiffFormatError, match="entry conv/0/kernel: seed-basis scalings"):
         wire.decode(data)
 
 

@@ -122,7 +122,7 @@ def test_tiny_run_end_to_end(tiny_fsc_run):
     assert saved["strategy"] == "MirroredStrategy"  # the fixture trains on two replicas
     # The fixture's run takes every method (BLC: the paper's two) and the post-hoc baseline.
     expected = {"BL", "BLinf", "FT", "Posthoc-topk-8x", "BLC-sparse-8x", "BLC-hash-8x"} | {
-        f"Diff-{m}-8x" for m in ("sparse", "hash", "sparse-global", "lowrank")}
+        f"Diff-{m}-8x" for m in ("sparse", "hash", "sparse-global", "lowrank", "seed")}
     assert set(gen1["rows"]) == expected and set(gen0["rows"]) == {"BL", "BLinf"}
     for field in ["unseen_engine_accuracy", "valid_accuracy"] + [f"{c}_accuracy" for c in CONDITIONS]:
         assert field in gen1["rows"]["BL"], field
@@ -288,10 +288,11 @@ def test_tiny_int8_run_measures_int8_models_and_ships_int8_deltas(tiny_fsc_int8_
 def test_the_flywheel_names_every_diff_method_and_trains_blc_with_the_papers():
     from recipes.speech.flywheel import FlywheelConfig
 
-    config = FlywheelConfig(methods=("sparse", "sparse-global", "lowrank", "hash"), ratios=(20,))
+    config = FlywheelConfig(methods=("sparse", "sparse-global", "lowrank", "seed", "hash"), ratios=(20,))
     kinds = {name: config.method(name, 20, 100, (0.1, 0.5), seed=3) for name in config.methods}
     assert {name: type(m).__name__ for name, m in kinds.items()} == {
-        "sparse": "SparseDiff", "sparse-global": "SparseDiff", "lowrank": "LowRankDiff", "hash": "HashDiff"}
+        "sparse": "SparseDiff", "sparse-global": "SparseDiff", "lowrank": "LowRankDiff", "seed": "SeedDiff",
+        "hash": "HashDiff"}
     assert (kinds["sparse"].allocation, kinds["sparse-global"].allocation) == ("layer", "global")
     assert config.blc_method_names == ("sparse", "hash")  # BLC is the paper's: pruned or HashedNets from scratch
     with pytest.raises(ValueError, match="Received: methods=\\['lora'\\]"):

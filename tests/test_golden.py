@@ -9,7 +9,8 @@ by the applier before format 4) are what an apply of the golden diff to the
 golden base, killed at its commit point, leaves. The int8-* files are the
 same for an int8 model (weight map version 2, int8 entries, 1-byte journal
 values). lowrank.tfdiff and lowrank-patched.tflite lock the low-rank entry
-(method code 3) and its arithmetic.
+(method code 3) and its arithmetic; seed.tfdiff, seed-patched.tflite and
+seed-basis.json the seed-basis entry (method code 4) and its generator.
 """
 import json
 import os
@@ -31,7 +32,7 @@ GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 
 
 @pytest.mark.parametrize("method,prefix", [("sparse", ""), ("hash", ""), ("sparse", "v1-"), ("hash", "v1-"),
-                                           ("int8-sparse", ""), ("lowrank", "")])
+                                           ("int8-sparse", ""), ("lowrank", ""), ("seed", "")])
 def test_golden_diffs_decode_reencode_and_patch_byte_for_byte(method, prefix, tmp_path):
     path = os.path.join(GOLDEN, f"{prefix}{method}.tfdiff")
     data = open(path, "rb").read()
@@ -99,3 +100,22 @@ def test_the_journal_is_written_byte_for_byte_and_replays_and_rolls_back(method,
         assert applier.installed_generation(model) == 1
         assert applier.rollback(model, allow_unsigned=True) == 0  # the journal was kept as the undo record
         assert model.read_bytes() == base
+
+
+def test_the_seed_bases_are_the_pinned_numbers():
+    """The generator a seed diff's device regenerates its bases with: pinned, and recomputed in plain Python."""
+    from device.hashing import hash_key, random_basis
+
+    def fmix32(h):
+        h ^= h >> 16
+        h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+        h ^= h >> 13
+        h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+        return h ^ (h >> 16)
+
+    pinned = json.load(open(os.path.join(GOLDEN, "seed-basis.json")))
+    for (seed, k), key in (((0, 0), "seed 0, stream 0"), ((7, 1), "seed 7, stream 1")):
+        assert random_basis(8, seed, k).tolist() == pinned[key]
+        by_hand = [(fmix32(p ^ hash_key(seed, k)) % 2**24) / 2**23 - 1 for p in range(8)]
+        assert pinned[key] == by_hand
+

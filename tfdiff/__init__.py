@@ -20,7 +20,7 @@ True
 # or fold models import TensorFlow.
 _EXPORTS = {
     "DiffWrapper": ".wrapper", "SparseDiff": ".methods", "HashDiff": ".methods", "LowRankDiff": ".methods",
-    "DiffMethod": ".methods",
+    "SeedDiff": ".methods", "DiffMethod": ".methods",
     "wrap": ".model",
     "callbacks": ".model", "extract": ".model", "fold": ".model", "named_weights": ".model",
     "weight_variables": ".naming", "fold_batchnorm": ".batchnorm",

@@ -104,8 +104,8 @@ def plan(method, shapes, dense=None, budget="wire", int8_names=()):
                           f"{4 * total / need:.1f}x")
     room = (limit - fixed) * (1 - _GAP_SLACK if method.wire_method == "sparse" else 1)
     params = sum(sizes.values())
-    if method.wire_method == "lowrank":
-        return _solve_lowrank(method, shapes, budget, room, itemsize)
+    if method.wire_method in ("lowrank", "seed"):
+        return _solve_factors(method, shapes, budget, room, itemsize)
     itemsize = {name: (1 if name in int8_names else itemsize) for name in sizes}
     if budget == "coded":
         if method.wire_method != "sparse":
@@ -204,19 +204,22 @@ def lowrank_inner(shape, fraction):
     return max(1, min(rows, cols, int(fraction * rows * cols // (rows + cols))))
 
 
-def _solve_lowrank(method, shapes, budget, room, itemsize):
-    """The largest fraction whose factors' values fit `room` bytes (and, "nominal", N / compression values)."""
-    share = _CODED_TABLE_SHARE if budget == "coded" else 1.0  # dense float factors code like a hash table
+def _solve_factors(method, shapes, budget, room, itemsize):
+    """The largest fraction whose values (`method.values_at(shape, fraction)`) fit `room` bytes (and,
+    "nominal", N / compression values): a low-rank diff's factors, a seed diff's scalings."""
+    share = _CODED_TABLE_SHARE if budget == "coded" else 1.0  # dense float values code like a hash table
 
     def values(fraction):
-        return sum(lowrank_inner(s, fraction) * sum(matrix_dims(s)) for s in shapes.values())
+        return sum(method.values_at(s, fraction) for s in shapes.values())
 
     limit = room / (itemsize * share)
     if budget == "nominal":
         limit = min(limit, sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values()) / method.compression)
     if values(0.0) > limit:
-        raise BudgetError(f"a {method.compression:g}x budget cannot hold rank-1 factors of every matrix "
-                          f"({values(0.0) * itemsize} bytes of values, {int(room)} bytes free)")
+        raise BudgetError(f"a {method.compression:g}x budget cannot hold rank-1 {method.name} values of every "
+                          f"matrix ({values(0.0) * itemsize} bytes of values, {int(room)} bytes free)")
+    if values(1.0) <= limit:
+        return 1.0
     low, high = 0.0, 1.0
     for _ in range(50):
         mid = (low + high) / 2

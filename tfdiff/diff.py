@@ -192,7 +192,8 @@ def printable(text):
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-_KINDS = {"sparse": "nonzeros", "hash": "table", "lowrank": "factors"}  # what an entry stores, for `summary`
+# What an entry stores, for `summary`.
+_KINDS = {"sparse": "nonzeros", "hash": "table", "lowrank": "factors", "seed": "scalings"}
 
 
 def _ratio(numerator, denominator):

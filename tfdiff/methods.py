@@ -14,7 +14,7 @@ questions, so `DiffWrapper` never asks which method it holds:
                                     (tfdiff/quantized.py), where `supports_int8`
     planned(shapes, dense, int8_names)  a copy whose budget is planned for these weights
     prunable                        whether the diff is pruned by magnitude (with `schedule()`)
-    wire_method                     the entry kind it travels as ("sparse", "hash" or "lowrank")
+    wire_method                     the entry kind it travels as ("sparse", "hash", "lowrank" or "seed")
 """
 import abc
 import math
@@ -22,9 +22,9 @@ import zlib
 
 import numpy as np
 
-from device.format import Entry
+from device.format import MAX_SEED_INNER, Entry
 from device.hashing import hash_positions
-from device.patch import INT8_LIMIT, matrix_dims
+from device.patch import INT8_LIMIT, matrix_dims, seed_bases
 
 from ._keras import keras, tf, tfmot
 from .budget import BUDGETS, lowrank_inner, plan
@@ -107,6 +107,12 @@ def _check_fraction(name, value):
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 1:
         raise ValueError(f"`{name}` must be in (0, 1]. Received: {name}={value!r}")
     return float(value)
+
+
+def _check_seed(seed):
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ValueError(f"`seed` must be an integer in [0, 2**32). Received: seed={seed!r}")
+    return seed
 
 
 def _check_step(name, value, minimum):
@@ -261,9 +267,7 @@ class _HashTables(DiffMethod):
         self.num_hashes = _check_step("num_hashes", num_hashes, 1)
         if num_hashes > 255:
             raise ValueError(f"`num_hashes` must be at most 255. Received: num_hashes={num_hashes!r}")
-        self.seed = _check_step("seed", seed, 0)
-        if seed >= 2**32:
-            raise ValueError(f"`seed` must be below 2**32. Received: seed={seed!r}")
+        self.seed = _check_seed(seed)
         self.value_dtype = _check_value_dtype(value_dtype)
         self.budget = _check_budget(budget)
         self.table_fraction = _check_fraction("table_fraction", table_fraction)
@@ -379,8 +383,49 @@ def _diff_name(base):
     return "diff_" + base.name.split("/")[-1].split(":")[0]
 
 
+class _MatrixDiff(DiffMethod):
+    """What LowRankDiff and SeedDiff share: a diff per matrix, its size planned as a share of the matrix."""
+
+    def __init__(self, compression=10.0, seed=0, value_dtype="float16", budget="wire", value_fraction=None):
+        self.compression = _check_compression(compression)
+        self.seed = _check_seed(seed)
+        self.value_dtype = _check_value_dtype(value_dtype)
+        self.budget = _check_budget(budget)
+        self.value_fraction = _check_fraction("value_fraction", value_fraction)
+
+    @staticmethod
+    def diffs(shape):
+        """Whether a weight of `shape` gets a diff: a matrix of at least 2 x 2."""
+        return min(matrix_dims(shape)) >= 2
+
+    def inner(self, shape):
+        """r of a weight of `shape`: planned, or unplanned (a DiffWrapper by hand) values taking half the bytes."""
+        fraction = self.value_fraction
+        if fraction is None:
+            fraction = 2.0 / (self.compression * np.dtype(self.value_dtype).itemsize)
+        return self._inner(shape, fraction)
+
+    def planned(self, shapes, dense=None, int8_names=()):
+        """A copy whose inner dimensions make a diff of the matrices among `shapes` fit the budget."""
+        matrices = {name: shape for name, shape in shapes.items() if self.diffs(shape)}
+        if not matrices:
+            raise ValueError(f"{type(self).__name__} diffs matrices, and these weights hold none. "
+                             f"Received: shapes={shapes}")
+        return type(self)(**{**self.get_config(), "value_fraction": plan(self, matrices, dense, self.budget)})
+
+    def get_config(self):
+        return {"compression": self.compression, "seed": self.seed, "value_dtype": self.value_dtype,
+                "budget": self.budget, "value_fraction": self.value_fraction}
+
+    def _variable(self, wrapper, base, start):
+        # One variable holds exactly the values the entry ships.
+        return wrapper.add_weight(name=_diff_name(base) + "_" + self.name, shape=start.shape, dtype=base.dtype,
+                                  initializer=lambda shape, dtype=None: tf.constant(start, dtype=dtype),
+                                  trainable=True)
+
+
 @keras.utils.register_keras_serializable(package="tfdiff")
-class LowRankDiff(DiffMethod):
+class LowRankDiff(_MatrixDiff):
     """A low-rank additive diff per matrix, as LoRA: W' = W + A B.
 
     Each weight with at least two rows and two columns, seen as a matrix
@@ -420,49 +465,24 @@ class LowRankDiff(DiffMethod):
 
     name = wire_method = "lowrank"
 
-    def __init__(self, compression=10.0, seed=0, value_dtype="float16", budget="wire", value_fraction=None):
-        self.compression = _check_compression(compression)
-        self.seed = _check_step("seed", seed, 0)
-        self.value_dtype = _check_value_dtype(value_dtype)
-        self.budget = _check_budget(budget)
-        self.value_fraction = _check_fraction("value_fraction", value_fraction)
-
     @staticmethod
-    def diffs(shape):
-        """Whether a weight of `shape` gets a diff: a matrix of at least 2 x 2."""
-        return min(matrix_dims(shape)) >= 2
-
-    def inner(self, shape):
-        """r of a weight of `shape`: planned, or unplanned (a DiffWrapper by hand) values taking half the bytes."""
-        fraction = self.value_fraction
-        if fraction is None:
-            fraction = 2.0 / (self.compression * np.dtype(self.value_dtype).itemsize)
+    def _inner(shape, fraction):
         return lowrank_inner(shape, fraction)
 
-    def planned(self, shapes, dense=None, int8_names=()):
-        """A copy whose ranks make a diff of the matrices among `shapes` fit the budget."""
-        matrices = {name: shape for name, shape in shapes.items() if self.diffs(shape)}
-        if not matrices:
-            raise ValueError(f"LowRankDiff diffs matrices, and these weights hold none. Received: shapes={shapes}")
-        return type(self)(**{**self.get_config(), "value_fraction": plan(self, matrices, dense, self.budget)})
-
-    def get_config(self):
-        return {"compression": self.compression, "seed": self.seed, "value_dtype": self.value_dtype,
-                "budget": self.budget, "value_fraction": self.value_fraction}
+    @staticmethod
+    def values_at(shape, fraction):
+        """Values a weight of `shape` ships at the planned `fraction`."""
+        return lowrank_inner(shape, fraction) * sum(matrix_dims(shape))
 
     def create_diff(self, wrapper, base):
         if not self.diffs(base.shape):
             return None
         rows, cols = matrix_dims(base.shape)
         inner = self.inner(base.shape)
-        # One variable holds A then B, exactly the values the entry ships.
-        name = _diff_name(base)
-        rng = np.random.default_rng([self.seed, zlib.crc32(wrapper.name.encode() + b"/" + name.encode())])
+        rng = np.random.default_rng([self.seed, zlib.crc32(f"{wrapper.name}/{_diff_name(base)}".encode())])
         start = np.zeros(inner * (rows + cols), np.float32)
         start[:rows * inner] = rng.standard_normal(rows * inner) / np.sqrt(rows)  # B is zero: G = 0
-        return wrapper.add_weight(name=name + "_factors", shape=start.shape, dtype=base.dtype,
-                                  initializer=lambda shape, dtype=None: tf.constant(start, dtype=dtype),
-                                  trainable=True)
+        return self._variable(wrapper, base, start)
 
     def effective(self, base, factors, constants=None):
         rows, cols = matrix_dims(base.shape)
@@ -477,7 +497,79 @@ class LowRankDiff(DiffMethod):
         return Entry(name, tuple(np.shape(base_value)), "lowrank", values, inner=inner)
 
 
-METHODS = {"SparseDiff": SparseDiff, "HashDiff": HashDiff, "LowRankDiff": LowRankDiff}
+@keras.utils.register_keras_serializable(package="tfdiff")
+class SeedDiff(_MatrixDiff):
+    """A diff from random bases that the device draws itself, as VeRA: W' = W + ((U diag(d)) V) diag(b).
+
+    Per matrix (as LowRankDiff sees weights), U (rows x r) and V (r x columns)
+    are uniform on [-1, 1), drawn from `seed` by the counter-based generator
+    of device/hashing.py (`random_basis`, the hash method's own), so only the
+    scalings d (r) and b (columns) travel: r + columns values per matrix,
+    far fewer than any other method's, which suits the largest compressions.
+    Weights of one shape share their bases. r is planned from the budget,
+    up to min(rows, columns, 1024); d starts at 0.1 and b at zero, so the
+    wrapped model starts as the base. The device computes the product term
+    by term in float32 (device/patch.py), bit for bit `fold`'s. Not for int8
+    weights; vectors get no diff.
+
+    Args:
+        compression: the byte budget, as for LowRankDiff.
+        seed: the bases' seed, 0 <= seed < 2**32 (one per generation, say).
+        value_dtype: how d and b travel, "float16" or "float32".
+        budget: "wire", "coded" or "nominal", as for LowRankDiff.
+        value_fraction: the planned share of full rank; `tfdiff.wrap` sets it.
+
+    Example:
+
+    >>> SeedDiff(compression=100.0).planned({"dense/0/kernel": (256, 128)}).inner((256, 128))
+    128
+
+    Reference:
+        Kopiczko et al., "VeRA: Vector-based Random Matrix Adaptation", ICLR 2024;
+        Koohpayegani et al., "NOLA: Compressing LoRA using Linear Combination of Random Basis", ICLR 2024.
+    """
+
+    name = wire_method = "seed"
+
+    @staticmethod
+    def _inner(shape, fraction):
+        full = min(min(matrix_dims(shape)), MAX_SEED_INNER)
+        return max(1, min(full, int(fraction * full)))
+
+    @classmethod
+    def values_at(cls, shape, fraction):
+        """Values a weight of `shape` ships at the planned `fraction`: r + columns."""
+        return cls._inner(shape, fraction) + matrix_dims(shape)[1]
+
+    def create_diff(self, wrapper, base):
+        if not self.diffs(base.shape):
+            return None
+        inner, cols = self.inner(base.shape), matrix_dims(base.shape)[1]
+        start = np.concatenate([np.full(inner, 0.1, np.float32), np.zeros(cols, np.float32)])  # b = 0: G = 0
+        return self._variable(wrapper, base, start)
+
+    def constants(self, base, scalings):
+        """The bases U and V of this weight, drawn once, outside any trace."""
+        if scalings is None:
+            return None
+        rows, cols = matrix_dims(base.shape)
+        u, v = seed_bases(base.shape, scalings.shape[0] - cols, self.seed)
+        with tf.init_scope():
+            return tf.constant(u), tf.constant(v)
+
+    def effective(self, base, scalings, bases):
+        u, v = bases
+        inner = u.shape[1]
+        d, b = scalings[:inner], scalings[inner:]
+        return base + tf.reshape(tf.matmul(u * d, v) * b, tf.shape(base))
+
+    def entry(self, name, base_value, scalings_value):
+        values = np.asarray(scalings_value, dtype=np.float32).astype(self.value_dtype)
+        inner = values.size - matrix_dims(np.shape(base_value))[1]
+        return Entry(name, tuple(np.shape(base_value)), "seed", values, seed=self.seed, inner=inner)
+
+
+METHODS = {"SparseDiff": SparseDiff, "HashDiff": HashDiff, "LowRankDiff": LowRankDiff, "SeedDiff": SeedDiff}
 
 
 def serialize_method(method):

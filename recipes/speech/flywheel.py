@@ -57,7 +57,8 @@ class FlywheelConfig:
         generations: models in the chain, generation 0 included.
         ratios: compressions (byte budgets 4N / ratio) of every method.
         methods: any of "sparse", "hash" (the paper's), "sparse-global"
-            (a sparse diff allocated across layers) and "lowrank" (W + A B).
+            (a sparse diff allocated across layers), "lowrank" (W + A B)
+            and "seed" (random bases from a seed, scalings on the wire).
         bl_steps: training steps of BL, and of BLC (trained from scratch too).
         diff_steps: training steps of each diff.
         diff_prune, blc_prune: the pruning window, as fractions of the
@@ -148,6 +149,8 @@ class FlywheelConfig:
                                      budget=self.budget, allocation="global" if name == "sparse-global" else "layer")
         if name == "lowrank":
             return tfdiff.LowRankDiff(compression=float(ratio), seed=seed, budget=self.budget)
+        if name == "seed":
+            return tfdiff.SeedDiff(compression=float(ratio), seed=seed, budget=self.budget)
         return tfdiff.HashDiff(compression=float(ratio), num_hashes=self.num_hashes, seed=seed,
                                budget=self.budget)
 

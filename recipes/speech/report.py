@@ -10,7 +10,8 @@ import sys
 from device.format import SIGNATURE_BYTES
 
 # The flywheel's methods (recipes/speech/flywheel.py FlywheelConfig) by their column titles.
-METHOD_TITLES = {"sparse": "Sparse", "hash": "Hash", "sparse-global": "Sparse-global", "lowrank": "Low-rank"}
+METHOD_TITLES = {"sparse": "Sparse", "hash": "Hash", "sparse-global": "Sparse-global", "lowrank": "Low-rank",
+                 "seed": "Seed"}
 BLC_METHODS = ("sparse", "hash")  # the paper's BLC: a pruned or HashedNets model from scratch
 
 

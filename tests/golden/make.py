@@ -9,7 +9,9 @@ map version 2: an int8 kernel, a float32 bias); int8-sparse.tfdiff is a
 sparse diff learned against its int8 weights (int8 entries for the kernel),
 int8-sparse-patched.tflite what it patches the base into (`make_int8`).
 lowrank.tfdiff is a low-rank diff for base.tflite and lowrank-patched.tflite
-what it patches it into (`make_lowrank`, added with method code 3).
+what it patches it into (`make_lowrank`, added with method code 3); seed.tfdiff
+and seed-patched.tflite the same for a seed-basis diff (method code 4), and
+seed-basis.json the first values of `device.hashing.random_basis`.
 METHOD.tfdiff-journal is what an apply of METHOD.tfdiff to base.tflite,
 killed at its commit point, leaves (`make_journals`); the v3-*.tfdiff-journal
 files, made the same way by the applier before journal format 4, are frozen.
@@ -80,10 +82,13 @@ def make_int8():
     remove_side_files(patched)
 
 
-def make_lowrank():
+def make_matrix_diffs(names=("lowrank", "seed")):
+    """lowrank.tfdiff and seed.tfdiff for base.tflite, their patched models, and seed-basis.json."""
+    import json
     import device
     import device.tflite
     import tfdiff
+    from device.hashing import random_basis
 
     model = golden_model()
     if device.tflite.graph_digest_of(os.path.join(HERE, "base.tflite")) != _graph_of(model):
@@ -91,7 +96,13 @@ def make_lowrank():
     rng = np.random.default_rng(7)
     x = rng.integers(0, 30, size=(64, 5)).astype("int32")
     y = rng.normal(size=(64, 4)).astype("float32")
-    golden_diff(model, "lowrank", tfdiff.LowRankDiff(compression=4.0, seed=3), x, y)
+    methods = {"lowrank": tfdiff.LowRankDiff(compression=4.0, seed=3), "seed": tfdiff.SeedDiff(compression=4.0, seed=3)}
+    for name in names:
+        golden_diff(model, name, methods[name], x, y)
+    if "seed" in names:
+        basis = {f"seed {seed}, stream {k}": random_basis(8, seed, k).tolist() for seed, k in ((0, 0), (7, 1))}
+        with open(os.path.join(HERE, "seed-basis.json"), "w") as f:
+            json.dump(basis, f, indent=1)
 
 
 def golden_diff(model, name, method, x, y):
@@ -153,7 +164,7 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["int8"]:  # only the int8 files: the others stay as they are
         make_int8()
         make_journals(("int8-sparse",))
-    elif sys.argv[1:] == ["lowrank"]:  # only the low-rank files
-        make_lowrank()
+    elif sys.argv[1:2] == ["matrix"]:  # only the low-rank and seed files (or those named after "matrix")
+        make_matrix_diffs(tuple(sys.argv[2:]) or ("lowrank", "seed"))
     else:
         make()
