@@ -317,8 +317,6 @@ def test_method_configs_round_trip_and_reject_bad_arguments():
         tfdiff.HashDiff(num_hashes=0)
     with pytest.raises(ValueError, match="Received: allocation='pooled'"):
         tfdiff.SparseDiff(allocation="pooled")
-    with pytest.raises(ValueError, match="budget 'wire' or 'nominal'"):
-        tfdiff.SparseDiff(allocation="global", budget="coded")
     with pytest.raises(ValueError, match="value_fraction"):
         tfdiff.LowRankDiff(value_fraction=1.5)
     with pytest.raises(ValueError, match=r"must be one of \[.*'LowRankDiff', 'SeedDiff', 'SparseDiff'\]"):

@@ -9,8 +9,10 @@ grew most (the layers the new data needs changed) get most of the budget.
 The callback of `tfdiff.callbacks` calls `global_masks` on the host at the
 schedule's mask updates; the wrappers only count steps and apply the masks.
 Kept values spread unevenly over weights cost more index bytes than the
-plan's even density, so the last update keeps only as many as the wire
-budget holds (`fitting_count`).
+plan's even density, so the last update keeps as many as the budget holds
+(`fitting_count`), measured on the raw entries whatever the budget: the
+kept values still train after it, and their coded size moves with them (so
+a "coded" global diff spends the budget before coding, as "wire" does).
 """
 import numpy as np
 

@@ -148,8 +148,7 @@ class SparseDiff(DiffMethod):
             (tfmot's rule, the paper's); "global" keeps the largest values of
             all the weights together, one threshold for the whole model, so
             the weights whose diffs grow most get most of the budget
-            (tfdiff/allocation.py; with budget "wire" or "nominal", float
-            weights).
+            (tfdiff/allocation.py; float weights).
 
     Example:
 
@@ -179,9 +178,6 @@ class SparseDiff(DiffMethod):
         self.kept_fraction = _check_fraction("kept_fraction", kept_fraction)
         if allocation not in ALLOCATIONS:
             raise ValueError(f"`allocation` must be one of {ALLOCATIONS}. Received: allocation={allocation!r}")
-        if allocation == "global" and budget == "coded":
-            raise ValueError("`allocation='global'` takes budget 'wire' or 'nominal'. "
-                             f"Received: allocation={allocation!r}, budget={budget!r}")
         self.allocation = allocation
 
     @property
@@ -445,9 +441,9 @@ class LowRankDiff(_MatrixDiff):
             elements of the matrices diffed.
         seed: seed of A's random start.
         value_dtype: how the factors travel, "float16" or "float32".
-        budget: "wire" spends the budget on raw factor values, "coded"
-            after the file's LZMA2 coding (about 10 % more values), "nominal"
-            holds N / compression values.
+        budget: "wire" (and "coded": random factors barely code, so no
+            coding gain is counted on) spends the budget on raw factor
+            values, "nominal" holds at most N / compression values.
         value_fraction: the planned share of a matrix's elements its factors
             hold; `tfdiff.wrap` sets it (`planned`), so leave it None.
 

@@ -170,7 +170,9 @@ class DiffPruning(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if plan_wrappers(self.model):
             self.model.make_train_function(force=True)  # the schedule is traced into the step
-        self._coded = [w for w in all_diff_wrappers(self.model) if w.method.prunable and w.method.budget == "coded"]
+        # A global allocation measures its coded bytes itself, at its last mask update.
+        self._coded = [w for w in all_diff_wrappers(self.model) if w.method.prunable and w.method.budget == "coded"
+                       and w.method.allocation == "layer"]
         self._earlier = None  # (step, kept fraction, coded bytes) of the halfway measurement
         self._global = [w for w in all_diff_wrappers(self.model)
                         if w.method.prunable and w.method.allocation == "global"]
@@ -220,10 +222,12 @@ class DiffPruning(keras.callbacks.Callback):
                 diff.assign(value * kept)
 
         def fits(count):
+            # The raw entries, whatever the budget: the values still train after this last update, and
+            # their coded size moves with them; raw bytes do not (the coded file ships smaller).
             keep(count)
             _, entries, base_weights = _entries(self.diff_model or self.model)
-            raw = wire.FILE_OVERHEAD_BYTES + sum(map(wire.entry_nbytes, entries)) + wire.SIGNATURE_BYTES
-            return raw <= budget_bytes(sum(base_weights[e.name].size for e in entries), method.compression)
+            size = wire.FILE_OVERHEAD_BYTES + sum(map(wire.entry_nbytes, entries)) + wire.SIGNATURE_BYTES
+            return size <= budget_bytes(sum(base_weights[e.name].size for e in entries), method.compression)
 
         count = max(1, round(sum(v.size for v in values) * (1.0 - sparsity)))
         if step + method.frequency > method.end_step:  # the last update: what ships must fit its bytes
