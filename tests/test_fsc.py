@@ -160,7 +160,11 @@ def test_tiny_run_end_to_end(tiny_fsc_run):
     np.testing.assert_allclose(lite[1], text.numpy()[0], atol=1e-5)
 
     # Resuming retrains nothing: the same results come back at once, with one more provenance record.
-    again, _ = fsc_run.run(str(out), synthetic=True, scale="tiny")
+    settings = json.load(open(out / "config.json"))["settings"]  # the tiny scale, as the fixture overrode it
+    with pytest.raises(ValueError, match="other settings"):  # refused before config.json is touched
+        fsc_run.run(str(out), synthetic=True, scale="tiny")
+    assert json.load(open(out / "config.json"))["settings"] == settings
+    again, _ = fsc_run.run(str(out), synthetic=True, scale="tiny", settings=settings)
     assert len(again.pop("provenance")) == len(saved.pop("provenance")) + 1
     assert again == saved
 
@@ -176,7 +180,8 @@ def test_blc_starts_from_a_fresh_model_not_from_bl(tiny_fsc_run, tmp_path):
     run_dir = tmp_path / "run"  # a copy: _blc writes its model into the run directory
     shutil.copytree(out, run_dir, ignore=shutil.ignore_patterns("corpus"))
     task = fsc_run.load_task(str(run_dir))
-    flywheel = Flywheel(task, FlywheelConfig(**fsc_run.SCALES["tiny"]["flywheel"]), str(run_dir), "tiny")
+    flywheel = Flywheel(task, FlywheelConfig.from_config(json.load(open(run_dir / "results.json"))["flywheel"]),
+                        str(run_dir), "tiny")
     started = {}
 
     def first_weights(model, gen, steps, callbacks, label, learning_rate=None):

@@ -64,10 +64,30 @@ def run(recipe, out, data_dir=None, synthetic=False, scale="demo", seed=0, strat
     distribution = make_strategy(strategy)
     out = output_dir(out, strategy)
     settings = copy.deepcopy(settings) if settings else recipe.settings(scale)
+    _check_resumable(out, settings)
     task = recipe.prepare(out, data_dir, synthetic, scale, seed, settings=settings)
     flywheel = Flywheel(task, FlywheelConfig(**settings["flywheel"]), out, scale, distribution, workers=workers)
     results = flywheel.run()
     return results, write_report(results, out)
+
+
+def _check_resumable(out, settings):
+    """Refuse to resume a run made with other settings, before anything (config.json) is written.
+
+    More generations extend a run (the flywheel's own rule); any other setting is the run's.
+    """
+    path = os.path.join(out, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = json.load(f).get("settings")
+
+    def comparable(value):
+        value = json.loads(json.dumps(value))
+        value.get("flywheel", {}).pop("generations", None)
+        return value
+    if saved is not None and comparable(saved) != comparable(settings):
+        raise ValueError(f"{out} was made with other settings (its config.json); use a new --out")
 
 
 def save_config(run_dir, config):

@@ -314,9 +314,6 @@ def main(argv=None):
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def study_markdown(result, metric):
     """A study's table (recipes/speech/study.py); metrics in %."""
@@ -363,3 +360,7 @@ def study_markdown(result, metric):
         lines.append(f"| {row['steps']} | {rate} | {row['window'][0]:g}-{row['window'][1]:g} | "
                      f"{100 * row[metric]:.1f} | {row['bytes']} | {row['train_seconds']:.0f} |")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # last: `main` uses every function above (study_markdown was defined after it)
+    sys.exit(main())
