@@ -50,7 +50,7 @@ def wrap(model: "keras.Model", method, include=None, exclude=None, int8=None) ->
 
     Args:
         model: a built tf_keras Sequential or functional model.
-        method: `tfdiff.SparseDiff`, `tfdiff.HashDiff` or `tfdiff.LowRankDiff`.
+        method: a `tfdiff.DiffMethod`: `SparseDiff`, `HashDiff`, `LowRankDiff` or `SeedDiff`.
         include: layer names (or a predicate on the layer) to diff; all
             weighted layers when None.
         exclude: layer names (or a predicate) to leave untouched.
@@ -170,7 +170,7 @@ class DiffPruning(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if plan_wrappers(self.model):
             self.model.make_train_function(force=True)  # the schedule is traced into the step
-        # A global allocation measures its coded bytes itself, at its last mask update.
+        # A global allocation fits its bytes itself, at its last mask update (`_allocate_globally`).
         self._coded = [w for w in all_diff_wrappers(self.model) if w.method.prunable and w.method.budget == "coded"
                        and w.method.allocation == "layer"]
         self._earlier = None  # (step, kept fraction, coded bytes) of the halfway measurement

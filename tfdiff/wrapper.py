@@ -30,7 +30,7 @@ class DiffWrapper(keras.layers.Wrapper):
 
     Args:
         layer: the `tf_keras` layer to freeze.
-        method: a `tfdiff.SparseDiff`, `tfdiff.HashDiff` or `tfdiff.LowRankDiff`.
+        method: a `tfdiff.DiffMethod`: `SparseDiff`, `HashDiff`, `LowRankDiff` or `SeedDiff`.
         int8_weights: indices (in `layer.weights`) of the weights an int8
             device model holds as int8; each gets a frozen per-element scale
             and trains through the method's fake quantization
