@@ -74,7 +74,7 @@ def _grouped(diff):
 
 
 def _changed(entries):
-    """Ascending positions a weight's entries change; None for every position (a hash or low-rank entry)."""
+    """Ascending positions a weight's entries change; None for every position (`changes_every_element`)."""
     if any(map(changes_every_element, entries)):
         return None
     if len(entries) == 1:

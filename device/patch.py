@@ -55,7 +55,7 @@ def patched_values(entry, base_values, positions):
     """New float32 values of some elements of one weight.
 
     Args:
-        entry: a `device.format.Entry` (method "sparse", "hash" or "lowrank").
+        entry: a `device.format.Entry` (method "sparse", "hash", "lowrank" or "seed").
         base_values: the current values of those elements: float32, or
             int8 for a quantized weight (then the entry holds int8 deltas).
         positions: int array, their row-major positions in the Keras weight;
@@ -96,7 +96,7 @@ def patched_values(entry, base_values, positions):
 
 
 def changes_every_element(entry):
-    """Whether the entry patches every element of its weight (a hash or low-rank entry), not listed positions."""
+    """Whether the entry patches every element of its weight (hash, low-rank, seed), not listed positions."""
     return entry.method != "sparse"
 
 

@@ -207,14 +207,13 @@ def lowrank_inner(shape, fraction):
 def _solve_factors(method, shapes, budget, room, itemsize):
     """The largest fraction whose values (`method.values_at(shape, fraction)`) fit `room` bytes (and,
     "nominal", N / compression values): a low-rank diff's factors, a seed diff's scalings."""
-    # No coding gain is counted on: a low-rank A starts random, and float16 random mantissas barely code
-    # (a "coded" plan of LowRankDiff cut a tenth of its values on the FSC tiny run at 0.9).
-    share = 1.0
-
     def values(fraction):
         return sum(method.values_at(s, fraction) for s in shapes.values())
 
-    limit = room / (itemsize * share)
+    # Every budget counts raw values, "coded" too: a low-rank A starts random, and float16 random
+    # mantissas barely code (a "coded" plan of LowRankDiff at 0.9 of its bytes cut a tenth of its
+    # values on the FSC tiny run).
+    limit = room / itemsize
     if budget == "nominal":
         limit = min(limit, sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values()) / method.compression)
     if values(0.0) > limit:
@@ -222,21 +221,20 @@ def _solve_factors(method, shapes, budget, room, itemsize):
                           f"matrix ({values(0.0) * itemsize} bytes of values, {int(room)} bytes free)")
     if values(1.0) <= limit:
         return 1.0
-    low, high = 0.0, 1.0
-    for _ in range(50):
-        mid = (low + high) / 2
-        if values(mid) <= limit:
-            low = mid
-        else:
-            high = mid
-    return max(low, 1e-9)  # a planned fraction is in (0, 1]: rank 1 everywhere when nothing more fits
+    # A planned fraction is in (0, 1]: rank 1 everywhere when nothing more fits.
+    return max(_largest_fraction(lambda fraction: values(fraction) <= limit), 1e-9)
 
 
 def _solve(method, sizes, itemsize, room):
+    return _largest_fraction(lambda fraction: _values_bytes(method, fraction, sizes, itemsize) <= room)
+
+
+def _largest_fraction(fits):
+    """The largest fraction in [0, 1) for which `fits` holds (it holds for less if for more), by bisection."""
     low, high = 0.0, 1.0
     for _ in range(50):
         mid = (low + high) / 2
-        if _values_bytes(method, mid, sizes, itemsize) <= room:
+        if fits(mid):
             low = mid
         else:
             high = mid

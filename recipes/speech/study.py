@@ -113,7 +113,9 @@ def methods_grid(task, run_dir, methods, ratios, steps_list, seeds, posthoc=(), 
     pruning window), so each method trains as the run's diffs do.
     """
     base = _gen0_bl(task, run_dir, bl_steps)
-    settings = {k: v for k, v in (flywheel or {}).items() if k not in ("methods", "ratios", "diff_steps", "posthoc")}
+    # The run's training settings; what the study sets itself, and the BLC rows it does not train, left out.
+    settings = {k: v for k, v in (flywheel or {}).items()
+                if k not in ("methods", "ratios", "diff_steps", "posthoc", "blc_methods")}
     rows = []
 
     def measured(key, ratio, steps, seed, model, diff, start):
