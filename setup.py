@@ -60,7 +60,9 @@ setup(
         # wheel: the test of a plain install builds tfdiff's wheel offline; ruff: scripts/test lints first.
         # pytest 9.2 drops xdist's loadgroup suffix (pytest-dev/pytest-xdist#1386): the suite's groups
         # would silently stop sharing their fixtures; tests/conftest.py refuses to run if that happens.
-        "test": ["pytest>=7,<9.2", "pytest-xdist>=3.5", "bsdiff4>=1.2", "zstandard>=0.20", "wheel>=0.40", "ruff>=0.17"],
+        # jax[cpu] runs the Keras 3 example on the JAX backend (tests/test_keras3.py): about 80 MB, seconds to install.
+        "test": ["pytest>=7,<9.2", "pytest-xdist>=3.5", "bsdiff4>=1.2", "zstandard>=0.20", "wheel>=0.40", "ruff>=0.17",
+                 "jax[cpu]>=0.4.30"],
     },
     entry_points={"console_scripts": ["tfdiff=tfdiff.__main__:main", "tfdiff-device=device.__main__:main"]},
 )

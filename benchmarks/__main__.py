@@ -43,6 +43,9 @@ def run(parts, out, run_dir=None, tiny=False, int8_run=None):
         result = training.run(steps=5, warmup=2, rounds=1, tiny=True) if tiny else training.run()
         report["train_step_ratio"] = result["ratio"]
         report["train_step_seconds"] = result["step_seconds"]
+        keras3 = training.run_keras3(steps=5, warmup=2, rounds=1, tiny=True) if tiny else training.run_keras3()
+        report["train_keras3_ratio"] = keras3["ratio"]
+        report["train_keras3_seconds"] = keras3["step_seconds"]
     if "latency" in parts:
         from benchmarks import latency
         with open(os.path.join(run_dir, "results.json")) as f:

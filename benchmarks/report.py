@@ -33,6 +33,16 @@ def markdown(report):
         for name in s:  # plain first, then each method (a recorded file may predate a method)
             lines.append(f"| {name} | {1000 * s[name]:.1f} | {s[name] / s['plain']:.2f} |")
         lines.append("")
+    if "train_keras3_ratio" in report:
+        s, ratio = report["train_keras3_seconds"], report["train_keras3_ratio"]
+        lines += ["## Training step time, Keras 3 against tf_keras (FSC demo model, same fit)", "",
+                  "The same architecture built in each Keras, the same MSE `fit` on one batch; Keras 3 on the "
+                  "TensorFlow backend.", "",
+                  "| model | tf_keras ms per step | Keras 3 ms per step | Keras 3 / tf_keras |", "|---|---|---|---|"]
+        for name in ratio:
+            lines.append(f"| {name} | {1000 * s['tf_keras ' + name]:.1f} | {1000 * s['keras3 ' + name]:.1f} "
+                         f"| {ratio[name]:.2f} |")
+        lines.append("")
     if "latency" in report:
         r = report["latency"]
         lines += ["## Inference latency, patched against freshly converted", "",

@@ -55,7 +55,10 @@ def convert(model, path: "str | os.PathLike | None" = None, signatures: "dict | 
     """Convert `model` to .tflite bytes carrying a tfdiff weight map.
 
     Args:
-        model: a tf_keras model (plain, or folded by tfdiff).
+        model: a tf_keras or Keras 3 model (plain, or folded by tfdiff). A
+            Keras 3 model on another backend than TensorFlow (JAX) is saved
+            and converted by a TensorFlow-backend process, whose Keras loads
+            the same architecture and weights.
         path: if given, the .tflite is written there atomically.
         signatures: optional {name: tf.function with an input signature}
             to export instead of the model's own call; their variables must
@@ -78,6 +81,11 @@ def convert(model, path: "str | os.PathLike | None" = None, signatures: "dict | 
     """
     if quantize not in QUANTIZE:
         raise ValueError(f"`quantize` must be one of {QUANTIZE}. Received: quantize={quantize!r}")
+    if _backend(model) not in (None, "tensorflow"):
+        if signatures is not None:
+            raise ConversionError(f"`signatures` are TensorFlow functions; a model on the {_backend(model)} "
+                                  "backend is converted from its own call")
+        return _convert_on_tensorflow(model, path, quantize)
     slots = [(name, variable) for name, variable, _ in named_variables(model)]
     _check_weights(slots)
     originals = [variable.numpy() for _, variable in slots]
@@ -136,8 +144,14 @@ def convert_file(model_path, out, quantize=None, custom_objects=None, signature=
     objects = dict(custom_objects) if isinstance(custom_objects, dict) else {
         spec.rsplit(":", 1)[-1]: _resolve(spec, "--custom-objects") for spec in custom_objects or ()}
     make_signatures = _resolve(signature, "--signature") if isinstance(signature, str) else signature
+    keras3 = saved_by_keras3(model_path)
+    if keras3 and _keras3_backend() != "tensorflow":
+        if objects or make_signatures:
+            raise ConversionError("--custom-objects and --signature need KERAS_BACKEND=tensorflow")
+        return _run_on_tensorflow(model_path, out, quantize)
     try:
-        model = _keras_package().models.load_model(model_path, custom_objects=objects, compile=False)
+        package = _keras3() if keras3 else _keras_package()
+        model = package.models.load_model(model_path, custom_objects=objects, compile=False)
     except Exception as e:  # noqa: BLE001 - Keras reports an unknown class as any of several errors
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConversionError(f"cannot load Keras model {model_path}: {first} (a custom layer or function "
@@ -152,6 +166,65 @@ def _keras_package():
     """tf_keras (Keras 2), the Keras the models tfdiff trains are: loaded without switching `tf.keras`."""
     import tf_keras
     return tf_keras
+
+
+def _keras3():
+    import keras
+    return keras
+
+
+def _keras3_backend():
+    return _keras3().backend.backend()
+
+
+def _backend(model):
+    """A Keras 3 model's backend ("tensorflow", "jax", ...), None for a tf_keras one."""
+    return _keras3_backend() if type(model).__module__.split(".")[0] == "keras" else None
+
+
+def saved_by_keras3(path):
+    """Whether `path` is a .keras archive Keras 3 wrote (its metadata.json names the version)."""
+    import json
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        try:
+            return str(json.loads(archive.read("metadata.json")).get("keras_version", "")).startswith("3.")
+        except (KeyError, ValueError):
+            return False
+
+
+def _convert_on_tensorflow(model, path, quantize):
+    """Convert a Keras 3 model of another backend: saved, then loaded and converted by a TensorFlow-backend process."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        saved = os.path.join(scratch, "model.keras")
+        model.save(saved)
+        return _run_on_tensorflow(saved, path, quantize)
+
+
+def _run_on_tensorflow(model_path, out, quantize):
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        converted = os.path.join(scratch, "model.tflite")
+        command = [sys.executable, "-m", "device", "convert", os.fspath(model_path), converted]
+        command += ["--quantize", quantize] if quantize else []
+        env = dict(os.environ, KERAS_BACKEND="tensorflow")
+        proc = subprocess.run(command, env=env, capture_output=True, text=True)
+        if proc.returncode:
+            lines = (proc.stderr or proc.stdout).strip().splitlines()
+            raise ConversionError(f"converting on the TensorFlow backend failed: {lines[-1] if lines else '?'}")
+        with open(converted, "rb") as f:
+            data = f.read()
+    if out is not None:
+        write_atomic(os.fspath(out), data)
+    return data
 
 
 def _resolve(spec, flag):
@@ -247,7 +320,7 @@ def foldable_batchnorms(model):
 
 def _normalizes_last_axis(bn):
     axes = bn.axis if isinstance(bn.axis, (list, tuple)) else [bn.axis]
-    rank = len(bn.input_shape)
+    rank = len(bn.input_shape if hasattr(bn, "input_shape") else bn.input.shape)  # Keras 3: no input_shape
     return [a % rank for a in axes] == [rank - 1]
 
 
@@ -257,15 +330,21 @@ def _single_producer(model, layer):
         index = model.layers.index(layer)
         return model.layers[index - 1] if index > 0 else None
     nodes = getattr(layer, "_inbound_nodes", [])
-    producers = nodes[0].inbound_layers if len(nodes) == 1 else []
+    if len(nodes) != 1:
+        producers = []
+    elif hasattr(nodes[0], "inbound_layers"):
+        producers = nodes[0].inbound_layers
+    else:  # a Keras 3 node names the nodes it takes from
+        producers = [parent.operation for parent in nodes[0].parent_nodes]
     producers = producers if isinstance(producers, list) else [producers]
     return producers[0] if len(producers) == 1 else None
 
 
 def _check_weights(slots):
     for name, variable in slots:
-        if variable.dtype.name != "float32":
-            raise ConversionError(f"weight {name} is {variable.dtype.name}; only float32 weights "
+        dtype = getattr(variable.dtype, "name", variable.dtype)  # Keras 3 names dtypes by string
+        if dtype != "float32":
+            raise ConversionError(f"weight {name} is {dtype}; only float32 weights "
                                   "can be mapped and patched")
 
 
@@ -376,7 +455,10 @@ def _convert(model, signatures, quantize=False):
         functions = [call.get_concrete_function(*specs)]
     else:
         functions = [fn.get_concrete_function() for fn in signatures.values()]
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(functions, model)
+    # Given a Keras 3 model as the functions' owner, the converter keeps its variables as resource
+    # variables rather than constants; unowned, they are frozen into buffers as tf_keras's are.
+    owner = None if type(model).__module__.split(".")[0] == "keras" else model
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(functions, owner)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.optimizations = [tf.lite.Optimize.DEFAULT] if quantize else []
     return converter.convert()

@@ -27,6 +27,8 @@ def test_every_part_on_tiny_inputs(tiny_fsc_run, tiny_fsc_int8_run, tmp_path):
     for r in saved["apply"]:
         assert r["seconds"] > 0 and r["peak_rss_mb"] > 0 and r["cp_seconds"] > 0 and r["model_bytes"] > 0
     assert set(saved["train_step_ratio"]) == {"sparse", "hash", "lowrank"}
+    assert set(saved["train_keras3_ratio"]) == {"plain", "sparse", "hash"}
+    assert all(t > 0 for t in saved["train_keras3_seconds"].values())
     assert saved["latency"]["same_bytes"] and saved["latency_ratio"] > 0
     # 60 diff and model mutations (15 per method and strategy) plus 10 journals through recover.
     assert saved["fuzz"]["cases"] == 70 and saved["fuzz"]["unexpected"] == saved["fuzz"]["model_changed"] == 0

@@ -27,7 +27,7 @@ def test_readme_blocks_run_in_order_in_an_empty_directory(tmp_path):
     import sys
 
     blocks = _walkthrough()
-    assert [language for language, _ in blocks] == ["python", "sh", "python", "sh", "python"]
+    assert [language for language, _ in blocks] == ["python", "sh", "python", "sh", "python", "python"]
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
                PYTHONPATH=ROOT)
     env.pop("TFDIFF_PUBLIC_KEY", None)

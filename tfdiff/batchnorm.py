@@ -11,8 +11,9 @@ import numpy as np
 
 from device.converter import foldable_batchnorms
 
+from . import keras3
 from ._keras import keras
-from .naming import check_model, layers_with_paths
+from .naming import check_model, keras_of, layers_with_paths
 
 
 def fold_batchnorm(model: "keras.Model") -> "keras.Model":
@@ -30,13 +31,13 @@ def fold_batchnorm(model: "keras.Model") -> "keras.Model":
     (an identity) of the same name. Other BatchNormalizations are left alone.
 
     Args:
-        model: a tf_keras Sequential or functional model.
+        model: a Sequential or functional model, tf_keras or Keras 3.
 
     Returns:
         a new model, equal to `model` in inference mode up to float32 rounding.
 
     Raises:
-        ValueError: `model` is not a tf_keras Sequential or functional model.
+        ValueError: `model` is not a Sequential or functional model.
 
     Example:
 
@@ -51,7 +52,8 @@ def fold_batchnorm(model: "keras.Model") -> "keras.Model":
     >>> bool(np.allclose(model(x), folded(x), atol=1e-5))
     True
     """
-    check_model(model)
+    check_model(model, keras3_too=True)
+    keras = keras_of(model)
     pairs = foldable_batchnorms(model)
     if not pairs:
         clone = keras.models.clone_model(model)
@@ -60,17 +62,31 @@ def fold_batchnorm(model: "keras.Model") -> "keras.Model":
     folded_into = {id(layer): bn for bn, layer in pairs}
     folded_bns = {id(bn) for bn, _ in pairs}
 
+    identities = set()
+
     def clone_layer(layer):
         if isinstance(layer, keras.Model):
-            return keras.models.clone_model(layer, clone_function=clone_layer)
+            return keras.models.clone_model(layer, **cloning)
         config = layer.get_config()
         if id(layer) in folded_bns:
-            return keras.layers.Activation("linear", name=layer.name)
+            identity = keras.layers.Activation("linear", name=layer.name)
+            identities.add(id(identity))
+            return identity
         if id(layer) in folded_into:
             config["use_bias"] = True
         return layer.__class__.from_config(config)
 
-    folded = keras.models.clone_model(model, clone_function=clone_layer)
+    def call_layer(layer, *args, **kwargs):
+        # Keras 3 calls a clone with its original's arguments; BatchNormalization's `mask` and
+        # `training` mean nothing to the identity that replaces it.
+        if id(layer) in identities:
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("mask", "training")}
+        return layer(*args, **kwargs)
+
+    cloning = {"clone_function": clone_layer}
+    if keras3.is_keras3(model) and not isinstance(model, keras.Sequential):
+        cloning["call_function"] = call_layer
+    folded = keras.models.clone_model(model, **cloning)
     sources, targets = ([layer for _, layer, _ in layers_with_paths(m)] for m in (model, folded))
     for source, target in zip(sources, targets):
         if id(source) in folded_bns:

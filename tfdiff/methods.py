@@ -6,8 +6,8 @@ is applied to. Every method is a `DiffMethod` and answers the same
 questions, so `DiffWrapper` never asks which method it holds:
 
     create_diff(wrapper, base)      the trainable variable of one weight's diff
-    constants(base, diff)           per-weight constants of the forward pass, or None
-    effective(base, diff, consts)   the weight the wrapped layer computes with
+    constants(base, diff, ops)      per-weight constants of the forward pass, or None
+    effective(base, diff, consts, ops)  the weight the wrapped layer computes with
     entry(name, base, diff)         that weight's wire entry (device.format.Entry)
     quantized_effective(base, diff, scale, consts), quantized_entry(name, base, diff, scale)
                                     the same for a weight the device holds in int8
@@ -15,6 +15,10 @@ questions, so `DiffWrapper` never asks which method it holds:
     planned(shapes, dense, int8_names)  a copy whose budget is planned for these weights
     prunable                        whether the diff is pruned by magnitude (with `schedule()`)
     wire_method                     the entry kind it travels as ("sparse", "hash", "lowrank" or "seed")
+
+`ops` is the array namespace of the forward pass: `TfMath` (the default) for
+a tf_keras model, `keras.ops` for a Keras 3 one (tfdiff/keras3.py), whose
+functions have the same names, so one formula serves TensorFlow and JAX.
 """
 import abc
 import math
@@ -63,12 +67,12 @@ class DiffMethod(abc.ABC):
     def create_diff(self, wrapper, base):
         """The trainable variable of one weight's diff, added to `wrapper`."""
 
-    def constants(self, base, diff):
+    def constants(self, base, diff, ops=None):
         """Per-weight constants of the forward pass, or None."""
         return None
 
     @abc.abstractmethod
-    def effective(self, base, diff, constants=None):
+    def effective(self, base, diff, constants=None, ops=None):
         """The weight the wrapped layer computes with."""
 
     @abc.abstractmethod
@@ -221,7 +225,7 @@ class SparseDiff(DiffMethod):
         return wrapper.add_weight(name=_diff_name(base), shape=base.shape, dtype=base.dtype,
                                   initializer="zeros", trainable=True)
 
-    def effective(self, base, diff, constants=None):
+    def effective(self, base, diff, constants=None, ops=None):
         return base + diff
 
     def entry(self, name, base_value, diff_value):
@@ -291,9 +295,13 @@ class _HashTables(DiffMethod):
         return wrapper.add_weight(name=_diff_name(base) + suffix, shape=(self.table_size(size),),
                                   dtype=base.dtype, initializer="zeros", trainable=True)
 
-    def constants(self, base, table):
+    def constants(self, base, table, ops=None):
         """[K, *shape] int32 table indices of every element of `base`, computed once."""
         size = int(np.prod(base.shape))
+        if ops is not None and ops is not TfMath:  # Keras 3: the device's own numpy hash, a constant of any backend
+            positions = np.arange(size, dtype=np.uint32)
+            return np.stack([hash_positions(positions, self.seed, k, table.shape[0]).astype(np.int32)
+                             for k in range(self.num_hashes)]).reshape((self.num_hashes,) + tuple(base.shape))
         with tf.init_scope():  # outside any trace, captured by reference
             positions = tf.cast(tf.range(size, dtype=tf.int64), tf.uint32)
             slots = [tf.cast(hash_positions(positions, self.seed, k, table.shape[0], ops=TfOps), tf.int32)
@@ -344,9 +352,10 @@ class HashDiff(_HashTables):
     def create_diff(self, wrapper, base):
         return self._table(wrapper, base, "_table")
 
-    def effective(self, base, table, slots):
-        shared = tf.reduce_sum(tf.gather(table, slots), axis=0)
-        return base + tf.abs(base) * shared
+    def effective(self, base, table, slots, ops=None):
+        ops = ops or TfMath
+        shared = ops.sum(ops.take(table, slots), axis=0)
+        return base + ops.abs(base) * shared
 
     # -- int8 weights: the multiplicative step rounded to whole quantization steps --
     def quantized_effective(self, base, table, scale, slots):
@@ -360,6 +369,19 @@ class HashDiff(_HashTables):
         """The table, as for a float weight: the device rounds each element's step (device/patch.py)."""
         return self.entry(name, base_value, table_value)
 
+
+
+class TfMath:
+    """The array functions of the methods' forward passes, on TensorFlow tensors, named as in `keras.ops`."""
+
+    abs = staticmethod(tf.abs)
+    take = staticmethod(tf.gather)
+    matmul = staticmethod(tf.matmul)
+    reshape = staticmethod(tf.reshape)
+
+    @staticmethod
+    def sum(x, axis):
+        return tf.reduce_sum(x, axis=axis)
 
 
 class TfOps:
@@ -416,7 +438,7 @@ class _MatrixDiff(DiffMethod):
     def _variable(self, wrapper, base, start):
         # One variable holds exactly the values the entry ships.
         return wrapper.add_weight(name=_diff_name(base) + "_" + self.name, shape=start.shape, dtype=base.dtype,
-                                  initializer=lambda shape, dtype=None: tf.constant(start, dtype=dtype),
+                                  initializer=lambda shape, dtype=None: start.astype(np.float32),
                                   trainable=True)
 
 
@@ -480,12 +502,13 @@ class LowRankDiff(_MatrixDiff):
         start[:rows * inner] = rng.standard_normal(rows * inner) / np.sqrt(rows)  # B is zero: G = 0
         return self._variable(wrapper, base, start)
 
-    def effective(self, base, factors, constants=None):
+    def effective(self, base, factors, constants=None, ops=None):
+        ops = ops or TfMath
         rows, cols = matrix_dims(base.shape)
         inner = factors.shape[0] // (rows + cols)
-        a = tf.reshape(factors[:rows * inner], (rows, inner))
-        b = tf.reshape(factors[rows * inner:], (inner, cols))
-        return base + tf.reshape(tf.matmul(a, b), tf.shape(base))
+        a = ops.reshape(factors[:rows * inner], (rows, inner))
+        b = ops.reshape(factors[rows * inner:], (inner, cols))
+        return base + ops.reshape(ops.matmul(a, b), tuple(base.shape))
 
     def entry(self, name, base_value, factors_value):
         values = np.asarray(factors_value, dtype=np.float32).astype(self.value_dtype)
@@ -544,20 +567,23 @@ class SeedDiff(_MatrixDiff):
         start = np.concatenate([np.full(inner, 0.1, np.float32), np.zeros(cols, np.float32)])  # b = 0: G = 0
         return self._variable(wrapper, base, start)
 
-    def constants(self, base, scalings):
+    def constants(self, base, scalings, ops=None):
         """The bases U and V of this weight, drawn once, outside any trace."""
         if scalings is None:
             return None
         rows, cols = matrix_dims(base.shape)
         u, v = seed_bases(base.shape, scalings.shape[0] - cols, self.seed)
+        if ops is not None and ops is not TfMath:  # Keras 3: numpy constants serve any backend
+            return u, v
         with tf.init_scope():
             return tf.constant(u), tf.constant(v)
 
-    def effective(self, base, scalings, bases):
+    def effective(self, base, scalings, bases, ops=None):
+        ops = ops or TfMath
         u, v = bases
         inner = u.shape[1]
         d, b = scalings[:inner], scalings[inner:]
-        return base + tf.reshape(tf.matmul(u * d, v) * b, tf.shape(base))
+        return base + ops.reshape(ops.matmul(u * d, v) * b, tuple(base.shape))
 
     def entry(self, name, base_value, scalings_value):
         values = np.asarray(scalings_value, dtype=np.float32).astype(self.value_dtype)
@@ -610,8 +636,9 @@ class HashedWeights(_HashTables):
         mean = values.mean() / self.num_hashes
         return (mean + scale * rng.standard_normal(self.table_size(values.size))).astype(np.float32)
 
-    def effective(self, base, table, slots):
-        return tf.reduce_sum(tf.gather(table, slots), axis=0)
+    def effective(self, base, table, slots, ops=None):
+        ops = ops or TfMath
+        return ops.sum(ops.take(table, slots), axis=0)
 
 
 

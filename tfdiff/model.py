@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 
 from device import format as wire
+from device.converter import saved_by_keras3
 from device.digest import weights_digest
 from device.format import DiffFile, DiffFormatError
 from device.patch import patch_weight
@@ -22,8 +23,9 @@ from .budget import budget_bytes, coded_fraction
 from .diff import Diff, DiffMismatchError
 from .methods import deserialize_method
 from .quantized import quantize_with
-from .naming import (all_diff_wrappers, check_keras_model, check_model, copy_model, layers_with_paths,
-                     weight_variables, weight_variables_with_layers)
+from . import keras3
+from .naming import (DIFF_WRAPPERS, all_diff_wrappers, check_keras_model, check_model, copy_model, keras_of,
+                     layers_with_paths, weight_variables, weight_variables_with_layers)
 from .wrapper import DiffWrapper
 from device.naming import weight_name
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
@@ -49,7 +51,8 @@ def wrap(model: "keras.Model", method, include=None, exclude=None, int8=None) ->
     with `callbacks=tfdiff.callbacks(diff_model)`.
 
     Args:
-        model: a built tf_keras Sequential or functional model.
+        model: a built Sequential or functional model, of tf_keras or of
+            Keras 3 (`import keras`, any backend: tfdiff/keras3.py).
         method: a `tfdiff.DiffMethod`: `SparseDiff`, `HashDiff`, `LowRankDiff` or `SeedDiff`.
         include: layer names (or a predicate on the layer) to diff; all
             weighted layers when None.
@@ -68,9 +71,12 @@ def wrap(model: "keras.Model", method, include=None, exclude=None, int8=None) ->
     >>> [type(layer).__name__ for layer in diff_model.layers]
     ['DiffWrapper']
     """
-    check_model(model)
+    check_model(model, keras3_too=True)
     method = deserialize_method(method)
     selected = _selector(include, exclude, model)
+    if keras3.is_keras3(model) and int8 is not None:
+        raise ValueError(f"int8 device models take tf_keras models; a Keras 3 model's diff is of float weights. "
+                         f"Received: int8={int8!r}")
     # The budget is planned here, from the weights that will be diffed, so
     # the diff that trains is the diff that ships: extract cuts nothing.
     shapes = {name: tuple(v.shape) for name, v, layer in weight_variables_with_layers(model)
@@ -94,20 +100,21 @@ def wrap(model: "keras.Model", method, include=None, exclude=None, int8=None) ->
                              f"`include` / `exclude` leave out {unselected[:3]}")
     method = method.planned(shapes, int8_names=int8_names) if int8_names else method.planned(shapes)
     paths = {id(inner): path for path, _, inner in layers_with_paths(model)}
+    package = keras_of(model)
 
     def clone_layer(layer):
-        if isinstance(layer, keras.Model):
-            return keras.models.clone_model(layer, clone_function=clone_layer)
+        if isinstance(layer, package.Model):
+            return package.models.clone_model(layer, clone_function=clone_layer)
         clone = layer.__class__.from_config(layer.get_config())
         if not layer.weights or not selected(layer):
             return clone
         quantized = [i for i, v in enumerate(layer.weights) if weight_name(paths[id(layer)], i, v) in int8_names]
-        return DiffWrapper(clone, method, int8_weights=quantized)
+        return DiffWrapper(clone, method, int8_weights=quantized)  # Keras 3's wrapper for a Keras 3 layer
 
-    diff_model = keras.models.clone_model(model, clone_function=clone_layer)
+    diff_model = package.models.clone_model(model, clone_function=clone_layer)
     target = dict(weight_variables(diff_model))
     for name, variable in weight_variables(model):
-        target[name].assign(variable)
+        target[name].assign(np.array(variable.numpy()))  # a copy: JAX donates the diff model's buffers when it trains
     if int8 is not None:
         int8.assign_to(diff_model)
         for path, wrapper in _wrappers(diff_model):
@@ -140,6 +147,9 @@ def callbacks(diff_model: "keras.Model") -> list:
     >>> [type(c).__name__ for c in tfdiff.callbacks(tfdiff.wrap(base, tfdiff.SparseDiff(compression=4.0)))]
     ['DiffPruning']
     """
+    if keras3.is_keras3(diff_model):
+        pruned = [w for w in all_diff_wrappers(diff_model) if w.method.prunable]
+        return [keras3.DiffPruning(pruned, lambda: plan_wrappers(diff_model))] if pruned else []
     found = []
     if any(isinstance(layer, PruneLowMagnitude) for layer in _all_layers(diff_model)):
         found.append(tfmot.sparsity.keras.UpdatePruningStep())
@@ -394,7 +404,8 @@ def fold(base_model: "keras.Model", diff: "Diff | str | os.PathLike") -> "keras.
 
     Args:
         base_model: the model the diff was made for (F_t), a tf_keras model
-            (Sequential, functional, or subclassed with a `get_config`).
+            (Sequential, functional, or subclassed with a `get_config`) or a
+            Keras 3 Sequential or functional one.
         diff: a `tfdiff.Diff`, or the path of a saved one.
 
     Returns:
@@ -414,7 +425,7 @@ def fold(base_model: "keras.Model", diff: "Diff | str | os.PathLike") -> "keras.
     >>> tfdiff.named_weights(tfdiff.fold(base, diff))["out/0/kernel"].shape
     (64, 32)
     """
-    check_keras_model(base_model, "base_model")
+    check_keras_model(base_model, "base_model", keras3_too=True)
     if isinstance(diff, (str, os.PathLike)):
         diff = Diff.load(diff)
     if not isinstance(diff, DiffFile):
@@ -435,7 +446,7 @@ def fold(base_model: "keras.Model", diff: "Diff | str | os.PathLike") -> "keras.
 
 
 def load_model(path: "str | os.PathLike", custom_objects: "dict | None" = None, compile: bool = True) -> "keras.Model":
-    """A model saved with `model.save("....keras")`, tfdiff's layers and methods included.
+    """A model saved with `model.save("....keras")`, tfdiff's layers and methods included (tf_keras or Keras 3).
 
     A wrapped model comes back with its diffs, masks, pruning step and (with
     `compile`) optimizer state, so `fit` goes on where it stopped.
@@ -459,6 +470,8 @@ def load_model(path: "str | os.PathLike", custom_objects: "dict | None" = None, 
     if not os.path.exists(path):
         raise ValueError(f"`path` does not exist. Received: path={path!r}")
     from . import methods, wrapper  # noqa: F401  (their classes are registered as "tfdiff>...")
+    if saved_by_keras3(path):
+        return keras3.keras.saving.load_model(path, custom_objects=custom_objects, compile=compile)
     return keras.models.load_model(path, custom_objects=custom_objects, compile=compile)
 
 
@@ -511,7 +524,7 @@ def _all_layers(model):
 
 def _wrappers(model):
     return [(path, inner) for path, _, inner in layers_with_paths(model)
-            if isinstance(inner, DiffWrapper)]
+            if isinstance(inner, DIFF_WRAPPERS)]
 
 
 def plan_wrappers(model):

@@ -7,8 +7,11 @@ transparent) lives in device/naming.py, where the converter reads it too;
 from device.converter import input_specs
 from device.naming import leaf_layers, named_variables
 
+from . import keras3
 from ._keras import keras, tf
 from .wrapper import DiffWrapper
+
+DIFF_WRAPPERS = (DiffWrapper, keras3.DiffWrapper)  # tf_keras's and Keras 3's
 
 
 def weight_variables(model: "keras.Model") -> "list[tuple[str, tf.Variable]]":
@@ -43,33 +46,46 @@ def pruning_masks(*layers):
 def all_diff_wrappers(model):
     """Every DiffWrapper anywhere in `model`: any nesting, subclassed models and custom layers included."""
     return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, DiffWrapper)]
+            if isinstance(layer, DIFF_WRAPPERS)]
 
 
-def check_keras_model(model, argument="model"):
-    """A one-line ValueError unless `model` is a tf_keras model (of any kind, subclassed included)."""
-    if type(model).__module__.startswith("keras.") or type(model).__module__ == "keras":
-        raise ValueError(f"`{argument}` is a Keras 3 model; tfdiff works on tf_keras (Keras 2) models, "
-                         "the only Keras tfmot supports. Build it with `from tfdiff import keras` "
-                         f"(tf_keras) and copy the weights over. Received: {argument}={model!r}")
+def check_keras_model(model, argument="model", keras3_too=False):
+    """A one-line ValueError unless `model` is a tf_keras model (or, `keras3_too`, a Keras 3 one) of any kind."""
+    if keras3.is_keras3(model):
+        if isinstance(model, keras3.keras.Model) and keras3_too:
+            return
+        if not keras3_too:
+            raise ValueError(f"`{argument}` is a Keras 3 model; this function takes tf_keras (Keras 2) models "
+                             "for now (Keras 3 models take wrap, callbacks, extract and fold). Build it with "
+                             f"`from tfdiff import keras` (tf_keras) and copy the weights over. "
+                             f"Received: {argument}={model!r}")
     if not isinstance(model, keras.Model):
-        raise ValueError(f"`{argument}` must be a tf_keras model. Received: {argument}={model!r}")
+        raise ValueError(f"`{argument}` must be a Keras model. Received: {argument}={model!r}")
 
 
-def check_model(model, argument="model"):
-    """A one-line ValueError unless `model` is a tf_keras Sequential or functional model."""
-    check_keras_model(model, argument)
+def check_model(model, argument="model", keras3_too=False):
+    """A one-line ValueError unless `model` is a Sequential or functional model (tf_keras; or Keras 3, `keras3_too`)."""
+    check_keras_model(model, argument, keras3_too)
     if is_subclassed(model):
-        raise ValueError(f"`{argument}` must be a tf_keras Sequential or functional model; wrap the "
-                         f"layers of a subclassed model with DiffWrapper. Received: {argument}={model!r}")
+        raise ValueError(f"`{argument}` must be a Sequential or functional model; wrap the layers of a "
+                         f"subclassed model with DiffWrapper. Received: {argument}={model!r}")
+
+
+def keras_of(model):
+    """The Keras package `model` belongs to: tf_keras, or Keras 3."""
+    return keras3.keras if keras3.is_keras3(model) else keras
 
 
 def is_subclassed(model):
+    if keras3.is_keras3(model):
+        return not keras3.is_functional(model)
     return not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False))
 
 
 def copy_model(model):
     """A new model of the same architecture holding the same weights (a subclassed one rebuilt from its config)."""
+    if keras3.is_keras3(model):
+        return keras3.copy_model(model)
     if not is_subclassed(model):
         copy = keras.models.clone_model(model)
     else:

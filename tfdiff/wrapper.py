@@ -29,7 +29,8 @@ class DiffWrapper(keras.layers.Wrapper):
     schedule at each training step, so no other wrapper is needed.
 
     Args:
-        layer: the `tf_keras` layer to freeze.
+        layer: the layer to freeze: a `tf_keras` layer, or a Keras 3 one, which
+            gets Keras 3's wrapper (tfdiff/keras3.py) under the same name.
         method: a `tfdiff.DiffMethod`: `SparseDiff`, `HashDiff`, `LowRankDiff` or `SeedDiff`.
         int8_weights: indices (in `layer.weights`) of the weights an int8
             device model holds as int8; each gets a frozen per-element scale
@@ -46,6 +47,13 @@ class DiffWrapper(keras.layers.Wrapper):
     >>> [w.name.split("/")[-1] for w in model.trainable_weights]
     ['diff_kernel_table:0', 'diff_bias_table:0']
     """
+
+    def __new__(cls, layer=None, *args, **kwargs):
+        # One name for both Kerases: a Keras 3 layer gets Keras 3's wrapper (tfdiff/keras3.py).
+        from . import keras3
+        if cls is DiffWrapper and keras3.is_keras3(layer):
+            return keras3.DiffWrapper(layer, *args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, layer, method, int8_weights=(), **kwargs):
         if not isinstance(layer, keras.layers.Layer):

@@ -87,8 +87,12 @@ def tokenize(texts, vocabulary, max_tokens):
     return out
 
 
-def build_slu(config, name="slu"):
-    """The functional model: (features, tokens) -> (audio embedding, text embedding)."""
+def build_slu(config, name="slu", keras=keras):
+    """The functional model: (features, tokens) -> (audio embedding, text embedding).
+
+    `keras` is the Keras it is built in: tf_keras, the recipes' (the default),
+    or Keras 3 (`import keras`), which the training benchmark compares.
+    """
     feats = keras.Input((config.frames, FEATURE_DIM), name="features")
     tokens = keras.Input((config.max_tokens,), dtype="int32", name="tokens")
     x = feats
