@@ -17,7 +17,8 @@ import subprocess
 import sys
 from importlib import metadata
 
-PACKAGES = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "keras-nlp", "numpy", "ai-edge-litert")
+PACKAGES = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "keras-nlp", "numpy", "ai-edge-litert",
+            "keras", "keras-hub", "jax")
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

@@ -263,7 +263,20 @@ def table_of(path):
         recorded = json.load(f)
     if "study" in recorded:
         return study_markdown(recorded, recorded.get("metric", "accuracy")) + "\n"
+    if recorded.get("recipe") == "text_commands":
+        return _rows_table(recorded)
     return markdown_table(recorded)
+
+
+def _rows_table(recorded):
+    """One generation's rows (a recipe without a flywheel: text_commands), accuracy and the diff's bytes."""
+    lines = [f"{recorded['method']} diff at {recorded['compression']:g}x, {recorded['steps']} steps, "
+             f"{recorded['backend']} backend: {recorded['diff_bytes']} bytes signed of a "
+             f"{recorded['budget_bytes']}-byte budget; device weights = fold's bit for bit: "
+             f"{recorded['device_weights_digest_is_fold']}.", "",
+             "| model (test rooms) | accuracy (%) |", "|---|---|"]
+    lines += [f"| {name} | {100 * value:.1f} |" for name, value in recorded["accuracy"].items()]
+    return "\n".join(lines) + "\n"
 
 
 def docs_tables(doc_path, write=False):

@@ -1,0 +1,1 @@
+"""Text commands: a KerasHub transformer (Keras 3) that gains a domain per generation, updated by a diff."""
