@@ -121,8 +121,27 @@ def test_a_wrapped_keras3_model_saves_loads_and_trains_on(tmp_path):
     assert int(loaded.layers[0].pruning_step.numpy()) == 16  # the schedule went on, and ended
     diff = tfdiff.extract(loaded, generation=1, strict=True)
     assert diff.cut_values == 0 and diff.nbytes + 68 <= tfdiff.budget_bytes(24 * 64 + 64 + 64 * 8 + 8, 8.0)
-    with pytest.raises(ValueError, match="tf_keras"):
+    with pytest.raises(ValueError, match="HashDiff"):
         tfdiff.compress_baseline(base, tfdiff.SparseDiff(compression=8.0))
+
+
+def test_a_keras3_hashed_blc_trains_from_scratch_in_budget_and_strips():
+    from tfdiff.baseline import compressed_nbytes
+
+    keras.utils.set_random_seed(0)
+    fresh = keras.Sequential([keras.Input((24,)), keras.layers.Dense(64, activation="relu", name="hidden"),
+                              keras.layers.Dense(8, name="out")])
+    blc = tfdiff.compress_baseline(fresh, tfdiff.HashDiff(compression=8.0), seed=1)
+    x = np.random.default_rng(0).normal(size=(64, 24)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(64, 8)).astype("float32")
+    blc.compile(keras.optimizers.Adam(0.01), "mse")
+    before = blc.evaluate(x, y, verbose=0)
+    blc.fit(x, y, batch_size=16, epochs=5, verbose=0, callbacks=tfdiff.callbacks(blc))
+    assert blc.evaluate(x, y, verbose=0) < before
+    assert compressed_nbytes(blc) + 68 <= tfdiff.budget_bytes(24 * 64 + 64 + 64 * 8 + 8, 8.0)
+    plain = tfdiff.strip(blc)
+    assert type(plain).__module__.startswith("keras.") and plain.trainable_weights
+    np.testing.assert_allclose(plain.predict(x, verbose=0), blc.predict(x, verbose=0), atol=1e-5)
 
 
 def test_a_keras3_model_refuses_what_it_does_not_take_yet():

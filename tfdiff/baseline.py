@@ -4,7 +4,8 @@ import numpy as np
 from ._keras import keras
 from .diff import Diff
 from .methods import HashDiff, HashedWeights, SparseDiff, deserialize_method
-from .naming import check_model, layers_with_paths, pruning_masks, weight_variables_with_layers
+from . import keras3
+from .naming import DIFF_WRAPPERS, check_model, keras_of, layers_with_paths, pruning_masks, weight_variables_with_layers
 from .wrapper import DiffWrapper
 
 from device.naming import weight_name
@@ -31,7 +32,8 @@ def compress_baseline(model: "keras.Model", method, seed: int = 0) -> "keras.Mod
     Train it with `callbacks=tfdiff.callbacks(blc)`, then `tfdiff.strip` it.
 
     Args:
-        model: a freshly built tf_keras Sequential or functional model.
+        model: a freshly built Sequential or functional model: tf_keras, or
+            (HashDiff only, for now) Keras 3.
         method: `tfdiff.SparseDiff` or `tfdiff.HashDiff`: the compression,
             budget and schedule (or hashing) to train under.
         seed: seed of the hashed tables' random initialization.
@@ -48,8 +50,12 @@ def compress_baseline(model: "keras.Model", method, seed: int = 0) -> "keras.Mod
     >>> compressed_nbytes(blc) <= 4 * (64 * 64 + 64) / 4
     True
     """
-    check_model(model)
+    check_model(model, keras3_too=True)
     method = deserialize_method(method)
+    package = keras_of(model)
+    if keras3.is_keras3(model) and not isinstance(method, HashDiff):
+        raise ValueError("a Keras 3 model's BLC takes a HashDiff for now (the sparse BLC prunes the weights "
+                         f"themselves with tfmot, which speaks tf_keras only). Received: method={method!r}")
     if isinstance(method, SparseDiff):
         shapes, dense = {}, {}
         pruned = {}  # layer id -> ids of the weights tfmot prunes in it, asked once per layer
@@ -75,16 +81,16 @@ def compress_baseline(model: "keras.Model", method, seed: int = 0) -> "keras.Mod
         hashed = HashedWeights(**method.get_config()).planned(shapes, dense)
 
         def clone_layer(layer):
-            if isinstance(layer, keras.Model):
-                return keras.models.clone_model(layer, clone_function=clone_layer)
+            if isinstance(layer, package.Model):
+                return package.models.clone_model(layer, clone_function=clone_layer)
             clone = layer.__class__.from_config(layer.get_config())
             return DiffWrapper(clone, hashed) if layer.weights else clone
     else:
         raise ValueError(f"`method` must be a SparseDiff or HashDiff. Received: {method!r}")
-    compressed = keras.models.clone_model(model, clone_function=clone_layer)
+    compressed = package.models.clone_model(model, clone_function=clone_layer)
     rng = np.random.default_rng(seed)
     for (_, _, source), (_, _, target) in zip(layers_with_paths(model), layers_with_paths(compressed)):
-        if isinstance(target, DiffWrapper):
+        if isinstance(target, DIFF_WRAPPERS):
             target.layer.set_weights(source.get_weights())
             for _, base, table in target.diffed:
                 table.assign(target.method.initial_table(base.numpy(), rng))
@@ -118,7 +124,7 @@ def strip(model: "keras.Model") -> "keras.Model":
         model: a model from `tfdiff.wrap` or `tfdiff.compress_baseline`.
 
     Returns:
-        a new tf_keras model with no tfdiff or tfmot wrappers.
+        a new model (of `model`'s Keras) with no tfdiff or tfmot wrappers.
 
     Example:
 
@@ -129,17 +135,19 @@ def strip(model: "keras.Model") -> "keras.Model":
     >>> [w.name for w in plain.trainable_weights]
     ['out/kernel:0', 'out/bias:0']
     """
+    package = keras_of(model)
+
     def clone_layer(layer):
-        if isinstance(layer, keras.Model):
-            return keras.models.clone_model(layer, clone_function=clone_layer)
+        if isinstance(layer, package.Model):
+            return package.models.clone_model(layer, clone_function=clone_layer)
         inner = layer.layer if isinstance(layer, PruneLowMagnitude) else layer
         trainable = layer.trainable and inner.trainable  # a DiffWrapper's, not its frozen layer's
-        inner = inner.layer if isinstance(inner, DiffWrapper) else inner
-        clone = inner.__class__.from_config(inner.get_config())
-        clone.trainable = trainable
-        return clone
+        inner = inner.layer if isinstance(inner, DIFF_WRAPPERS) else inner
+        config = inner.get_config()
+        config["trainable"] = trainable
+        return inner.__class__.from_config(config)
 
-    plain = keras.models.clone_model(model, clone_function=clone_layer)
+    plain = package.models.clone_model(model, clone_function=clone_layer)
     for (_, outer, inner), (_, target, _) in zip(layers_with_paths(model), layers_with_paths(plain)):
         target.set_weights(_effective_values(outer, inner))
     return plain
@@ -147,7 +155,7 @@ def strip(model: "keras.Model") -> "keras.Model":
 
 def _effective_values(outer, inner):
     masks = pruning_masks(outer, inner) if outer is not inner else pruning_masks(inner)
-    if isinstance(inner, DiffWrapper):
+    if isinstance(inner, DIFF_WRAPPERS):
         diffs = [d.numpy() * masks.get(id(d), 1.0) for d in inner.diff_weights]
         saved = [d.numpy() for d in inner.diff_weights]
         for d, value in zip(inner.diff_weights, diffs):
@@ -179,9 +187,9 @@ def compressed_nbytes(model: "keras.Model", value_dtype: str = "float16") -> int
     for path, outer, inner in layers_with_paths(model):
         masks = pruning_masks(outer)
         hashed = {}
-        if isinstance(inner, DiffWrapper) and isinstance(inner.method, HashedWeights):
+        if isinstance(inner, DIFF_WRAPPERS) and isinstance(inner.method, HashedWeights):
             hashed = {i: table for i, _, table in inner.diffed}
-        weights = inner.base_weights if isinstance(inner, DiffWrapper) else inner.weights
+        weights = inner.base_weights if isinstance(inner, DIFF_WRAPPERS) else inner.weights
         for i, weight in enumerate(weights):
             if i in hashed:
                 entries.append(Entry(weight_name(path, i, weight), tuple(weight.shape), "hash",

@@ -10,8 +10,9 @@ tfdiff's own code (tfdiff/pruning.py, tfmot's rule in numpy), applied by
 `DiffPruning` on the host at the schedule's mask updates.
 
 What a tf_keras model gets and a Keras 3 one does not yet: int8 device
-models, `budget="coded"` sparse diffs, the global allocation, BLC
-(`compress_baseline`); each is refused with one line.
+models, `budget="coded"` sparse diffs, the global allocation, and the
+sparse BLC (`compress_baseline` with a SparseDiff: tfmot prunes the weights
+themselves); each is refused with one line. The hashed BLC works on both.
 """
 import keras
 
@@ -129,8 +130,8 @@ class DiffWrapper(keras.layers.Wrapper):
 
     @property
     def pruning_vars(self):
-        """(diff, mask) of every pruned diff."""
-        return [(d, m) for d, m in zip(self._diffs, self._masks) if m is not None]
+        """(diff, mask, None) of every pruned diff: tf_keras's DiffWrapper's triples, with no tfmot threshold."""
+        return [(d, m, None) for d, m in zip(self._diffs, self._masks) if m is not None]
 
     def replan(self, method):
         """Use `method` (the same kind, budget planned by `tfdiff.callbacks`) from now on."""
@@ -220,7 +221,7 @@ class DiffPruning(keras.callbacks.Callback):
             # JAX's trainer holds the variables' values itself until they are synced.
             getattr(self.model, "jax_state_sync", lambda: None)()
             for wrapper in self.wrappers:
-                for diff, mask in wrapper.pruning_vars:
+                for diff, mask, _ in wrapper.pruning_vars:
                     value = keras.ops.convert_to_numpy(diff) * keras.ops.convert_to_numpy(mask)
                     kept = magnitude_mask(value, sparsity)
                     mask.assign(kept)
