@@ -123,10 +123,14 @@ def test_one_version_for_the_packages_the_wheel_and_the_citation():
 
 
 @pytest.mark.slow
-def test_importing_tfdiff_leaves_tf_keras_as_it_was():
-    """tfdiff trains with tf_keras; a user's `tf.keras` (Keras 3 since TF 2.16) must stay what it was."""
-    code = ("import tensorflow as tf; before = tf.keras.Sequential.__module__; import tfdiff; tfdiff.wrap; "
-            "from tfdiff import keras; print(before, tf.keras.Sequential.__module__, keras.Sequential.__module__)")
+def test_importing_tfdiff_leaves_tf_keras_and_the_keras_backend_as_they_were():
+    """tfdiff trains with tf_keras and Keras 3; a user's `tf.keras` (Keras 3 since TF 2.16), the Keras
+    backend and TF_USE_LEGACY_KERAS must stay what they were."""
+    code = ("import os, keras, tensorflow as tf\n"
+            "state = lambda: f'{tf.keras.Sequential.__module__},{keras.backend.backend()},'"
+            "                f'{os.environ.get(\"TF_USE_LEGACY_KERAS\")}'\n"
+            "before = state(); import tfdiff; tfdiff.wrap; tfdiff.SparseDiff\n"
+            "from tfdiff import keras as ours; print(before, state(), ours.Sequential.__module__)")
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True)
     before, after, ours = out.stdout.split()

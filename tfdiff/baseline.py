@@ -3,7 +3,7 @@ import numpy as np
 
 from ._keras import keras
 from .diff import Diff
-from .methods import HashDiff, HashedWeights, SparseDiff, deserialize_method
+from .methods import HashDiff, HashedWeights, PrunedWeights, SparseDiff, deserialize_method
 from . import keras3
 from .naming import DIFF_WRAPPERS, check_model, keras_of, layers_with_paths, pruning_masks, weight_variables_with_layers
 from .wrapper import DiffWrapper
@@ -25,15 +25,15 @@ def compress_baseline(model: "keras.Model", method, seed: int = 0) -> "keras.Mod
       method's cubic schedule (put the window late in training, as the
       paper does), down to as many kept values as the budget holds; tfmot's
       registry decides which weights are prunable (kernels, not biases),
-      the rest travel whole and count in the budget;
+      the rest travel whole and count in the budget (a Keras 3 model: the
+      same, by tfdiff's own pruning, `PrunedWeights`);
     - HashDiff: HashedNets, every weight W[p] = sum_k A[h_k(p)], the tables
       randomly initialized with the spread of `model`'s own initialization.
 
     Train it with `callbacks=tfdiff.callbacks(blc)`, then `tfdiff.strip` it.
 
     Args:
-        model: a freshly built Sequential or functional model: tf_keras, or
-            (HashDiff only, for now) Keras 3.
+        model: a freshly built Sequential or functional model, tf_keras or Keras 3.
         method: `tfdiff.SparseDiff` or `tfdiff.HashDiff`: the compression,
             budget and schedule (or hashing) to train under.
         seed: seed of the hashed tables' random initialization.
@@ -53,10 +53,19 @@ def compress_baseline(model: "keras.Model", method, seed: int = 0) -> "keras.Mod
     check_model(model, keras3_too=True)
     method = deserialize_method(method)
     package = keras_of(model)
-    if keras3.is_keras3(model) and not isinstance(method, HashDiff):
-        raise ValueError("a Keras 3 model's BLC takes a HashDiff for now (the sparse BLC prunes the weights "
-                         f"themselves with tfmot, which speaks tf_keras only). Received: method={method!r}")
-    if isinstance(method, SparseDiff):
+    if keras3.is_keras3(model) and isinstance(method, SparseDiff):
+        shapes, dense = {}, {}
+        for name, variable, _ in weight_variables_with_layers(model):
+            if variable.trainable:
+                (shapes if PrunedWeights.prunes(variable) else dense)[name] = tuple(variable.shape)
+        pruned = PrunedWeights(**method.get_config()).planned(shapes, dense)
+
+        def clone_layer(layer):
+            if isinstance(layer, package.Model):
+                return package.models.clone_model(layer, clone_function=clone_layer)
+            clone = layer.__class__.from_config(layer.get_config())
+            return DiffWrapper(clone, pruned) if layer.weights else clone
+    elif isinstance(method, SparseDiff):
         shapes, dense = {}, {}
         pruned = {}  # layer id -> ids of the weights tfmot prunes in it, asked once per layer
         for name, variable, layer in weight_variables_with_layers(model):
@@ -93,7 +102,7 @@ def compress_baseline(model: "keras.Model", method, seed: int = 0) -> "keras.Mod
         if isinstance(target, DIFF_WRAPPERS):
             target.layer.set_weights(source.get_weights())
             for _, base, table in target.diffed:
-                table.assign(target.method.initial_table(base.numpy(), rng))
+                table.assign(target.method.initial_value(base.numpy(), rng))
         else:
             target.set_weights(source.get_weights())
     return compressed
@@ -190,6 +199,8 @@ def compressed_nbytes(model: "keras.Model", value_dtype: str = "float16") -> int
         if isinstance(inner, DIFF_WRAPPERS) and isinstance(inner.method, HashedWeights):
             hashed = {i: table for i, _, table in inner.diffed}
         weights = inner.base_weights if isinstance(inner, DIFF_WRAPPERS) else inner.weights
+        if isinstance(inner, DIFF_WRAPPERS) and isinstance(inner.method, PrunedWeights):
+            weights = [d for _, _, d in inner.diffed]  # Keras 3's sparse BLC: its weights are these copies
         for i, weight in enumerate(weights):
             if i in hashed:
                 entries.append(Entry(weight_name(path, i, weight), tuple(weight.shape), "hash",

@@ -10,9 +10,9 @@ tfdiff's own code (tfdiff/pruning.py, tfmot's rule in numpy), applied by
 `DiffPruning` on the host at the schedule's mask updates.
 
 What a tf_keras model gets and a Keras 3 one does not yet: int8 device
-models, `budget="coded"` sparse diffs, the global allocation, and the
-sparse BLC (`compress_baseline` with a SparseDiff: tfmot prunes the weights
-themselves); each is refused with one line. The hashed BLC works on both.
+models, `budget="coded"` sparse diffs and the global allocation; each is
+refused with one line. Keras 3's sparse BLC is this wrapper holding a
+`PrunedWeights` (tfdiff/methods.py), where tf_keras's is tfmot's.
 """
 import keras
 
@@ -87,8 +87,9 @@ class DiffWrapper(keras.layers.Wrapper):
                         _constants=[None if d is None else self.method.constants(v, d, keras.ops)
                                     for v, d in zip(bases, diffs)])
         if self.method.prunable:
-            self._untracked(_masks=[None if d is None else self.add_weight(
-                name=d.name + "_mask", shape=d.shape, initializer="ones", trainable=False) for d in diffs])
+            self._untracked(_masks=[None if d is None or not self.method.masked(v) else self.add_weight(
+                name=d.name + "_mask", shape=d.shape, initializer="ones", trainable=False)
+                for v, d in zip(bases, diffs)])
             self.pruning_step = self.add_weight(name="pruning_step", shape=(), dtype="int64",
                                                 initializer="zeros", trainable=False)
         self.built = True

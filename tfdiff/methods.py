@@ -79,6 +79,10 @@ class DiffMethod(abc.ABC):
     def entry(self, name, base_value, diff_value):
         """The weight's wire entry (device.format.Entry)."""
 
+    def masked(self, base):
+        """Whether a Keras 3 wrapper masks this weight's diff by magnitude (every diff of a pruned method)."""
+        return self.prunable
+
     def __repr__(self):
         return f"{type(self).__name__}({self.get_config()})"
 
@@ -616,7 +620,7 @@ class HashedWeights(_HashTables):
     """HashedNets for the BLC baseline: W[p] = sum_k A[h_k(p)], no base at all.
 
     Not a diff: the tables are the model's weights, trained from scratch.
-    `initial_table` draws A so that each W[p] has the spread of the fresh
+    `initial_value` draws A so that each W[p] has the spread of the fresh
     layer's own initialization (std(W) / sqrt(K) per entry, K entries summed).
     It travels, for the byte count, as hash entries.
 
@@ -629,7 +633,7 @@ class HashedWeights(_HashTables):
     def create_diff(self, wrapper, base):
         return self._table(wrapper, base, "_hashed")
 
-    def initial_table(self, weight, rng):
+    def initial_value(self, weight, rng):
         """A random table whose hashed weights spread like `weight`, a fresh initialization."""
         values = np.asarray(weight, dtype=np.float64).reshape(-1)
         scale = values.std() / np.sqrt(self.num_hashes)
@@ -643,3 +647,40 @@ class HashedWeights(_HashTables):
 
 
 METHODS["HashedWeights"] = HashedWeights
+
+
+@keras.utils.register_keras_serializable(package="tfdiff")
+class PrunedWeights(SparseDiff):
+    """The sparse BLC on Keras 3: a fresh model's own weights, its kernels pruned by magnitude.
+
+    Not a diff: each trainable weight is a copy of the fresh layer's (the
+    frozen base is not used), and the weights tfmot's registry would prune
+    (kernels, recurrent kernels, embeddings, pointwise kernels: matrices,
+    not biases) are masked on SparseDiff's cubic schedule (tfdiff/pruning.py)
+    while the rest train whole, as tfmot's `prune_low_magnitude` does to a
+    tf_keras model. `compress_baseline` makes it from a SparseDiff.
+    """
+
+    name = "pruned"
+    PRUNED_NAMES = ("kernel", "recurrent_kernel", "embeddings", "pointwise_kernel")
+
+    @classmethod
+    def prunes(cls, variable):
+        return variable.name.split("/")[-1].split(":")[0] in cls.PRUNED_NAMES and len(variable.shape) >= 2
+
+    def masked(self, base):
+        return self.prunes(base)
+
+    def create_diff(self, wrapper, base):
+        return wrapper.add_weight(name=_diff_name(base) + "_pruned", shape=base.shape, dtype=base.dtype,
+                                  initializer="zeros", trainable=True)
+
+    def initial_value(self, weight, rng):
+        """The fresh layer's own value: training starts where a plain model would."""
+        return np.array(weight, np.float32)
+
+    def effective(self, base, weight, constants=None, ops=None):
+        return weight
+
+
+METHODS["PrunedWeights"] = PrunedWeights
