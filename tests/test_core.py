@@ -483,7 +483,7 @@ def test_a_conv_batchnorm_model_converts_and_takes_two_diffs_bit_exact(tmp_path)
             assert held[:len(held) // 2] == held[len(held) // 2:], (generation, name)
 
 
-@pytest.mark.parametrize("rule", ["topk", "dare"])
+@pytest.mark.parametrize("rule", ["topk", "dare", "bitdelta"])
 def test_a_posthoc_diff_cuts_a_fine_tuned_delta_to_the_budget(rule):
     """FT - F_t, cut after training: within budget, applied by fold, moving the model towards FT."""
     base = _mlp(units=128)
@@ -499,10 +499,35 @@ def test_a_posthoc_diff_cuts_a_fine_tuned_delta_to_the_budget(rule):
     before, after = tfdiff.named_weights(base), tfdiff.named_weights(tuned)
     for entry in diff.entries:
         delta = (after[entry.name] - before[entry.name]).reshape(-1)[entry.indices]
+        if rule == "bitdelta":  # signs, times one scale per weight: its mean kept |delta|
+            delta = np.sign(delta) * np.abs(delta).mean()
+            assert len(np.unique(np.abs(entry.values))) == 1
         scale = params / kept if rule == "dare" else 1.0  # DARE rescales what it keeps by 1 / p
         np.testing.assert_allclose(entry.values.astype(np.float32), delta * scale, rtol=2e-3, atol=1e-7)
-    if rule == "topk":  # the largest deltas: the folded model is nearer FT than the base is
+    if rule == "bitdelta":  # two values a weight code in about a bit each: far more deltas than top-k's
+        topk = tfdiff.posthoc_diff(base, tuned, compression=20.0, generation=1, rule="topk")
+        assert kept > 2 * sum(e.values.size for e in topk.entries)
+    if rule in ("topk", "bitdelta"):  # the largest deltas: the folded model is nearer FT than the base is
         distance = lambda w: sum(float(np.sum((w[n] - after[n]) ** 2)) for n in after)  # noqa: E731
         assert distance(folded) < 0.8 * distance(before)
     with pytest.raises(ValueError, match="Received: rule='median'"):
         tfdiff.posthoc_diff(base, tuned, compression=20.0, generation=1, rule="median")
+
+
+def test_a_sparse_diff_starts_from_a_warm_diff_and_ships_within_budget():
+    """`wrap(..., start=...)`: the diff model starts as base (+) start, then trains and prunes as any."""
+    base = _mlp(units=128)
+    tuned = keras.models.clone_model(base)
+    tuned.set_weights(base.get_weights())
+    _train(tuned)
+    warm = tfdiff.posthoc_diff(base, tuned, compression=20.0, generation=1, rule="topk")
+    method = tfdiff.SparseDiff(compression=20.0, begin_step=4, end_step=20, frequency=4)
+    diff_model = tfdiff.wrap(base, method, start=warm)
+    x = _data(8)[0]
+    np.testing.assert_allclose(diff_model(x).numpy(), tfdiff.fold(base, warm)(x).numpy(), atol=1e-5)
+    _train(diff_model)
+    diff = tfdiff.extract(diff_model, generation=1, strict=True)
+    params = sum(v.size for v in tfdiff.named_weights(base).values())
+    assert diff.nbytes + 68 <= tfdiff.budget_bytes(params, 20.0) and diff.cut_values == 0
+    with pytest.raises(ValueError, match="`start` takes a sparse"):
+        tfdiff.wrap(base, tfdiff.HashDiff(compression=20.0), start=warm)

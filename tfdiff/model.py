@@ -42,7 +42,7 @@ class DiffCutWarning(UserWarning):
     """The diff that ships differs from the diff that trained (values cut to fit the budget)."""
 
 
-def wrap(model: "keras.Model", method, include=None, exclude=None, int8=None) -> "keras.Model":
+def wrap(model: "keras.Model", method, include=None, exclude=None, int8=None, start=None) -> "keras.Model":
     """A new model whose weighted layers are wrapped in DiffWrapper.
 
     The base weights are copied in and frozen; nested functional and
@@ -61,6 +61,10 @@ def wrap(model: "keras.Model", method, include=None, exclude=None, int8=None) ->
             (dequantized) weights are the base, and its int8 weights train
             through a fake quantization on their frozen scales (SparseDiff:
             as int8 deltas; HashDiff: tables whose steps the device rounds).
+        start: a sparse `tfdiff.Diff` of these weights (float32 devices), the
+            values a SparseDiff starts from instead of zero: say the top-k of
+            a fine-tuned model's delta, `posthoc_diff(..., rule="topk")`. The
+            pruning schedule then prunes them like any other values.
 
     Example:
 
@@ -120,7 +124,26 @@ def wrap(model: "keras.Model", method, include=None, exclude=None, int8=None) ->
         for path, wrapper in _wrappers(diff_model):
             for index, scale in wrapper.int8_scales.items():
                 scale.assign(int8.scales[weight_name(path, index, wrapper.base_weights[index])])
+    if start is not None:
+        _start_from(diff_model, method, start, int8)
     return diff_model
+
+
+def _start_from(diff_model, method, start, int8):
+    """Set each diff variable to the values of `start`'s entry for its weight (the others stay zero)."""
+    if not method.prunable or int8 is not None or not isinstance(start, DiffFile) or start.method != "sparse":
+        raise ValueError("`start` takes a sparse tfdiff.Diff, for a SparseDiff of float32 weights. Received: "
+                         f"start={start!r}, method={method!r}, int8={int8!r}")
+    entries = {entry.name: entry for entry in start.entries}
+    for path, wrapper in _wrappers(diff_model):
+        for index, base, diff in wrapper.diffed:
+            entry = entries.pop(weight_name(path, index, base), None)
+            if entry is not None:
+                value = np.zeros(int(np.prod(diff.shape)), np.float32)
+                value[entry.indices] = entry.values.astype(np.float32)
+                diff.assign(value.reshape(diff.shape))
+    if entries:
+        raise ValueError(f"`start` names weights the wrapped model does not diff: {sorted(entries)[:3]}")
 
 
 def callbacks(diff_model: "keras.Model") -> list:

@@ -2,14 +2,20 @@
 
 The baselines that answer "why learn the diff at all?": fine-tune F_t on
 the new data with every weight free (FT), then cut FT - F_t down to the
-byte budget a learned diff gets, with one of two rules:
+byte budget a learned diff gets, with one of three rules:
 
 - "topk": the largest |delta| of the whole model, as many as the bytes hold;
 - "dare": a uniformly random share p of the deltas, each kept one divided
   by p, so the kept deltas sum, in expectation, to the full delta
-  (DARE: Yu et al., "Language Models are Super Mario", ICML 2024).
+  (DARE: Yu et al., "Language Models are Super Mario", ICML 2024);
+- "bitdelta": the largest |delta| as "topk" keeps them, each replaced by
+  its sign times one scale per weight, the mean |delta| kept there, the
+  scale that best fits signs in the least-squares sense (BitDelta: Liu et
+  al., "Your Fine-Tune May Only Be Worth One Bit", NeurIPS 2024). A weight's
+  values are then two numbers, which the file's LZMA2 coding stores in
+  about a bit each, so many more deltas fit the bytes than "topk" keeps.
 
-Either is a sparse diff (float16 values), which any device applies. The
+Each is a sparse diff (float16 values), which any device applies. The
 count kept is the largest whose file, signed, fits 4N / compression bytes,
 N being every weight of the model.
 """
@@ -22,7 +28,7 @@ from .budget import budget_bytes
 from .diff import Diff
 from .model import named_weights, seal
 
-RULES = ("topk", "dare")
+RULES = ("topk", "dare", "bitdelta")
 
 
 def posthoc_diff(base_model, tuned_model, compression, generation, rule="topk", seed=0):
@@ -33,7 +39,7 @@ def posthoc_diff(base_model, tuned_model, compression, generation, rule="topk", 
         tuned_model: F_t fine-tuned with no budget: the same architecture.
         compression: the byte budget, 4N / compression bytes signed.
         generation: the generation the diff produces.
-        rule: "topk" or "dare" (the module docstring).
+        rule: "topk", "dare" or "bitdelta" (the module docstring).
         seed: the random draw of "dare".
 
     Returns:
@@ -65,7 +71,7 @@ def posthoc_diff(base_model, tuned_model, compression, generation, rule="topk", 
     order = np.random.default_rng(seed).permutation(total) if rule == "dare" else None
 
     def diff_of(count):
-        if rule == "topk":
+        if rule in ("topk", "bitdelta"):
             kept = global_masks(deltas, count)
             scale = 1.0
         else:  # a uniformly random `count` of the positions of the whole model
@@ -76,6 +82,9 @@ def posthoc_diff(base_model, tuned_model, compression, generation, rule="topk", 
             scale = total / max(count, 1)
         entries = []
         for name, delta, mask in zip(names, deltas, kept):
+            if rule == "bitdelta":  # sign times the weight's mean kept |delta|
+                magnitude = np.abs(delta[mask > 0]).mean() if mask.any() else 0.0
+                delta = np.sign(delta) * np.float32(magnitude)
             values = (delta * scale).astype(np.float16)
             indices = np.flatnonzero(mask * values)
             entries.append(wire.Entry(name, tuple(before[name].shape), "sparse", values[indices], indices))

@@ -57,8 +57,10 @@ class FlywheelConfig:
         generations: models in the chain, generation 0 included.
         ratios: compressions (byte budgets 4N / ratio) of every method.
         methods: any of "sparse", "hash" (the paper's), "sparse-global"
-            (a sparse diff allocated across layers), "lowrank" (W + A B)
-            and "seed" (random bases from a seed, scalings on the wire).
+            (a sparse diff allocated across layers), "sparse-warm" (a sparse
+            diff starting from the top-k of FT - F_t, FT trained first in the
+            same job), "lowrank" (W + A B) and "seed" (random bases from a
+            seed, scalings on the wire).
         bl_steps: training steps of BL, and of BLC (trained from scratch too).
         diff_steps: training steps of each diff.
         diff_prune, blc_prune: the pruning window, as fractions of the
@@ -76,7 +78,7 @@ class FlywheelConfig:
         blc_methods: the methods BLC is trained with (None: the paper's
             among `methods`, sparse and hash); each BLC trains as long as
             BL, so a run short of time drops some.
-        posthoc: rules of `tfdiff.posthoc_diff` ("topk", "dare"), each a
+        posthoc: rules of `tfdiff.posthoc_diff` ("topk", "dare", "bitdelta"), each a
             chain of rows "Posthoc-RULE-Rx": the device's model fine-tuned
             with every weight free for `diff_steps`, its delta cut after the
             fact to the budget; and a row "FT", that fine-tuning with no
@@ -142,7 +144,7 @@ class FlywheelConfig:
         return tuple(m for m in self.methods if m in BLC_METHODS) if self.blc_methods is None else self.blc_methods
 
     def method(self, name, ratio, steps, prune, seed):
-        if name in ("sparse", "sparse-global"):
+        if name in ("sparse", "sparse-global", "sparse-warm"):
             begin, end = int(prune[0] * steps), max(int(prune[1] * steps), int(prune[0] * steps) + 1)
             return tfdiff.SparseDiff(compression=float(ratio), begin_step=begin, end_step=end,
                                      frequency=max(1, min(self.prune_frequency, (end - begin) // 4)),
@@ -392,8 +394,13 @@ class Flywheel:
         method = c.method(name, ratio, c.diff_steps, c.diff_prune, seed=gen)
         teacher = {"teacher": self._load_model("BL", gen), "teacher_weight": c.teacher_weight} \
             if c.teacher_weight else {}
+        start_from = None
+        if name == "sparse-warm":  # from FT - F_t's top-k, as its post-hoc row ships it, rather than zero
+            tuned = fine_tune(self.task, previous, gen, c.diff_steps, f"gen {gen} {key} (fine-tuning)",
+                              c.learning_rate("ft"), self.strategy)
+            start_from = tfdiff.posthoc_diff(previous, tuned, ratio, gen, rule="topk", seed=gen)
         diff = learn_diff(self.task, previous, method, gen, c.diff_steps, f"gen {gen} {key}", c.learning_rate(name),
-                          self.strategy, int8=before.int8, **teacher)
+                          self.strategy, int8=before.int8, start=start_from, **teacher)
         return self._shipped(gen, key, ratio, before, device_model, diff, start)
 
     def _shipped(self, gen, key, ratio, before, device_model, diff, start):
@@ -438,16 +445,17 @@ def fine_tune(task, previous, gen, steps, label, learning_rate=None, strategy=No
 
 
 def learn_diff(task, previous, method, gen, steps, label, learning_rate=None, strategy=None, int8=None,
-               **teacher):
+               start=None, **teacher):
     """The diff `method` learns from `previous` on generation `gen`'s data in `steps`, as extracted.
 
-    `teacher`: `teacher` and `teacher_weight`, for a task that `distills`.
+    `start`: a sparse diff the values start from (`tfdiff.wrap`'s). `teacher`: `teacher` and
+    `teacher_weight`, for a task that `distills`.
     """
     import tensorflow as tf
     if teacher and not getattr(task, "distills", False):
         raise ValueError(f"task {task.name!r} cannot learn from a teacher; set teacher_weight to 0")
     with (strategy or tf.distribute.get_strategy()).scope():
-        diff_model = tfdiff.wrap(previous, method, int8=int8)
+        diff_model = tfdiff.wrap(previous, method, int8=int8, start=start)
         task.train(diff_model, gen, steps, tfdiff.callbacks(diff_model), label, learning_rate=learning_rate,
                    **teacher)
     return tfdiff.extract(diff_model, generation=gen)

@@ -11,7 +11,7 @@ from device.format import SIGNATURE_BYTES
 
 # The flywheel's methods (recipes/speech/flywheel.py FlywheelConfig) by their column titles.
 METHOD_TITLES = {"sparse": "Sparse", "hash": "Hash", "sparse-global": "Sparse-global", "lowrank": "Low-rank",
-                 "seed": "Seed"}
+                 "seed": "Seed", "sparse-warm": "Sparse-warm"}
 BLC_METHODS = ("sparse", "hash")  # the paper's BLC: a pruned or HashedNets model from scratch
 
 

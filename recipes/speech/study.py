@@ -3,7 +3,7 @@
     python -m recipes.fsc.study RUN_DIR curve [--steps 500 1000 2000 3000]
     python -m recipes.fsc.study RUN_DIR diff [--steps 150 300] [--lr 0.003 0.01] [--window 0.05,0.55 ...]
     python -m recipes.fsc.study RUN_DIR methods [--methods sparse lowrank ...] [--ratios 20 40 100 200]
-                                               [--steps 250 500 1000] [--seeds 3] [--posthoc topk dare]
+                                               [--steps 250 500 1000] [--seeds 3] [--posthoc topk dare bitdelta]
 
 RUN_DIR is a run of the recipe (its corpus, features and config are reused).
 Studies choose settings, so they measure on the valid split (--split,
@@ -42,6 +42,7 @@ import time
 
 import tfdiff
 from tfdiff import keras
+from tfdiff.posthoc import RULES as POSTHOC_RULES
 
 from .flywheel import Flywheel, FlywheelConfig, fine_tune, learn_diff, seed_row
 from .provenance import provenance
@@ -127,7 +128,7 @@ def methods_grid(task, run_dir, methods, ratios, steps_list, seeds, posthoc=(), 
     for seed in seeds:
         for steps in steps_list:
             config = FlywheelConfig(**{**settings, "methods": methods, "ratios": ratios, "diff_steps": steps})
-            if posthoc:
+            if posthoc or "sparse-warm" in methods:  # FT: a row of its own, and where sparse-warm starts
                 start = time.time()
                 seed_row(task, ("methods", "FT", steps, seed))
                 tuned = fine_tune(task, base, 1, steps, f"FT {steps} steps seed {seed}", config.learning_rate("ft"))
@@ -142,8 +143,10 @@ def methods_grid(task, run_dir, methods, ratios, steps_list, seeds, posthoc=(), 
                     start = time.time()
                     seed_row(task, ("methods", name, ratio, steps, seed))
                     method = config.method(name, ratio, steps, config.diff_prune, seed=1 + seed)
+                    warm = tfdiff.posthoc_diff(base, tuned, ratio, 1, rule="topk", seed=seed) \
+                        if name == "sparse-warm" else None
                     diff = learn_diff(task, base, method, 1, steps, f"{name} {ratio}x {steps} steps seed {seed}",
-                                      config.learning_rate(name))
+                                      config.learning_rate(name), start=warm)
                     measured(f"Diff-{name}", ratio, steps, seed, tfdiff.fold(base, diff), diff, start)
     return {"study": "methods", "split": split, "seeds": list(seeds), "rows": rows,
             "summary": _methods_summary(rows, task.metric), "BL_gen1": _bl_gen1(task, run_dir, bl_steps, split)}
@@ -260,7 +263,7 @@ def main(recipe, prog, argv=None):
     parser.add_argument("--methods", nargs="+", default=list(METHOD_TITLES), choices=tuple(METHOD_TITLES),
                         help="methods: the diff methods compared")
     parser.add_argument("--ratios", type=int, nargs="+", default=[20, 40, 100, 200], help="methods: compressions")
-    parser.add_argument("--posthoc", nargs="*", default=["topk", "dare"], choices=("topk", "dare"),
+    parser.add_argument("--posthoc", nargs="*", default=list(POSTHOC_RULES), choices=POSTHOC_RULES,
                         help="methods: the post-hoc rules cutting FT - F_t (none: no FT either)")
     parser.add_argument("--ratio", type=int, default=40)
     parser.add_argument("--bl-steps", type=int, default=None,
