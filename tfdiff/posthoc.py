@@ -12,8 +12,9 @@ byte budget a learned diff gets, with one of three rules:
   its sign times one scale per weight, the mean |delta| kept there, the
   scale that best fits signs in the least-squares sense (BitDelta: Liu et
   al., "Your Fine-Tune May Only Be Worth One Bit", NeurIPS 2024). A weight's
-  values are then two numbers, which the file's LZMA2 coding stores in
-  about a bit each, so many more deltas fit the bytes than "topk" keeps.
+  values are then two numbers, which the file's LZMA2 coding stores far
+  more compactly than float16 deltas, so more deltas fit the bytes than
+  "topk" keeps (over twice as many, tests/test_core.py).
 
 Each is a sparse diff (float16 values), which any device applies. The
 count kept is the largest whose file, signed, fits 4N / compression bytes,
