@@ -128,6 +128,9 @@ def convert(model, path: "str | os.PathLike | None" = None, signatures: "dict | 
 def convert_file(model_path, out, quantize=None, custom_objects=None, signature=None):
     """Load a saved Keras model (.keras, .h5 or SavedModel) and convert it to `out` (`quantize` as for convert).
 
+    A `.keras` file Keras 3 wrote is loaded with Keras 3 (on another backend
+    than TensorFlow, in a TensorFlow-backend process); any other with tf_keras.
+
     Args:
         model_path: the saved model.
         out: the .tflite to write.
@@ -207,6 +210,7 @@ def _convert_on_tensorflow(model, path, quantize):
 
 
 def _run_on_tensorflow(model_path, out, quantize):
+    """`python -m device convert` of a saved Keras 3 model in a process whose Keras backend is TensorFlow."""
     import subprocess
     import sys
     import tempfile

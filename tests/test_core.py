@@ -319,7 +319,8 @@ def test_method_configs_round_trip_and_reject_bad_arguments():
         tfdiff.SparseDiff(allocation="pooled")
     with pytest.raises(ValueError, match="value_fraction"):
         tfdiff.LowRankDiff(value_fraction=1.5)
-    with pytest.raises(ValueError, match=r"must be one of \[.*'LowRankDiff', 'SeedDiff', 'SparseDiff'\]"):
+    with pytest.raises(ValueError, match=r"must be one of \[.*'LowRankDiff', 'PrunedWeights', 'SeedDiff', "
+                                         r"'SparseDiff'\]"):
         tfdiff.DiffWrapper(keras.layers.Dense(2), "sparse")
 
 

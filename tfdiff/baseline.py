@@ -50,7 +50,7 @@ def compress_baseline(model: "keras.Model", method, seed: int = 0) -> "keras.Mod
     >>> compressed_nbytes(blc) <= 4 * (64 * 64 + 64) / 4
     True
     """
-    check_model(model, keras3_too=True)
+    check_model(model)
     method = deserialize_method(method)
     package = keras_of(model)
     if keras3.is_keras3(model) and isinstance(method, SparseDiff):

@@ -52,7 +52,7 @@ def fold_batchnorm(model: "keras.Model") -> "keras.Model":
     >>> bool(np.allclose(model(x), folded(x), atol=1e-5))
     True
     """
-    check_model(model, keras3_too=True)
+    check_model(model)
     keras = keras_of(model)
     pairs = foldable_batchnorms(model)
     if not pairs:

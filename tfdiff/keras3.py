@@ -14,6 +14,8 @@ models, `budget="coded"` sparse diffs and the global allocation; each is
 refused with one line. Keras 3's sparse BLC is this wrapper holding a
 `PrunedWeights` (tfdiff/methods.py), where tf_keras's is tfmot's.
 """
+import inspect
+
 import keras
 
 from .methods import deserialize_method, serialize_method
@@ -154,9 +156,10 @@ class DiffWrapper(keras.layers.Wrapper):
         return values
 
     def call(self, inputs, training=None, mask=None, **kwargs):
-        if training is not None and self.layer._call_has_training_arg:
+        accepted = inspect.signature(self.layer.call).parameters
+        if training is not None and "training" in accepted:
             kwargs["training"] = training
-        if mask is not None and self.layer._call_has_mask_arg:
+        if mask is not None and "mask" in accepted:
             kwargs["mask"] = mask
         # Every variable of the layer is mapped, the frozen ones to their current values, so
         # the layer reads what the enclosing scope holds (JAX's trainer runs in one).

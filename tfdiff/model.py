@@ -75,7 +75,7 @@ def wrap(model: "keras.Model", method, include=None, exclude=None, int8=None, st
     >>> [type(layer).__name__ for layer in diff_model.layers]
     ['DiffWrapper']
     """
-    check_model(model, keras3_too=True)
+    check_model(model)
     method = deserialize_method(method)
     selected = _selector(include, exclude, model)
     if keras3.is_keras3(model) and int8 is not None:
@@ -448,7 +448,7 @@ def fold(base_model: "keras.Model", diff: "Diff | str | os.PathLike") -> "keras.
     >>> tfdiff.named_weights(tfdiff.fold(base, diff))["out/0/kernel"].shape
     (64, 32)
     """
-    check_keras_model(base_model, "base_model", keras3_too=True)
+    check_keras_model(base_model, "base_model")
     if isinstance(diff, (str, os.PathLike)):
         diff = Diff.load(diff)
     if not isinstance(diff, DiffFile):

@@ -49,23 +49,15 @@ def all_diff_wrappers(model):
             if isinstance(layer, DIFF_WRAPPERS)]
 
 
-def check_keras_model(model, argument="model", keras3_too=False):
-    """A one-line ValueError unless `model` is a tf_keras model (or, `keras3_too`, a Keras 3 one) of any kind."""
-    if keras3.is_keras3(model):
-        if isinstance(model, keras3.keras.Model) and keras3_too:
-            return
-        if not keras3_too:
-            raise ValueError(f"`{argument}` is a Keras 3 model; this function takes tf_keras (Keras 2) models "
-                             "for now (Keras 3 models take wrap, callbacks, extract and fold). Build it with "
-                             f"`from tfdiff import keras` (tf_keras) and copy the weights over. "
-                             f"Received: {argument}={model!r}")
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"`{argument}` must be a Keras model. Received: {argument}={model!r}")
+def check_keras_model(model, argument="model"):
+    """A one-line ValueError unless `model` is a Keras model, tf_keras or Keras 3, of any kind."""
+    if not isinstance(model, (keras.Model, keras3.keras.Model)):
+        raise ValueError(f"`{argument}` must be a Keras model (tf_keras or Keras 3). Received: {argument}={model!r}")
 
 
-def check_model(model, argument="model", keras3_too=False):
-    """A one-line ValueError unless `model` is a Sequential or functional model (tf_keras; or Keras 3, `keras3_too`)."""
-    check_keras_model(model, argument, keras3_too)
+def check_model(model, argument="model"):
+    """A one-line ValueError unless `model` is a Sequential or functional model (tf_keras or Keras 3)."""
+    check_keras_model(model, argument)
     if is_subclassed(model):
         raise ValueError(f"`{argument}` must be a Sequential or functional model; wrap the layers of a "
                          f"subclassed model with DiffWrapper. Received: {argument}={model!r}")
