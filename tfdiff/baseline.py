@@ -58,13 +58,7 @@ def compress_baseline(model: "keras.Model", method, seed: int = 0) -> "keras.Mod
         for name, variable, _ in weight_variables_with_layers(model):
             if variable.trainable:
                 (shapes if PrunedWeights.prunes(variable) else dense)[name] = tuple(variable.shape)
-        pruned = PrunedWeights(**method.get_config()).planned(shapes, dense)
-
-        def clone_layer(layer):
-            if isinstance(layer, package.Model):
-                return package.models.clone_model(layer, clone_function=clone_layer)
-            clone = layer.__class__.from_config(layer.get_config())
-            return DiffWrapper(clone, pruned) if layer.weights else clone
+        wrapped = PrunedWeights(**method.get_config()).planned(shapes, dense)
     elif isinstance(method, SparseDiff):
         shapes, dense = {}, {}
         pruned = {}  # layer id -> ids of the weights tfmot prunes in it, asked once per layer
@@ -87,15 +81,15 @@ def compress_baseline(model: "keras.Model", method, seed: int = 0) -> "keras.Mod
         shapes, dense = {}, {}
         for name, variable, _ in weight_variables_with_layers(model):
             (shapes if variable.trainable else dense)[name] = tuple(variable.shape)
-        hashed = HashedWeights(**method.get_config()).planned(shapes, dense)
-
+        wrapped = HashedWeights(**method.get_config()).planned(shapes, dense)
+    else:
+        raise ValueError(f"`method` must be a SparseDiff or HashDiff. Received: {method!r}")
+    if not isinstance(method, SparseDiff) or keras3.is_keras3(model):  # every weighted layer in a DiffWrapper
         def clone_layer(layer):
             if isinstance(layer, package.Model):
                 return package.models.clone_model(layer, clone_function=clone_layer)
             clone = layer.__class__.from_config(layer.get_config())
-            return DiffWrapper(clone, hashed) if layer.weights else clone
-    else:
-        raise ValueError(f"`method` must be a SparseDiff or HashDiff. Received: {method!r}")
+            return DiffWrapper(clone, wrapped) if layer.weights else clone
     compressed = package.models.clone_model(model, clone_function=clone_layer)
     rng = np.random.default_rng(seed)
     for (_, _, source), (_, _, target) in zip(layers_with_paths(model), layers_with_paths(compressed)):
