@@ -23,7 +23,9 @@ default valid); the test split only reports, in the recipe's results.
   budget, FT, and its delta cut to each ratio's bytes by each --posthoc
   rule); a table of the mean [95 % t-interval] over seeds and the bytes,
   and a plot of the metric against bytes, one line per method and steps
-  (study-methods.png).
+  (study-methods.png). `--workers N` measures its cells in N processes;
+  finished cells are kept in RUN_DIR/study/methods-SPLIT.jsonl, so an
+  interrupted study resumes, and a larger grid measures only its new cells.
 
 - `seeds` reruns a finished run's first --generations (default 2) with the
   seeds 1 .. --seeds - 1 (the run itself is seed 0), each in
@@ -35,6 +37,7 @@ default valid); the test split only reports, in the recipe's results.
 Each writes RUN_DIR/study-{curve,diff,seeds,methods}.json and .md, and prints the table.
 """
 import argparse
+import importlib
 import json
 import os
 import shutil
@@ -47,6 +50,7 @@ from tfdiff.posthoc import RULES as POSTHOC_RULES
 from .flywheel import Flywheel, FlywheelConfig, fine_tune, learn_diff, seed_row
 from .provenance import provenance
 from .report import METHOD_TITLES, methods_plot, study_markdown, write_report
+from .workers import run_concurrently
 
 
 def _measure(task, model, gen, split):
@@ -107,49 +111,126 @@ def diff_grid(task, run_dir, steps_list, learning_rates, windows, method="sparse
 
 
 def methods_grid(task, run_dir, methods, ratios, steps_list, seeds, posthoc=(), flywheel=None, bl_steps=None,
-                 split="valid"):
+                 split="valid", workers=None):
     """Generation-1 rows of every method x ratio x steps x seed, and the post-hoc baselines (module docstring).
 
     `flywheel` is the run's FlywheelConfig settings (learning rates, budget,
-    pruning window), so each method trains as the run's diffs do.
+    pruning window), so each method trains as the run's diffs do. Every row
+    is a cell of its own, seeded by its name (`seed_row`), so `workers`
+    processes (recipes/speech/workers.py) give the rows one process gives;
+    each finished cell is kept in RUN_DIR/study/methods-SPLIT.jsonl, and a
+    study run again measures only the cells still missing.
     """
-    base = _gen0_bl(task, run_dir, bl_steps)
     # The run's training settings; what the study sets itself, and the BLC rows it does not train, left out.
     settings = {k: v for k, v in (flywheel or {}).items()
                 if k not in ("methods", "ratios", "diff_steps", "posthoc", "blc_methods")}
-    rows = []
+    cells = _MethodCells(task, run_dir, settings, bl_steps, split)
+    _gen0_bl(task, run_dir, bl_steps)  # trained here once, if the run has none, before any worker needs it
+    ft = [("FT", None, steps, seed) for seed in seeds for steps in steps_list] \
+        if posthoc or "sparse-warm" in methods else []  # FT: a row of its own, and where sparse-warm starts
+    rest = [(f"Posthoc-{rule}", ratio, steps, seed) for seed in seeds for steps in steps_list
+            for rule in posthoc for ratio in ratios]
+    rest += [(f"Diff-{name}", ratio, steps, seed) for seed in seeds for steps in steps_list
+             for name in methods for ratio in ratios]
+    rest.sort(key=lambda cell: -cell[2])  # the longest trainings first, so no worker is left with one at the end
+    done = cells.done()
+    for phase in (ft, rest):  # post-hoc cuts and warm starts read their FT model
+        pending = [(cell, cell) for cell in phase if cell not in done]
+        if workers is None:
+            finished = ((cell, cells.row(cell)) for cell, _ in pending)
+        else:
+            finished = run_concurrently(workers, None, _start_cells,
+                                        (type(task).__module__, run_dir, settings, bl_steps, split),
+                                        _cell_row, pending)
+        for cell, row in finished:
+            cells.keep(cell, row)
+            done[cell] = row
+    rows = [done[cell] for cell in ft + sorted(rest, key=lambda c: (c[3], c[2], c[0], c[1]))]
+    return {"study": "methods", "split": split, "seeds": list(seeds), "rows": rows,
+            "summary": _methods_summary(rows, task.metric), "BL_gen1": _bl_gen1(task, run_dir, bl_steps, split),
+            "row_commits": sorted({row["commit"] for row in rows})}
 
-    def measured(key, ratio, steps, seed, model, diff, start):
-        row = {"key": key, "ratio": ratio, "steps": steps, "seed": seed, **_measure(task, model, 1, split),
-               "bytes": None if diff is None else diff.nbytes, "train_seconds": time.time() - start}
-        rows.append(row)
+
+class _MethodCells:
+    """The methods study's cells, (key, ratio, steps, seed), each measured to one row, and the rows kept."""
+
+    def __init__(self, task, run_dir, settings, bl_steps, split):
+        self.task, self.run_dir, self.settings, self.bl_steps, self.split = task, run_dir, settings, bl_steps, split
+        self.path = os.path.join(run_dir, "study", f"methods-{split}.jsonl")
+        self._base = None
+
+    def done(self):
+        """{cell: row} of the cells measured before (a line cut short by an interruption is not one)."""
+        done, lines = {}, []
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                lines = f.read().splitlines()
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            done[(row["key"], row["ratio"], row["steps"], row["seed"])] = row
+        if len(done) < len(lines):  # rows appended later must not join the cut line
+            with open(self.path + ".tmp", "w") as f:
+                f.writelines(json.dumps(row) + "\n" for row in done.values())
+            os.replace(self.path + ".tmp", self.path)
+        return done
+
+    def keep(self, cell, row):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
 
-    for seed in seeds:
-        for steps in steps_list:
-            config = FlywheelConfig(**{**settings, "methods": methods, "ratios": ratios, "diff_steps": steps})
-            if posthoc or "sparse-warm" in methods:  # FT: a row of its own, and where sparse-warm starts
-                start = time.time()
-                seed_row(task, ("methods", "FT", steps, seed))
-                tuned = fine_tune(task, base, 1, steps, f"FT {steps} steps seed {seed}", config.learning_rate("ft"))
-                measured("FT", None, steps, seed, tuned, None, start)
-                for rule in posthoc:
-                    for ratio in ratios:
-                        start = time.time()
-                        diff = tfdiff.posthoc_diff(base, tuned, ratio, 1, rule=rule, seed=seed)
-                        measured(f"Posthoc-{rule}", ratio, steps, seed, tfdiff.fold(base, diff), diff, start)
-            for name in methods:
-                for ratio in ratios:
-                    start = time.time()
-                    seed_row(task, ("methods", name, ratio, steps, seed))
-                    method = config.method(name, ratio, steps, config.diff_prune, seed=1 + seed)
-                    warm = tfdiff.posthoc_diff(base, tuned, ratio, 1, rule="topk", seed=seed) \
-                        if name == "sparse-warm" else None
-                    diff = learn_diff(task, base, method, 1, steps, f"{name} {ratio}x {steps} steps seed {seed}",
-                                      config.learning_rate(name), start=warm)
-                    measured(f"Diff-{name}", ratio, steps, seed, tfdiff.fold(base, diff), diff, start)
-    return {"study": "methods", "split": split, "seeds": list(seeds), "rows": rows,
-            "summary": _methods_summary(rows, task.metric), "BL_gen1": _bl_gen1(task, run_dir, bl_steps, split)}
+    def _ft_path(self, steps, seed):
+        return os.path.join(self.run_dir, "study", f"FT-g1-{steps}steps-seed{seed}.keras")
+
+    def row(self, cell):
+        """Train and measure one cell: its row, with the commit it was measured at."""
+        key, ratio, steps, seed = cell
+        if self._base is None:
+            self._base = _gen0_bl(self.task, self.run_dir, self.bl_steps)
+        base, task = self._base, self.task
+        config = FlywheelConfig(**{**self.settings, "diff_steps": steps})
+        start, diff = time.time(), None
+        if key == "FT":
+            seed_row(task, ("methods", "FT", steps, seed))
+            model = fine_tune(task, base, 1, steps, f"FT {steps} steps seed {seed}", config.learning_rate("ft"))
+            os.makedirs(os.path.dirname(self._ft_path(steps, seed)), exist_ok=True)
+            model.save(self._ft_path(steps, seed))
+        elif key.startswith("Posthoc-"):
+            tuned = keras.models.load_model(self._ft_path(steps, seed), compile=False)
+            diff = tfdiff.posthoc_diff(base, tuned, ratio, 1, rule=key[len("Posthoc-"):], seed=seed)
+            model = tfdiff.fold(base, diff)
+        else:
+            name = key[len("Diff-"):]
+            seed_row(task, ("methods", name, ratio, steps, seed))
+            method = config.method(name, ratio, steps, config.diff_prune, seed=1 + seed)
+            warm = None
+            if name == "sparse-warm":
+                tuned = keras.models.load_model(self._ft_path(steps, seed), compile=False)
+                warm = tfdiff.posthoc_diff(base, tuned, ratio, 1, rule="topk", seed=seed)
+            diff = learn_diff(task, base, method, 1, steps, f"{name} {ratio}x {steps} steps seed {seed}",
+                              config.learning_rate(name), start=warm)
+            model = tfdiff.fold(base, diff)
+        return {"key": key, "ratio": ratio, "steps": steps, "seed": seed, **_measure(task, model, 1, self.split),
+                "bytes": None if diff is None else diff.nbytes, "train_seconds": time.time() - start,
+                "commit": provenance(seeds=[])["commit"]}
+
+
+_CELLS = None  # a worker process's own _MethodCells
+
+
+def _start_cells(recipe_module, run_dir, settings, bl_steps, split):
+    """Worker initializer: the run's task, loaded from its directory, and the study's cells over it."""
+    global _CELLS
+    task = importlib.import_module(recipe_module).RECIPE.load_task(run_dir)
+    _CELLS = _MethodCells(task, run_dir, settings, bl_steps, split)
+
+
+def _cell_row(cell):
+    return _CELLS.row(cell)
 
 
 def _methods_summary(rows, metric):
@@ -271,7 +352,7 @@ def main(recipe, prog, argv=None):
     parser.add_argument("--seeds", type=int, default=3,
                         help="seeds, methods: how many (seeds: the run's own seed 0 included)")
     parser.add_argument("--generations", type=int, default=2, help="seeds: generations rerun per seed")
-    parser.add_argument("--workers", type=int, default=None, help="seeds: worker processes, as for the run")
+    parser.add_argument("--workers", type=int, default=None, help="seeds, methods: worker processes, as for the run")
     parser.add_argument("--split", default="valid",
                         help="the split measured (default valid: studies choose settings, test only reports)")
     args = parser.parse_args(argv)
@@ -297,7 +378,8 @@ def main(recipe, prog, argv=None):
         with open(os.path.join(args.run_dir, "config.json")) as f:
             flywheel = json.load(f)["settings"]["flywheel"]
         result = methods_grid(task, args.run_dir, args.methods, args.ratios, args.steps or [250, 500, 1000],
-                              range(args.seeds), args.posthoc, flywheel, flywheel["bl_steps"], args.split)
+                              range(args.seeds), args.posthoc, flywheel, flywheel["bl_steps"], args.split,
+                              args.workers)
     elif args.study == "curve":
         result = bl_curve(task, args.run_dir, args.steps or [500, 1000, 2000, 3000], args.gen, args.split)
     else:
