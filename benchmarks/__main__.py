@@ -26,7 +26,8 @@ def run(parts, out, run_dir=None, tiny=False, int8_run=None):
     # Parts may be rerun alone; each keeps the commit and time it was measured at.
     measured = report.setdefault("measured", {})
     for part in parts:
-        measured[part] = {k: report["machine"][k] for k in ("commit", "date")}
+        measured[part] = {**{k: report["machine"][k] for k in ("commit", "date")},
+                          "command": " ".join(["python -m benchmarks", *sys.argv[1:]])}
     if ({"wire", "latency", "int8"} & set(parts)) and run_dir is None:
         from recipes.fsc.run import run as fsc_run
         run_dir = os.path.join(out, "fsc-run")

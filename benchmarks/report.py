@@ -13,7 +13,8 @@ def markdown(report):
              f"Python {m['python']}, TensorFlow {m['tensorflow']}, numpy {m['numpy']}; "
              f"commit {m['commit']}, {m['date']}."]
     for part, when in sorted(report.get("measured", {}).items()):
-        lines.append(f"- `{part}` measured at commit {when['commit']}, {when['date']}")
+        command = f" by `{when['command']}`" if when.get("command") else ""  # older parts predate it
+        lines.append(f"- `{part}` measured at commit {when['commit']}, {when['date']}{command}")
     lines.append("")
     if "wire" in report:
         lines += ["## Bytes on the wire per update (FSC flywheel)", "",

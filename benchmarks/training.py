@@ -60,8 +60,12 @@ def run(steps=60, warmup=10, rounds=3, tiny=False):
     variants = {"plain": base,
                 "sparse": tfdiff.wrap(base, tfdiff.SparseDiff(compression=20.0, begin_step=0,
                                                               end_step=steps * rounds, frequency=10)),
+                "sparse-global": tfdiff.wrap(base, tfdiff.SparseDiff(compression=20.0, begin_step=0,
+                                                                     end_step=steps * rounds, frequency=10,
+                                                                     allocation="global")),
                 "hash": tfdiff.wrap(base, tfdiff.HashDiff(compression=20.0, num_hashes=3)),
-                "lowrank": tfdiff.wrap(base, tfdiff.LowRankDiff(compression=20.0))}
+                "lowrank": tfdiff.wrap(base, tfdiff.LowRankDiff(compression=20.0)),
+                "seed": tfdiff.wrap(base, tfdiff.SeedDiff(compression=20.0))}
     fits = {}
     for name, model in variants.items():
         trainer = slu_model.TripletTrainer(model, phrases, config)

@@ -26,7 +26,7 @@ def test_every_part_on_tiny_inputs(tiny_fsc_run, tiny_fsc_int8_run, tmp_path):
     assert modes == {(method, mode) for method in ("sparse", "hash") for mode in ("inplace", "swap", "out")}
     for r in saved["apply"]:
         assert r["seconds"] > 0 and r["peak_rss_mb"] > 0 and r["cp_seconds"] > 0 and r["model_bytes"] > 0
-    assert set(saved["train_step_ratio"]) == {"sparse", "hash", "lowrank"}
+    assert set(saved["train_step_ratio"]) == {"sparse", "sparse-global", "hash", "lowrank", "seed"}
     assert set(saved["train_keras3_ratio"]) == {"plain", "sparse", "hash"}
     assert all(t > 0 for t in saved["train_keras3_seconds"].values())
     assert saved["latency"]["same_bytes"] and saved["latency_ratio"] > 0
@@ -42,4 +42,5 @@ def test_every_part_on_tiny_inputs(tiny_fsc_run, tiny_fsc_int8_run, tmp_path):
     assert timing["int8_ms"] > 0 and timing["int8_model_bytes"] < timing["float32_model_bytes"]
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "Machine:" in text and "commit" in text
+    assert all(when["command"].startswith("python -m benchmarks") for when in saved["measured"].values())
     assert (tmp_path / "wire.png").exists()
