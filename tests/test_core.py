@@ -254,8 +254,9 @@ def test_a_low_rank_diff_plans_its_ranks_from_the_budget_and_patches_as_the_form
         tfdiff.wrap(_mlp(units=8, inputs=400, outputs=400), tfdiff.LowRankDiff(compression=20.0))
 
 
-def _two_branches(seed=0):
-    """x -> "matters" -> out, and x -> "idle" -> x 0 -> out: the idle branch's diff cannot move the loss.
+def _two_branches(seed=0, idle_scale=0.0):
+    """x -> "matters" -> out, and x -> "idle" -> x `idle_scale` -> out: at 0 the idle branch's diff cannot
+    move the loss.
 
     (Adam moves every diff value about its learning rate a step whatever the
     gradient's scale, so a branch that merely matters less grows as large a diff.)
@@ -263,7 +264,7 @@ def _two_branches(seed=0):
     keras.utils.set_random_seed(seed)
     x = keras.Input((32,))
     matters = keras.layers.Dense(64, activation="tanh", name="matters")(x)
-    idle = keras.layers.Rescaling(0.0)(keras.layers.Dense(64, activation="tanh", name="idle")(x))
+    idle = keras.layers.Rescaling(idle_scale)(keras.layers.Dense(64, activation="tanh", name="idle")(x))
     return keras.Model(x, keras.layers.Dense(8, name="out")(keras.layers.Add()([matters, idle])))
 
 
@@ -283,6 +284,32 @@ def test_a_global_allocation_puts_the_values_where_the_diff_matters():
     # Per layer, the idle kernel's share is spent on zeros (which do not travel); globally it goes to the others.
     assert kept["layer"]["idle/0/kernel"] == kept["global"]["idle/0/kernel"] == 0
     assert kept["global"]["matters/0/kernel"] > 1.5 * kept["layer"]["matters/0/kernel"]
+
+
+def test_a_global_allocation_weighed_by_sensitivity_starves_a_branch_the_loss_barely_feels():
+    """A branch at x 0.01 grows as large a diff under Adam; weighed by its measured gradient, it keeps few values."""
+    import tensorflow as tf
+    held_out = [_data(n=64)[0][i:i + 16] for i in range(0, 64, 16)]
+    targets = _data(n=16)[1]
+    kept = {}
+    for weighed in (False, True):
+        base = _two_branches(idle_scale=0.01)
+        sensitivity = tfdiff.weight_sensitivity(
+            base, lambda m, x: tf.reduce_mean((m(x) - targets) ** 2), held_out) if weighed else None
+        if weighed:  # the measured scales: the quiet branch's gradients are about 100 times smaller
+            assert sensitivity["idle/0/kernel"] < 0.05 * sensitivity["matters/0/kernel"]
+        diff_model = tfdiff.wrap(base, tfdiff.SparseDiff(compression=20.0, end_step=20, frequency=4,
+                                                         allocation="global", sensitivity=sensitivity))
+        _train(diff_model)
+        diff = tfdiff.extract(diff_model, generation=1)
+        assert diff.cut_values == 0 and diff.nbytes + 68 <= tfdiff.budget_bytes(diff.num_params, 20.0)
+        kept[weighed] = {e.name: e.values.size for e in diff.entries}
+    assert kept[False]["idle/0/kernel"] > 20  # unweighed, Adam's equal steps win the quiet branch values
+    assert kept[True]["idle/0/kernel"] < 0.25 * kept[False]["idle/0/kernel"]
+    felt = {w: kept[w]["matters/0/kernel"] + kept[w]["out/0/kernel"] for w in kept}  # where its values went
+    assert felt[True] > felt[False] + 0.5 * kept[False]["idle/0/kernel"]
+    with pytest.raises(ValueError, match="allocation='global'"):
+        tfdiff.SparseDiff(sensitivity={"idle/0/kernel": 0.1})
 
 
 def test_a_seed_diff_ships_only_its_scalings_and_patches_as_the_formula():

@@ -220,13 +220,14 @@ def test_studies_of_a_run_write_their_tables(tiny_fsc_run):
     assert "| 6 | 0.01 | 0.1-0.5 |" in open(out / "study-diff.md").read()
     # methods: every method, ratio and step count with seeds, beside the post-hoc baselines, on valid.
     # Two worker processes; then, as if killed after three cells (and mid-line), resumed by one one-thread worker.
-    grid = [str(out), "methods", "--methods", "lowrank", "sparse-warm", "--ratios", "8", "--steps", "4",
-            "--seeds", "2", "--posthoc", "topk"]
+    grid = [str(out), "methods", "--methods", "lowrank", "sparse-warm", "sparse-sensitive", "--ratios", "8",
+            "--steps", "4", "--seeds", "2", "--posthoc", "topk"]
     study.main(*args, grid + ["--workers", "2"])
     methods = json.load(open(out / "study-methods.json"))
     assert methods["split"] == "valid" and methods["seeds"] == [0, 1] == methods["provenance"]["seeds"]
     assert sorted((r["key"], r["seed"]) for r in methods["rows"]) == [
-        (key, seed) for key in ("Diff-lowrank", "Diff-sparse-warm", "FT", "Posthoc-topk") for seed in (0, 1)]
+        (key, seed) for key in ("Diff-lowrank", "Diff-sparse-sensitive", "Diff-sparse-warm", "FT", "Posthoc-topk")
+        for seed in (0, 1)]
     kept = out / "study" / "methods-valid.jsonl"
     lines = open(kept).read().splitlines()
     kept.write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])

@@ -51,3 +51,35 @@ def test_workers_train_the_rows_one_process_would_and_a_killed_run_resumes(tmp_p
                 assert got[key].get(field) == want[key].get(field), (gen, key, field)
     assert all(row["device_matches_fold"] for key, row in resumed["generations"][1]["rows"].items()
                if key.startswith("Diff"))
+
+
+def _job(job):
+    """A job for run_concurrently: "fail" raises; a path is written after a pause, as a sign the job ran."""
+    import time
+    if job == "fail":
+        raise ValueError("this job fails")
+    time.sleep(0.3)
+    open(job, "w").close()
+
+
+def test_a_failed_job_stops_the_pool_without_running_the_queued_ones(tmp_path):
+    from recipes.speech.workers import run_concurrently
+    pending = [("fail", "fail")] + [(i, str(tmp_path / f"ran-{i}")) for i in range(40)]
+    with pytest.raises(ValueError, match="this job fails"):
+        for _ in run_concurrently(2, 1, None, (), _job, pending):
+            pass
+    assert len(list(tmp_path.iterdir())) < 40  # the queued jobs were cancelled, not run to no one
+
+
+def test_a_method_that_cannot_fit_is_a_row_of_the_study_table_not_a_crash():
+    from recipes.speech.report import study_markdown
+    from recipes.speech.study import _methods_summary
+    rows = [{"key": "Diff-lowrank", "ratio": 200, "steps": 500, "seed": s, "accuracy": None, "bytes": None,
+             "refused": "a 200x budget cannot hold rank-1 lowrank values"} for s in (0, 1)]
+    rows += [{"key": "Diff-sparse", "ratio": 200, "steps": 500, "seed": s, "accuracy": 0.6 + s / 100, "bytes": 3900}
+             for s in (0, 1)]
+    summary = _methods_summary(rows, "accuracy")
+    table = study_markdown({"study": "methods", "split": "valid", "seeds": [0, 1], "summary": summary,
+                            "BL_gen1": 0.78}, "accuracy")
+    assert "| Diff-lowrank | 200x | 500 | does not fit: a 200x budget" in table
+    assert "| Diff-sparse | 200x | 500 | 60.0 / 61.0 | 60.5 [" in table

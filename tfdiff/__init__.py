@@ -28,7 +28,7 @@ _EXPORTS = {
     "compress_baseline": ".baseline", "strip": ".baseline",
     "Diff": ".diff", "compose": ".diff", "BudgetError": ".budget", "budget_bytes": ".budget",
     "compressed_nbytes": ".baseline", "keras": "._keras", "Int8Model": ".quantized",
-    "DeviceModel": ".device_model", "posthoc_diff": ".posthoc",
+    "DeviceModel": ".device_model", "posthoc_diff": ".posthoc", "weight_sensitivity": ".allocation",
 }
 
 from device import __version__  # noqa: E402, F401  (one version for both packages)

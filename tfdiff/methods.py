@@ -157,6 +157,11 @@ class SparseDiff(DiffMethod):
             all the weights together, one threshold for the whole model, so
             the weights whose diffs grow most get most of the budget
             (tfdiff/allocation.py; float weights).
+        sensitivity: with allocation "global", {weight name: scale}: each
+            value's magnitude is weighed by its weight's scale before the
+            one threshold (names missing: 1), e.g. `tfdiff.weight_sensitivity`
+            measured on held-out data, so that a weight the loss barely
+            feels does not keep values only because Adam grew them.
 
     Example:
 
@@ -176,7 +181,7 @@ class SparseDiff(DiffMethod):
     supports_int8 = True
 
     def __init__(self, compression=10.0, begin_step=0, end_step=1000, frequency=100,
-                 value_dtype="float16", budget="wire", kept_fraction=None, allocation="layer"):
+                 value_dtype="float16", budget="wire", kept_fraction=None, allocation="layer", sensitivity=None):
         self.compression = _check_compression(compression)
         self.begin_step = _check_step("begin_step", begin_step, 0)
         self.end_step = _check_step("end_step", end_step, begin_step + 1)
@@ -186,7 +191,12 @@ class SparseDiff(DiffMethod):
         self.kept_fraction = _check_fraction("kept_fraction", kept_fraction)
         if allocation not in ALLOCATIONS:
             raise ValueError(f"`allocation` must be one of {ALLOCATIONS}. Received: allocation={allocation!r}")
+        if sensitivity is not None and (allocation != "global" or not isinstance(sensitivity, dict) or not all(
+                isinstance(v, (int, float)) and v >= 0 for v in sensitivity.values())):
+            raise ValueError("`sensitivity` must be None or {weight name: scale >= 0}, with allocation='global'. "
+                             f"Received: sensitivity={sensitivity!r}, allocation={allocation!r}")
         self.allocation = allocation
+        self.sensitivity = None if sensitivity is None else {str(k): float(v) for k, v in sensitivity.items()}
 
     @property
     def final_sparsity(self):
@@ -222,7 +232,7 @@ class SparseDiff(DiffMethod):
         return {"compression": self.compression, "begin_step": self.begin_step,
                 "end_step": self.end_step, "frequency": self.frequency,
                 "value_dtype": self.value_dtype, "budget": self.budget,
-                "kept_fraction": self.kept_fraction, "allocation": self.allocation}
+                "kept_fraction": self.kept_fraction, "allocation": self.allocation, "sensitivity": self.sensitivity}
 
     # -- what DiffWrapper asks of a method ---------------------------------
     def create_diff(self, wrapper, base):

@@ -248,9 +248,15 @@ class DiffPruning(keras.callbacks.Callback):
             return
         pruning_vars = [v for wrapper in self._global for v in wrapper.pruning_vars]
         values = [diff.numpy() for diff, _, _ in pruning_vars]
+        scales = None
+        if method.sensitivity is not None:
+            names = {id(diff): weight_name(path, index, base)
+                     for path, wrapper in _wrappers(self.diff_model or self.model)
+                     for index, base, diff in wrapper.diffed}
+            scales = [method.sensitivity.get(names[id(diff)], 1.0) for diff, _, _ in pruning_vars]
 
         def keep(count):
-            for (diff, mask, _), value, kept in zip(pruning_vars, values, global_masks(values, count)):
+            for (diff, mask, _), value, kept in zip(pruning_vars, values, global_masks(values, count, scales)):
                 mask.assign(kept)
                 diff.assign(value * kept)
 

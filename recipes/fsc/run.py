@@ -22,6 +22,7 @@ from recipes.speech.distribute import shard_by_data
 from recipes.speech import intervals
 from recipes.speech.synth import Augmentation
 from recipes.speech.training import HoldDecay, ProgressBar
+import tfdiff
 from tfdiff import keras
 import tensorflow as tf
 
@@ -181,6 +182,18 @@ class FscTask:
         """Accuracy on the valid split (and its recording conditions): what studies choose by."""
         splits = ["valid"] + [f"valid_{c}" for c in CONDITIONS]
         return {f"{s}_accuracy": self.evaluate(model, gen, s) for s in splits if s in self.corpus}
+
+    def sensitivity(self, model, gen, split="valid"):
+        """`tfdiff.weight_sensitivity` of the triplet loss on `split`'s batches of generation `gen`'s domains:
+        how much the loss feels each weight (a "sparse-sensitive" diff's scales)."""
+        feats, labels, phrases = self.test_set(gen, split)
+        tokens, size = tf.constant(self.tokens(phrases)), self.config.batch_size
+        batches = [(feats[i:i + size], labels[i:i + size]) for i in range(0, len(labels) - size + 1, size)]
+
+        def loss(slu, batch):
+            audio, text = slu([batch[0], tokens], training=False)
+            return slu_model.triplet_loss(audio, text, batch[1], self.config.margin, self.config.mining)
+        return tfdiff.weight_sensitivity(model, loss, batches)
 
     def evaluate_tflite(self, path, gen):
         """Accuracy and {"latency_ms": median ms per utterance} of a .tflite under LiteRT."""

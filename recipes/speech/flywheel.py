@@ -57,7 +57,9 @@ class FlywheelConfig:
         generations: models in the chain, generation 0 included.
         ratios: compressions (byte budgets 4N / ratio) of every method.
         methods: any of "sparse", "hash" (the paper's), "sparse-global"
-            (a sparse diff allocated across layers), "sparse-warm" (a sparse
+            (a sparse diff allocated across layers), "sparse-sensitive" (the
+            same, each weight's magnitudes weighed by how much the loss on
+            valid feels it: the task's `sensitivity`), "sparse-warm" (a sparse
             diff starting from the top-k of FT - F_t, FT trained first in the
             same job), "lowrank" (W + A B) and "seed" (random bases from a
             seed, scalings on the wire).
@@ -143,12 +145,15 @@ class FlywheelConfig:
         """The methods a BLC row is trained with."""
         return tuple(m for m in self.methods if m in BLC_METHODS) if self.blc_methods is None else self.blc_methods
 
-    def method(self, name, ratio, steps, prune, seed):
-        if name in ("sparse", "sparse-global", "sparse-warm"):
+    def method(self, name, ratio, steps, prune, seed, sensitivity=None):
+        """The diff method `name` at `ratio` for `steps` (`sensitivity`: "sparse-sensitive"'s scales)."""
+        if name in ("sparse", "sparse-global", "sparse-warm", "sparse-sensitive"):
             begin, end = int(prune[0] * steps), max(int(prune[1] * steps), int(prune[0] * steps) + 1)
             return tfdiff.SparseDiff(compression=float(ratio), begin_step=begin, end_step=end,
                                      frequency=max(1, min(self.prune_frequency, (end - begin) // 4)),
-                                     budget=self.budget, allocation="global" if name == "sparse-global" else "layer")
+                                     budget=self.budget,
+                                     allocation="layer" if name in ("sparse", "sparse-warm") else "global",
+                                     sensitivity=sensitivity if name == "sparse-sensitive" else None)
         if name == "lowrank":
             return tfdiff.LowRankDiff(compression=float(ratio), seed=seed, budget=self.budget)
         if name == "seed":
@@ -391,7 +396,8 @@ class Flywheel:
         c, key = self.config, f"Diff-{name}-{ratio}x"
         start = time.time()
         previous, before, device_model = self._chain(gen, key)
-        method = c.method(name, ratio, c.diff_steps, c.diff_prune, seed=gen)
+        method = c.method(name, ratio, c.diff_steps, c.diff_prune, seed=gen,
+                          sensitivity=sensitivity_of(self.task, previous, gen) if name == "sparse-sensitive" else None)
         teacher = {"teacher": self._load_model("BL", gen), "teacher_weight": c.teacher_weight} \
             if c.teacher_weight else {}
         start_from = None
@@ -459,6 +465,13 @@ def learn_diff(task, previous, method, gen, steps, label, learning_rate=None, st
         task.train(diff_model, gen, steps, tfdiff.callbacks(diff_model), label, learning_rate=learning_rate,
                    **teacher)
     return tfdiff.extract(diff_model, generation=gen)
+
+
+def sensitivity_of(task, model, gen):
+    """The task's measure of how much its loss on valid feels each weight of `model` (a "sparse-sensitive" diff)."""
+    if not hasattr(task, "sensitivity"):
+        raise ValueError(f"task {task.name!r} has no `sensitivity`; the sparse-sensitive diff needs one")
+    return task.sensitivity(model, gen)
 
 
 def seed_row(task, row):

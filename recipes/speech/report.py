@@ -11,7 +11,7 @@ from device.format import SIGNATURE_BYTES
 
 # The flywheel's methods (recipes/speech/flywheel.py FlywheelConfig) by their column titles.
 METHOD_TITLES = {"sparse": "Sparse", "hash": "Hash", "sparse-global": "Sparse-global", "lowrank": "Low-rank",
-                 "seed": "Seed", "sparse-warm": "Sparse-warm"}
+                 "seed": "Seed", "sparse-warm": "Sparse-warm", "sparse-sensitive": "Sparse-sensitive"}
 BLC_METHODS = ("sparse", "hash")  # the paper's BLC: a pruned or HashedNets model from scratch
 
 
@@ -227,7 +227,7 @@ def methods_plot(result, metric, path):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     lines = {}
     for row in result["summary"]:
-        if row["bytes"] is not None:
+        if row["bytes"] is not None and row["mean"] is not None:
             lines.setdefault(f"{row['key']}, {row['steps']} steps", []).append((row["bytes"], 100 * row["mean"]))
     for label, points in sorted(lines.items()):
         points.sort()
@@ -350,6 +350,10 @@ def study_markdown(result, metric):
                  + (f"{100 * result['BL_gen1']:.1f}" if result.get("BL_gen1") is not None else "not run"), "",
                  "| row | ratio | steps | per seed | mean [95 %] | bytes |", "|---|---|---|---|---|---|"]
         for row in sorted(result["summary"], key=lambda r: (r["key"], r["ratio"] or 0, r["steps"])):
+            if row.get("refused"):
+                lines.append(f"| {row['key']} | {row['ratio']}x | {row['steps']} | does not fit: {row['refused']} "
+                             "| - | - |")
+                continue
             spread = " / ".join(f"{100 * v:.1f}" for v in row["values"])
             interval = "" if row["ci95"] is None else f" [{100 * row['ci95'][0]:.1f}, {100 * row['ci95'][1]:.1f}]"
             lines.append(f"| {row['key']} | {row['ratio'] or '-'}{'x' if row['ratio'] else ''} | {row['steps']} | "

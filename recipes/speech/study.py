@@ -47,7 +47,7 @@ import tfdiff
 from tfdiff import keras
 from tfdiff.posthoc import RULES as POSTHOC_RULES
 
-from .flywheel import Flywheel, FlywheelConfig, fine_tune, learn_diff, seed_row
+from .flywheel import Flywheel, FlywheelConfig, fine_tune, learn_diff, seed_row, sensitivity_of
 from .provenance import provenance
 from .report import METHOD_TITLES, methods_plot, study_markdown, write_report
 from .workers import run_concurrently
@@ -206,13 +206,19 @@ class _MethodCells:
         else:
             name = key[len("Diff-"):]
             seed_row(task, ("methods", name, ratio, steps, seed))
-            method = config.method(name, ratio, steps, config.diff_prune, seed=1 + seed)
+            method = config.method(name, ratio, steps, config.diff_prune, seed=1 + seed,
+                                   sensitivity=sensitivity_of(task, base, 1) if name == "sparse-sensitive" else None)
             warm = None
             if name == "sparse-warm":
                 tuned = keras.models.load_model(self._ft_path(steps, seed), compile=False)
                 warm = tfdiff.posthoc_diff(base, tuned, ratio, 1, rule="topk", seed=seed)
-            diff = learn_diff(task, base, method, 1, steps, f"{name} {ratio}x {steps} steps seed {seed}",
-                              config.learning_rate(name), start=warm)
+            try:
+                diff = learn_diff(task, base, method, 1, steps, f"{name} {ratio}x {steps} steps seed {seed}",
+                                  config.learning_rate(name), start=warm)
+            except tfdiff.BudgetError as e:  # a finding, not a failure: the method cannot ship in these bytes
+                return {"key": key, "ratio": ratio, "steps": steps, "seed": seed, task.metric: None,
+                        "bytes": None, "refused": str(e), "train_seconds": time.time() - start,
+                        "commit": provenance(seeds=[])["commit"]}
             model = tfdiff.fold(base, diff)
         return {"key": key, "ratio": ratio, "steps": steps, "seed": seed, **_measure(task, model, 1, self.split),
                 "bytes": None if diff is None else diff.nbytes, "train_seconds": time.time() - start,
@@ -235,10 +241,14 @@ def _cell_row(cell):
 
 def _methods_summary(rows, metric):
     """[{key, ratio, steps, values, mean, ci95, bytes}] over the seeds of each (key, ratio, steps)."""
-    groups = {}
+    groups, summary = {}, []
     for row in rows:
         groups.setdefault((row["key"], row["ratio"], row["steps"]), []).append(row)
-    summary = []
+    for (key, ratio, steps), members in list(groups.items()):
+        if any("refused" in r for r in members):  # the method's smallest diff exceeds these bytes
+            summary.append({"key": key, "ratio": ratio, "steps": steps, "values": [], "mean": None, "ci95": None,
+                            "bytes": None, "refused": members[0]["refused"]})
+            del groups[(key, ratio, steps)]
     for (key, ratio, steps), members in groups.items():
         spread = _t_interval([r[metric] for r in members])
         if len(members) < 2:

@@ -53,5 +53,11 @@ def run_concurrently(workers, threads, initializer, initargs, work, pending):
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     with process_pool(workers, threads, initializer, initargs) as pool:
         futures = {pool.submit(work, job): key for key, job in pending}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            # A failed job (or the caller stopping) ends the run now: without this the pool's exit would
+            # first run every job still queued, whose results no one would keep.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
