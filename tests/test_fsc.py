@@ -242,7 +242,8 @@ def test_studies_of_a_run_write_their_tables(tiny_fsc_run):
     for row in methods["summary"]:
         assert len(row["values"]) == 2 and row["ci95"][0] <= row["mean"] <= row["ci95"][1], row
         assert (row["bytes"] is None) == (row["key"] == "FT") and (row["bytes"] or 0) + 68 <= budget, row
-    assert "| Diff-lowrank | 8x | 4 |" in open(out / "study-methods.md").read()
+    assert "4 steps:" in open(out / "study-methods.md").read()
+    assert "| Diff-lowrank | " in open(out / "study-methods.md").read()
     assert (out / "study-methods.png").stat().st_size > 0
     # seeds: the run's generations again under seed 1, beside the run's own seed 0.
     study.main(*args, [str(out), "seeds", "--seeds", "2"])

@@ -81,5 +81,6 @@ def test_a_method_that_cannot_fit_is_a_row_of_the_study_table_not_a_crash():
     summary = _methods_summary(rows, "accuracy")
     table = study_markdown({"study": "methods", "split": "valid", "seeds": [0, 1], "summary": summary,
                             "BL_gen1": 0.78}, "accuracy")
-    assert "| Diff-lowrank | 200x | 500 | does not fit: a 200x budget" in table
-    assert "| Diff-sparse | 200x | 500 | 60.0 / 61.0 | 60.5 [" in table
+    assert "| Diff-lowrank | does not fit |" in table
+    assert "- Diff-lowrank at 200x does not fit: a 200x budget cannot" in table
+    assert "| Diff-sparse | 60.5 [" in table and "], 3.8 |" in table

@@ -328,6 +328,37 @@ def main(argv=None):
 
 
 
+def _methods_markdown(result, metric, split):
+    """The methods study: per step count, a row per method and a column per ratio (per-seed values: the JSON)."""
+    summary = result["summary"]
+    ratios = sorted({r["ratio"] for r in summary if r["ratio"]})
+    bl = f"{100 * result['BL_gen1']:.1f}" if result.get("BL_gen1") is not None else "not run"
+    lines = [f"Generation 1 on the {split} split, {metric} (%): mean over seeds {result['seeds']} "
+             f"[95 % t-interval], and the file's KiB; BL at generation 1: {bl}"]
+
+    def cell(row):
+        if row is None:
+            return "-"
+        if row.get("refused"):
+            return "does not fit"
+        interval = "" if row["ci95"] is None else f" [{100 * row['ci95'][0]:.1f}, {100 * row['ci95'][1]:.1f}]"
+        size = "" if row["bytes"] is None else f", {row['bytes'] / 1024:.1f}"
+        return f"{100 * row['mean']:.1f}{interval}{size}"
+    for steps in sorted({r["steps"] for r in summary}):
+        at = {(r["key"], r["ratio"]): r for r in summary if r["steps"] == steps}
+        lines += ["", f"{steps} steps:", "", "| row | " + " | ".join(f"{x}x" for x in ratios) + " |",
+                  "|---|" + "---|" * len(ratios)]
+        for key in sorted({key for key, ratio in at if ratio}):
+            lines.append(f"| {key} | " + " | ".join(cell(at.get((key, x))) for x in ratios) + " |")
+        for (key, ratio), row in sorted(at.items(), key=lambda item: item[0][0]):
+            if not ratio:
+                lines += ["", f"{key} ({steps} steps, no budget): {cell(row)}"]
+    refused = sorted({(r["key"], r["ratio"], r["refused"]) for r in summary if r.get("refused")})
+    if refused:
+        lines += [""] + [f"- {key} at {ratio}x does not fit: {why}" for key, ratio, why in refused]
+    return "\n".join(lines)
+
+
 def study_markdown(result, metric):
     """A study's table (recipes/speech/study.py); metrics in %."""
     split = result.get("split", "test")
@@ -345,20 +376,7 @@ def study_markdown(result, metric):
                          f"| {versus} |")
         return "\n".join(lines)
     if result["study"] == "methods":
-        lines = [f"Generation 1 on the {split} split, {metric} (%): mean over seeds {result['seeds']} "
-                 "[95 % t-interval]; BL at generation 1: "
-                 + (f"{100 * result['BL_gen1']:.1f}" if result.get("BL_gen1") is not None else "not run"), "",
-                 "| row | ratio | steps | per seed | mean [95 %] | bytes |", "|---|---|---|---|---|---|"]
-        for row in sorted(result["summary"], key=lambda r: (r["key"], r["ratio"] or 0, r["steps"])):
-            if row.get("refused"):
-                lines.append(f"| {row['key']} | {row['ratio']}x | {row['steps']} | does not fit: {row['refused']} "
-                             "| - | - |")
-                continue
-            spread = " / ".join(f"{100 * v:.1f}" for v in row["values"])
-            interval = "" if row["ci95"] is None else f" [{100 * row['ci95'][0]:.1f}, {100 * row['ci95'][1]:.1f}]"
-            lines.append(f"| {row['key']} | {row['ratio'] or '-'}{'x' if row['ratio'] else ''} | {row['steps']} | "
-                         f"{spread} | {100 * row['mean']:.1f}{interval} | {row['bytes'] or '-'} |")
-        return "\n".join(lines)
+        return _methods_markdown(result, metric, split)
     if result["study"] == "curve":
         extra = [k for k in result["rows"][0] if k.endswith("_accuracy") or k.endswith("_wer")]
         head = ["BL steps", f"{split} {metric}"] + extra + ["train s"]
