@@ -143,7 +143,7 @@ def methods_grid(task, run_dir, methods, ratios, steps_list, seeds, posthoc=(), 
                                         (type(task).__module__, run_dir, settings, bl_steps, split),
                                         _cell_row, pending)
         for cell, row in finished:
-            cells.keep(cell, row)
+            cells.keep(row)
             done[cell] = row
     rows = [done[cell] for cell in ft + sorted(rest, key=lambda c: (c[3], c[2], c[0], c[1]))]
     return {"study": "methods", "split": split, "seeds": list(seeds), "rows": rows,
@@ -177,7 +177,7 @@ class _MethodCells:
             os.replace(self.path + ".tmp", self.path)
         return done
 
-    def keep(self, cell, row):
+    def keep(self, row):
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
