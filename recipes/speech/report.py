@@ -7,6 +7,8 @@ import os
 import re
 import sys
 
+import numpy as np
+
 from device.format import SIGNATURE_BYTES
 
 # The flywheel's methods (recipes/speech/flywheel.py FlywheelConfig) by their column titles.
@@ -224,21 +226,29 @@ def methods_plot(result, metric, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 5))
     lines = {}
     for row in result["summary"]:
         if row["bytes"] is not None and row["mean"] is not None:
-            lines.setdefault(f"{row['key']}, {row['steps']} steps", []).append((row["bytes"], 100 * row["mean"]))
-    for label, points in sorted(lines.items()):
+            lines.setdefault((row["key"], row["steps"]), []).append((row["bytes"], 100 * row["mean"]))
+    # A colour per row kind and a line style per step count: with a dozen kinds, colours alone repeat.
+    kinds = sorted({key for key, _ in lines})
+    step_counts = sorted({steps for _, steps in lines}, reverse=True)
+    colours = plt.get_cmap("tab10" if len(kinds) <= 10 else "tab20")(np.arange(len(kinds)) % 20)
+    styles = ["-", "--", ":", "-."]
+    for (key, steps), points in sorted(lines.items()):
         points.sort()
-        ax.plot([b / 1024 for b, _ in points], [m for _, m in points], marker="o", label=label)
+        ax.plot([b / 1024 for b, _ in points], [m for _, m in points], marker="o", label=f"{key}, {steps} steps",
+                color=colours[kinds.index(key)], linestyle=styles[step_counts.index(steps) % len(styles)])
     if result.get("BL_gen1") is not None:
         ax.axhline(100 * result["BL_gen1"], color="black", linestyle="--", label="BL (no budget)")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("bytes on the wire (KiB)")
     ax.set_ylabel(f"{result.get('split', 'valid')} {metric} (%)")
     ax.set_title("Generation-1 update, per method")
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
