@@ -39,8 +39,10 @@ SCALES = {
     "demo": dict(slu=dict(batch_size=32, mining="softmax", margin=0.1),
                  # budget "coded": the bytes LZMA2 saves are spent on more values (docs/RESULTS.md, the
                  # coded-budget main job: 97.6-99.8 % of each budget against the raw planner's 77-89 %).
+                 # sparse-warm beside the paper's two: the methods study's best at 20x and 40x on valid at
+                 # the same diff steps (docs/RESULTS.md); it trains FT first, 4 of the job's 30 minutes.
                  flywheel=dict(generations=4, bl_steps=1500, diff_steps=1500, diff_learning_rate={"hash": 0.03},
-                               budget="coded"),
+                               budget="coded", methods=("sparse", "hash", "sparse-warm")),
                  speakers=48, augmentation={}),
     # The paper: ~1.1M parameters, all sparse training pruned over steps 2k-12k.
     "paper": dict(slu={}, flywheel=dict(generations=4, bl_steps=20000, diff_steps=14000,
