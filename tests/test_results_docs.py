@@ -41,3 +41,15 @@ def test_the_benchmark_tables_match_their_json():
             assert body == render(json.load(open(os.path.join(ROOT, "docs", name)))[part]), name
             found.add(part)
     assert found == {"attack", "apply"}
+
+
+def test_the_provenance_line_says_when_each_flywheel_started_not_a_range_of_one():
+    import json
+
+    from recipes.speech.report import markdown_table
+    results = json.load(open(os.path.join(ROOT, "docs", "fsc-demo4-warm-results.json")))
+    first = results["provenance"][0]
+    text = markdown_table(results)
+    assert f"flywheel started {first['date']}," in text and " to " + first["date"] not in text
+    results["provenance"].append({**first, "date": "2030-01-01T00:00:00+00:00"})
+    assert f"2 invocations, flywheels started {first['date']} to 2030-01-01T00:00:00+00:00," in markdown_table(results)

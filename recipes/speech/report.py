@@ -40,8 +40,12 @@ def _provenance(results):
     first, last = records[0], records[-1]
     commits = sorted({r["commit"] + ("+dirty" if r["dirty"] else "") for r in records if r.get("commit")})
     m = last["machine"]
+    # Each invocation records when its flywheel began, after the corpus and features were ready, and
+    # not when it ended: a run's whole wall clock is in its log.
+    started = (f"flywheel started {first['date']}" if len(records) == 1 else
+               f"{len(records)} invocations, flywheels started {first['date']} to {last['date']}")
     return [f"Made by `{first['command']}` at commit {', '.join(c[:7] + c[40:] for c in commits)}, "
-            f"{first['date']} to {last['date']} ({len(records)} invocation(s)), on {m['cpu']} "
+            f"{started}, on {m['cpu']} "
             f"({m['cores']} cores, {m['memory_gb']} GB), seeds {first['seeds']}.", ""]
 
 
