@@ -216,8 +216,17 @@ def test_studies_of_a_run_write_their_tables(tiny_fsc_run):
     grid = json.load(open(out / "study-diff.json"))
     assert [row["window"] for row in grid["rows"]] == [[0.1, 0.5], [0.2, 0.9]]
     assert grid["split"] == "valid"
-    assert grid["BL_gen1"] == json.load(open(out / "results.json"))["generations"][1]["rows"]["BL"]["valid_accuracy"]
+    assert grid["BL"] == json.load(open(out / "results.json"))["generations"][1]["rows"]["BL"]["valid_accuracy"]
     assert "| 6 | 0.01 | 0.1-0.5 |" in open(out / "study-diff.md").read()
+    # A later generation of a chain: its diff starts from the chain's previous model (the run's last), and BL
+    # of that generation, which the run has not trained, is trained once for the comparison.
+    study.main(*args, [str(out), "diff", "--gen", "2", "--chain", "Diff-hash-8x", "--method", "hash",
+                       "--steps", "2", "--lr", "0.01", "--ratio", "8"])
+    grid = json.load(open(out / "study-diff.json"))
+    assert (grid["gen"], grid["chain"], grid["rows"][0]["learning_rate"]) == (2, "Diff-hash-8x", 0.01)
+    assert 0 <= grid["BL"] <= 1 and grid["chain_row"] is None and (out / "models" / "BL-g2.keras").exists()
+    assert "hash 8x at generation 2, from Diff-hash-8x of generation 1, valid split" in open(
+        out / "study-diff.md").read()
     # methods: every method, ratio and step count with seeds, beside the post-hoc baselines, on valid.
     # Two worker processes; then, as if killed after three cells (and mid-line), resumed by one one-thread worker.
     grid = [str(out), "methods", "--methods", "lowrank", "sparse-warm", "sparse-sensitive", "--ratios", "8",
@@ -317,6 +326,25 @@ def test_the_flywheel_names_every_diff_method_and_trains_blc_with_the_papers():
         FlywheelConfig(methods=("lora",))
     with pytest.raises(ValueError, match="blc_methods"):
         FlywheelConfig(methods=("sparse", "lowrank"), blc_methods=("lowrank",))
+
+
+def test_a_diff_learning_rate_can_change_with_the_generation():
+    """A rate per generation from 1, the last for every later one; the flywheel's diffs and the diff study
+    read it through `learning_rate(method, gen)`, and a study at a later generation needs the chain it
+    starts from."""
+    from recipes.speech.flywheel import FlywheelConfig
+    from recipes.speech.study import diff_grid
+
+    config = FlywheelConfig(diff_learning_rate={"hash": [0.03, 0.03, 0.01], "sparse": 0.003})
+    assert [config.learning_rate("hash", gen) for gen in (1, 2, 3, 4)] == [0.03, 0.03, 0.01, 0.01]
+    assert [config.learning_rate("sparse", gen) for gen in (1, 3)] == [0.003, 0.003]
+    assert config.learning_rate("lowrank", 2) is None  # not named: the task's own
+    assert FlywheelConfig.from_config(config.get_config()).learning_rate("hash", 3) == 0.01
+    for bad in ({"hash": []}, {"hash": [0.03, -1]}, [0.01, "fast"]):
+        with pytest.raises(ValueError, match="Received: diff_learning_rate="):
+            FlywheelConfig(diff_learning_rate=bad)
+    with pytest.raises(ValueError, match="Received: gen=3, chain=None"):
+        diff_grid(None, "unused", [4], [None], [(0.1, 0.5)], method="hash", gen=3)
 
 
 def test_a_diff_can_learn_from_its_generations_bl():

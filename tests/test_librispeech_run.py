@@ -64,7 +64,7 @@ def test_studies_measure_on_valid_by_default(tiny_run):
     assert curve["split"] == "valid" and curve["rows"][0]["wer"] >= 0  # the wer of the valid split
     study.main(run.RECIPE, "study", [str(out), "diff", "--steps", "4", "--ratio", "4"])
     grid = json.load(open(out / "study-diff.json"))
-    assert grid["split"] == "valid" and grid["BL_gen1"] == saved["generations"][1]["rows"]["BL"]["valid_wer"]
+    assert grid["split"] == "valid" and grid["BL"] == saved["generations"][1]["rows"]["BL"]["valid_wer"]
 
 
 def test_worker_processes_train_every_row_of_the_asr_flywheel(tiny_run, tmp_path):

@@ -69,7 +69,9 @@ class FlywheelConfig:
             training's steps; the steps after it fine-tune the final mask.
         diff_learning_rate: peak learning rate of the diffs (None: the
             task's own), or {method: rate} (a method not named: the task's);
-            the diffs start at zero, so their scale is theirs.
+            the diffs start at zero, so their scale is theirs. A rate may be
+            a list, one per generation from 1 (the last for every later
+            one): a hash diff scales |W| of a chain its earlier diffs moved.
         budget: "coded" (fill the byte budget after entropy coding), "wire"
             (fill it before: LZMA2 then leaves about a fifth unspent) or
             "nominal" (the paper's N / ratio values), see tfdiff/budget.py.
@@ -106,6 +108,12 @@ class FlywheelConfig:
         self.generations, self.ratios, self.methods = generations, tuple(ratios), tuple(methods)
         self.bl_steps, self.diff_steps = bl_steps, diff_steps
         self.diff_prune, self.blc_prune = tuple(diff_prune), tuple(blc_prune)
+        rates = diff_learning_rate.values() if isinstance(diff_learning_rate, dict) else [diff_learning_rate]
+        for rate in rates:
+            if isinstance(rate, (list, tuple)) and not (rate and all(isinstance(r, (int, float)) and r > 0
+                                                                     for r in rate)):
+                raise ValueError("a learning rate per generation must be a non-empty list of positive numbers. "
+                                 f"Received: diff_learning_rate={diff_learning_rate!r}")
         self.diff_learning_rate = diff_learning_rate
         self.budget, self.num_hashes, self.prune_frequency = budget, num_hashes, prune_frequency
         if quantize not in (None, "int8"):
@@ -135,10 +143,11 @@ class FlywheelConfig:
     def from_config(cls, config):
         return cls(**config)
 
-    def learning_rate(self, method):
-        """The diffs' peak learning rate for `method` (None: the task's own)."""
+    def learning_rate(self, method, gen=1):
+        """The diffs' peak learning rate for `method` at generation `gen` (None: the task's own)."""
         rate = self.diff_learning_rate
-        return rate.get(method) if isinstance(rate, dict) else rate
+        rate = rate.get(method) if isinstance(rate, dict) else rate
+        return rate[min(gen, len(rate)) - 1] if isinstance(rate, (list, tuple)) else rate
 
     @property
     def blc_method_names(self):
@@ -377,7 +386,7 @@ class Flywheel:
         start = time.time()
         previous = self._load_model("BL" if gen == 1 else "FT", 0 if gen == 1 else gen - 1)
         tuned = fine_tune(self.task, previous, gen, self.config.diff_steps, f"gen {gen} FT",
-                          self.config.learning_rate("ft"), self.strategy)
+                          self.config.learning_rate("ft", gen), self.strategy)
         train_seconds = time.time() - start
         tuned.save(self._model_path("FT", gen))
         return {**self._measured(tuned, gen, "FT"), **self._held_out(tuned, gen), "trained_from": "FT of gen - 1",
@@ -388,7 +397,7 @@ class Flywheel:
         start = time.time()
         previous, before, device_model = self._chain(gen, key)
         tuned = fine_tune(self.task, previous, gen, self.config.diff_steps, f"gen {gen} {key} (fine-tuning)",
-                          self.config.learning_rate("ft"), self.strategy)
+                          self.config.learning_rate("ft", gen), self.strategy)
         diff = tfdiff.posthoc_diff(previous, tuned, ratio, gen, rule=rule, seed=gen)
         return self._shipped(gen, key, ratio, before, device_model, diff, start)
 
@@ -403,10 +412,10 @@ class Flywheel:
         start_from = None
         if name == "sparse-warm":  # from FT - F_t's top-k, as its post-hoc row ships it, rather than zero
             tuned = fine_tune(self.task, previous, gen, c.diff_steps, f"gen {gen} {key} (fine-tuning)",
-                              c.learning_rate("ft"), self.strategy)
+                              c.learning_rate("ft", gen), self.strategy)
             start_from = tfdiff.posthoc_diff(previous, tuned, ratio, gen, rule="topk", seed=gen)
-        diff = learn_diff(self.task, previous, method, gen, c.diff_steps, f"gen {gen} {key}", c.learning_rate(name),
-                          self.strategy, int8=before.int8, start=start_from, **teacher)
+        diff = learn_diff(self.task, previous, method, gen, c.diff_steps, f"gen {gen} {key}",
+                          c.learning_rate(name, gen), self.strategy, int8=before.int8, start=start_from, **teacher)
         return self._shipped(gen, key, ratio, before, device_model, diff, start)
 
     def _shipped(self, gen, key, ratio, before, device_model, diff, start):

@@ -401,8 +401,12 @@ def study_markdown(result, metric):
                                            + [f"{row['train_seconds']:.0f}"]) + " |")
         return "\n".join(lines)
     head = ["diff steps", "learning rate", "pruning window", f"{split} {metric}", "bytes", "train s"]
-    lines = [f"{result['method']} {result['ratio']}x at generation 1, {split} split; BL at generation 1: "
-             + (f"{100 * result['BL_gen1']:.1f}" if result["BL_gen1"] is not None else "not run"), "",
+    gen, bl = result.get("gen", 1), result.get("BL", result.get("BL_gen1"))  # BL_gen1: studies before 2026-12-03
+    start = f", from {result['chain']} of generation {gen - 1}" if result.get("chain") else ""
+    chain_row = (f"; the run's {result['chain']} at generation {gen}: {100 * result['chain_row']:.1f}"
+                 if result.get("chain_row") is not None else "")
+    lines = [f"{result['method']} {result['ratio']}x at generation {gen}{start}, {split} split; BL at generation "
+             f"{gen}: " + (f"{100 * bl:.1f}" if bl is not None else "not run") + chain_row, "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in result["rows"]:
         rate = "task's" if row["learning_rate"] is None else f"{row['learning_rate']:g}"

@@ -2,6 +2,7 @@
 
     python -m recipes.fsc.study RUN_DIR curve [--steps 500 1000 2000 3000]
     python -m recipes.fsc.study RUN_DIR diff [--steps 150 300] [--lr 0.003 0.01] [--window 0.05,0.55 ...]
+                                            [--gen 3 --chain Diff-hash-20x]
     python -m recipes.fsc.study RUN_DIR methods [--methods sparse lowrank ...] [--ratios 20 40 100 200]
                                                [--steps 250 500 1000] [--seeds 3] [--posthoc topk dare bitdelta]
 
@@ -16,6 +17,9 @@ default valid); the test split only reports, in the recipe's results.
 - `diff` learns a generation-1 diff on top of the run's generation-0 BL
   for every (steps, learning rate, pruning window) and reports the folded
   model's metric (bit for bit the device's) beside BL's at generation 1.
+  With --gen G --chain KEY, the diff of generation G starts from the run's
+  chain KEY at G - 1 and is reported beside BL and KEY at G: a chain its
+  earlier diffs moved may want another rate.
 - `methods` decides between the diff methods: at generation 1, on top of
   the run's generation-0 BL, every method at every ratio and step count,
   with --seeds seeds each (the run's own learning rates), and the post-hoc
@@ -89,25 +93,47 @@ def _gen0_bl(task, run_dir, bl_steps):
 
 
 def diff_grid(task, run_dir, steps_list, learning_rates, windows, method="sparse", ratio=40, bl_steps=None,
-              split="valid"):
-    base = _gen0_bl(task, run_dir, bl_steps)
+              split="valid", gen=1, chain=None, flywheel=None):
+    """A diff learned at generation `gen` for every (steps, learning rate, pruning window), measured on `split`.
+
+    It starts from the run's generation-0 BL (`gen` 1), or from chain `chain`'s
+    model of generation `gen` - 1 (a Diff row's key, e.g. "Diff-hash-20x"): a
+    rate that suits generation 1 need not suit a chain its earlier diffs have
+    moved. `flywheel`: the run's settings (budget, hashes, pruning frequency,
+    learning rates); a learning rate of None is the run's for `method`.
+    """
+    if gen < 1 or (gen > 1 and not chain):
+        raise ValueError(f"a diff study at generation {gen} needs `gen` >= 1, and a chain for `gen` > 1 "
+                         f"(e.g. 'Diff-hash-20x'). Received: gen={gen}, chain={chain!r}")
+    if gen == 1:
+        base = _gen0_bl(task, run_dir, bl_steps)
+    else:
+        path = os.path.join(run_dir, "models", f"{chain}-g{gen - 1}.keras")
+        if not os.path.exists(path):
+            raise ValueError(f"the run has no model of chain {chain!r} at generation {gen - 1} ({path}). "
+                             f"Received: chain={chain!r}, gen={gen}")
+        base = keras.models.load_model(path, compile=False)
     rows = []
     for steps in steps_list:
         for learning_rate in learning_rates:
             for window in windows:
-                config = FlywheelConfig(diff_steps=steps, diff_prune=window)
+                config = FlywheelConfig.from_config({**(flywheel or {}), "diff_steps": steps, "diff_prune": window})
+                rate = config.learning_rate(method, gen) if learning_rate is None else learning_rate
                 start = time.time()
-                seed_row(task, ("diff", method, ratio, steps, learning_rate, window))
-                diff = learn_diff(task, base, config.method(method, ratio, steps, window, seed=1), 1, steps,
-                                  f"diff {steps} steps lr {learning_rate} window {window}", learning_rate)
+                seed_row(task, ("diff", method, ratio, steps, learning_rate, window) if gen == 1
+                         else ("diff", gen, chain, method, ratio, steps, rate, window))
+                # seed=gen: the hash functions and bases the run's own diff of this generation drew.
+                diff = learn_diff(task, base, config.method(method, ratio, steps, window, seed=gen), gen, steps,
+                                  f"diff {steps} steps lr {rate} window {window}", rate)
                 folded = tfdiff.fold(base, diff)
-                row = {"steps": steps, "learning_rate": learning_rate, "window": list(window),
-                       **_measure(task, folded, 1, split), "bytes": diff.nbytes,
+                row = {"steps": steps, "learning_rate": rate, "window": list(window),
+                       **_measure(task, folded, gen, split), "bytes": diff.nbytes,
                        "train_seconds": time.time() - start}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    return {"study": "diff", "method": method, "ratio": ratio, "split": split, "rows": rows,
-            "BL_gen1": _bl_gen1(task, run_dir, bl_steps, split)}
+    return {"study": "diff", "method": method, "ratio": ratio, "gen": gen, "chain": chain, "split": split,
+            "rows": rows, "BL": _bl_at(task, run_dir, bl_steps, split, gen),
+            "chain_row": _run_metric(task, run_dir, split, gen, chain) if chain else None}
 
 
 def methods_grid(task, run_dir, methods, ratios, steps_list, seeds, posthoc=(), flywheel=None, bl_steps=None,
@@ -147,7 +173,7 @@ def methods_grid(task, run_dir, methods, ratios, steps_list, seeds, posthoc=(), 
             done[cell] = row
     rows = [done[cell] for cell in ft + sorted(rest, key=lambda c: (c[3], c[2], c[0], c[1]))]
     return {"study": "methods", "split": split, "seeds": list(seeds), "rows": rows,
-            "summary": _methods_summary(rows, task.metric), "BL_gen1": _bl_gen1(task, run_dir, bl_steps, split),
+            "summary": _methods_summary(rows, task.metric), "BL_gen1": _bl_at(task, run_dir, bl_steps, split),
             "row_commits": sorted({row["commit"] for row in rows})}
 
 
@@ -259,21 +285,29 @@ def _methods_summary(rows, metric):
     return summary
 
 
-def _bl_gen1(task, run_dir, bl_steps, split):
-    """BL's metric on `split` at generation 1: the run's, or a BL trained here for the comparison."""
-    key = task.metric if split == "test" else f"{split}_{task.metric}"
+def _run_metric(task, run_dir, split, gen, key):
+    """Row `key`'s metric on `split` at generation `gen` in the run's results, or None."""
+    name = task.metric if split == "test" else f"{split}_{task.metric}"
     try:
         with open(os.path.join(run_dir, "results.json")) as f:
-            return json.load(f)["generations"][1]["rows"]["BL"][key]
+            return json.load(f)["generations"][gen]["rows"][key][name]
     except (OSError, KeyError, IndexError):
-        path = os.path.join(run_dir, "models", "BL-g1.keras")  # trained once for all the studies of this run
-        if os.path.exists(path):
-            model = keras.models.load_model(path, compile=False)
-        else:
-            model = task.new_model(1)
-            task.train(model, 1, bl_steps, [], "gen 1 BL")
-            model.save(path)
-        return task.evaluate(model, 1, split)
+        return None
+
+
+def _bl_at(task, run_dir, bl_steps, split, gen=1):
+    """BL's metric on `split` at generation `gen`: the run's, or a BL trained here for the comparison."""
+    value = _run_metric(task, run_dir, split, gen, "BL")
+    if value is not None:
+        return value
+    path = os.path.join(run_dir, "models", f"BL-g{gen}.keras")  # trained once for all the studies of this run
+    if os.path.exists(path):
+        model = keras.models.load_model(path, compile=False)
+    else:
+        model = task.new_model(gen)
+        task.train(model, gen, bl_steps, [], f"gen {gen} BL")
+        model.save(path)
+    return task.evaluate(model, gen, split)
 
 
 def seed_runs(recipe, task, run_dir, seeds, generations=2, workers=None):
@@ -345,7 +379,12 @@ def main(recipe, prog, argv=None):
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override the scale's settings, as for the recipe's run")
     parser.add_argument("--steps", type=int, nargs="+", help="step counts to try")
-    parser.add_argument("--gen", type=int, default=0, help="curve: the generation whose BL is trained")
+    parser.add_argument("--gen", type=int, default=None,
+                        help="curve: the generation whose BL is trained (default 0); diff: the generation the "
+                             "diff is learned at (default 1)")
+    parser.add_argument("--chain", default=None,
+                        help="diff at --gen > 1: the run's chain (e.g. Diff-hash-20x) whose previous model it "
+                             "starts from")
     parser.add_argument("--lr", type=float, nargs="+", default=[None],
                         help="diff: peak learning rates (default: the task's)")
     parser.add_argument("--window", nargs="+", default=["0.05,0.55"],
@@ -391,12 +430,19 @@ def main(recipe, prog, argv=None):
                               range(args.seeds), args.posthoc, flywheel, flywheel["bl_steps"], args.split,
                               args.workers)
     elif args.study == "curve":
-        result = bl_curve(task, args.run_dir, args.steps or [500, 1000, 2000, 3000], args.gen, args.split)
+        result = bl_curve(task, args.run_dir, args.steps or [500, 1000, 2000, 3000], args.gen or 0, args.split)
     else:
         windows = [tuple(float(x) for x in w.split(",")) for w in args.window]
-        result = diff_grid(task, args.run_dir, args.steps or [150, 300], args.lr, windows, args.method,
-                           args.ratio, args.bl_steps or recipe.scales[task_scale(args.run_dir)]["flywheel"]["bl_steps"],
-                           args.split)
+        with open(os.path.join(args.run_dir, "config.json")) as f:
+            flywheel = json.load(f)["settings"].get("flywheel") or {}
+        settings = {k: v for k, v in flywheel.items() if k not in ("methods", "ratios", "blc_methods", "posthoc")}
+        try:
+            result = diff_grid(task, args.run_dir, args.steps or [150, 300], args.lr, windows, args.method,
+                               args.ratio,
+                               args.bl_steps or recipe.scales[task_scale(args.run_dir)]["flywheel"]["bl_steps"],
+                               args.split, args.gen or 1, args.chain, settings)
+        except ValueError as e:
+            parser.error(str(e))
     result["metric"], result["provenance"] = task.metric, {**record, "seeds": result.get("seeds")
                                                            or [getattr(task, "seed", 0)]}
     table = study_markdown(result, task.metric)
