@@ -41,7 +41,10 @@ SCALES = {
                  # coded-budget main job: 97.6-99.8 % of each budget against the raw planner's 77-89 %).
                  # sparse-warm beside the paper's two: the methods study's best at 20x and 40x on valid at
                  # the same diff steps (docs/RESULTS.md); it trains FT first, 4 of the job's 30 minutes.
-                 flywheel=dict(generations=4, bl_steps=1500, diff_steps=1500, diff_learning_rate={"hash": 0.03},
+                 # Hash: 0.03 at generation 1, 0.01 after: chosen per generation on valid from the chains
+                 # the earlier diffs moved (docs/RESULTS.md, "The hash rate per generation").
+                 flywheel=dict(generations=4, bl_steps=1500, diff_steps=1500,
+                               diff_learning_rate={"hash": [0.03, 0.01]},
                                budget="coded", methods=("sparse", "hash", "sparse-warm")),
                  speakers=48, augmentation={}),
     # The paper: ~1.1M parameters, all sparse training pruned over steps 2k-12k.
