@@ -120,6 +120,7 @@ def diff_grid(task, run_dir, steps_list, learning_rates, windows, method="sparse
                 config = FlywheelConfig.from_config({**(flywheel or {}), "diff_steps": steps, "diff_prune": window})
                 rate = config.learning_rate(method, gen) if learning_rate is None else learning_rate
                 start = time.time()
+                # Generation 1 keeps the draws of the studies recorded before --gen existed.
                 seed_row(task, ("diff", method, ratio, steps, learning_rate, window) if gen == 1
                          else ("diff", gen, chain, method, ratio, steps, rate, window))
                 # seed=gen: the hash functions and bases the run's own diff of this generation drew.
@@ -386,7 +387,7 @@ def main(recipe, prog, argv=None):
                         help="diff at --gen > 1: the run's chain (e.g. Diff-hash-20x) whose previous model it "
                              "starts from")
     parser.add_argument("--lr", type=float, nargs="+", default=[None],
-                        help="diff: peak learning rates (default: the task's)")
+                        help="diff: peak learning rates (default: the run's for --method)")
     parser.add_argument("--window", nargs="+", default=["0.05,0.55"],
                         help="diff: pruning windows START,END as fractions of the steps")
     parser.add_argument("--method", default="sparse", choices=tuple(METHOD_TITLES))
