@@ -422,11 +422,11 @@ def main(recipe, prog, argv=None):
         splits = list(getattr(task, "splits", ("test",)))
         parser.error(f"this recipe's task has no {args.split!r} split (it has {splits}); "
                      f"pass --split test only to report, never to choose a setting. Received: --split {args.split}")
+    with open(os.path.join(args.run_dir, "config.json")) as f:
+        flywheel = json.load(f)["settings"]["flywheel"]  # the run's: its diffs and studies train alike
     if args.study == "seeds":
         result = seed_runs(recipe, task, args.run_dir, range(1, args.seeds), args.generations, args.workers)
     elif args.study == "methods":
-        with open(os.path.join(args.run_dir, "config.json")) as f:
-            flywheel = json.load(f)["settings"]["flywheel"]
         result = methods_grid(task, args.run_dir, args.methods, args.ratios, args.steps or [250, 500, 1000],
                               range(args.seeds), args.posthoc, flywheel, flywheel["bl_steps"], args.split,
                               args.workers)
@@ -434,14 +434,11 @@ def main(recipe, prog, argv=None):
         result = bl_curve(task, args.run_dir, args.steps or [500, 1000, 2000, 3000], args.gen or 0, args.split)
     else:
         windows = [tuple(float(x) for x in w.split(",")) for w in args.window]
-        with open(os.path.join(args.run_dir, "config.json")) as f:
-            flywheel = json.load(f)["settings"].get("flywheel") or {}
-        settings = {k: v for k, v in flywheel.items() if k not in ("methods", "ratios", "blc_methods", "posthoc")}
         try:
             result = diff_grid(task, args.run_dir, args.steps or [150, 300], args.lr, windows, args.method,
                                args.ratio,
                                args.bl_steps or recipe.scales[task_scale(args.run_dir)]["flywheel"]["bl_steps"],
-                               args.split, args.gen or 1, args.chain, settings)
+                               args.split, args.gen or 1, args.chain, flywheel)
         except ValueError as e:
             parser.error(str(e))
     result["metric"], result["provenance"] = task.metric, {**record, "seeds": result.get("seeds")
