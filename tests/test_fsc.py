@@ -92,6 +92,26 @@ def test_features_shapes_padding_and_specaugment():
     assert masked.shape == padded.shape and (masked == 0).sum() > (padded == 0).sum()
 
 
+def test_a_frequency_warp_moves_formants_by_at_most_its_factor():
+    import tensorflow as tf
+    band = np.zeros((5, features.NUM_MELS), np.float32)
+    band[:, 40] = 1.0  # one formant, at band 40 of 64 (about 2.9 kHz)
+    stacked = band.reshape(5, -1)
+    with pytest.raises(ValueError, match="Received: max_warp=1.5"):
+        features.warp_frequencies(stacked, 1.5)
+    tf.random.set_seed(0)
+    peaks = set()
+    for _ in range(30):
+        warped = features.warp_frequencies(tf.constant(np.tile(stacked, (1, 1))), 0.15).numpy()
+        warped = warped.reshape(5, features.NUM_MELS)
+        assert warped.min() >= 0 and warped.max() <= 1 and np.allclose(warped, warped[0])  # every frame alike
+        peaks.add(int(warped[0].argmax()))
+    # A factor of 1.15 moves 2.9 kHz to 2.5 or 3.3 kHz: a few mel bands, both ways, never more than five.
+    assert min(peaks) < 40 < max(peaks) and max(abs(p - 40) for p in peaks) <= 5, peaks
+    with pytest.raises(ValueError, match="Received: freq_warp=0.7"):
+        slu_model.SluConfig.demo(freq_warp=0.7)
+
+
 def test_triplet_loss_mines_violating_negatives():
     import tensorflow as tf
     text = tf.constant([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
@@ -206,9 +226,12 @@ def test_studies_of_a_run_write_their_tables(tiny_fsc_run):
 
     out, _, _ = tiny_fsc_run
     args = (fsc_run.RECIPE, "study")
-    study.main(*args, [str(out), "curve", "--steps", "2", "6"])
+    study.main(*args, [str(out), "curve", "--steps", "2", "6", "--seeds", "2"])
     curve = json.load(open(out / "study-curve.json"))
-    assert [row["steps"] for row in curve["rows"]] == [2, 6]
+    assert [(row["steps"], row["seed"]) for row in curve["rows"]] == [(2, 0), (2, 1), (6, 0), (6, 1)]
+    mean = curve["summary"][1]["accuracy"]
+    assert mean["values"] == [row["accuracy"] for row in curve["rows"][2:]] and mean["ci95"][0] <= mean["mean"]
+    assert "Mean [95 % t-interval] over seeds [0, 1]" in open(out / "study-curve.md").read()
     assert curve["split"] == "valid"  # studies choose settings: valid by default, never test
     assert all("valid_clean_accuracy" in row and "unseen_engine_accuracy" not in row for row in curve["rows"])
     study.main(*args, [str(out), "diff", "--steps", "6", "--lr", "0.01", "--window", "0.1,0.5", "0.2,0.9",

@@ -32,9 +32,10 @@ class SluConfig:
     def __init__(self, speech_layers=4, speech_units=128, text_layers=2, text_units=128, embed_dim=64,
                  proj_dim=128, vocab_size=4500, frames=134, max_tokens=12, dropout=0.2, margin=0.3,
                  learning_rate=1e-3, batch_size=64, speech_pool=1, mining="all", jit_compile=False,
-                 normalize="utterance"):
+                 normalize="utterance", freq_warp=0.0):
         for name, value in list(locals().items()):
-            if name not in ("self", "dropout", "margin", "learning_rate", "mining", "jit_compile", "normalize") and (
+            if name not in ("self", "dropout", "margin", "learning_rate", "mining", "jit_compile", "normalize",
+                            "freq_warp") and (
                     not isinstance(value, int) or value < 1):
                 raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
         self.speech_layers, self.speech_units = speech_layers, speech_units
@@ -50,6 +51,10 @@ class SluConfig:
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"`normalize` must be one of {NORMALIZATIONS}. Received: normalize={normalize!r}")
         self.normalize = normalize  # of the features: recipes/speech/features.py
+        if not 0 <= freq_warp < 0.5:
+            raise ValueError(f"`freq_warp` must be in [0, 0.5). Received: freq_warp={freq_warp!r}")
+        # The largest vocal-tract-length warp of a training utterance's bands (features.warp_frequencies).
+        self.freq_warp = float(freq_warp)
 
     @classmethod
     def demo(cls, **overrides):

@@ -147,7 +147,7 @@ class FscTask:
                    .shuffle(len(labels), seed=self.seed + gen, reshuffle_each_iteration=True).repeat()
                    # One map call at a time: SpecAugment's masks draw from stateful generators, which
                    # parallel calls would hand out in a different order each run.
-                   .map(lambda x, y: (speech_features.spec_augment(tf.cast(x, tf.float32)), y))
+                   .map(lambda x, y: (self.augment(tf.cast(x, tf.float32)), y))
                    .batch(self.config.batch_size, drop_remainder=True).prefetch(2))
         trainer = slu_model.TripletTrainer(model, self.tokens(phrases), self.config, teacher, teacher_weight)
         schedule = HoldDecay(learning_rate or self.config.learning_rate, hold_steps=steps // 2,
@@ -155,6 +155,12 @@ class FscTask:
         trainer.compile(optimizer=keras.optimizers.Adam(schedule), jit_compile=self.config.jit_compile)
         trainer.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0,
                     callbacks=list(callbacks) + [ProgressBar(steps, label)])
+
+    def augment(self, features):
+        """A training utterance's features as the model sees them: warped (if the config says), then masked."""
+        if self.config.freq_warp:
+            features = speech_features.warp_frequencies(features, self.config.freq_warp)
+        return speech_features.spec_augment(features)
 
     def test_set(self, gen, split="test"):
         utterances, feats = self.corpus[split]

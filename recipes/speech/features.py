@@ -1,6 +1,6 @@
 """Audio and its features: the one audio reader of the recipes, and the
 paper's 64 log-mel filterbanks every 10 ms, stacked and downsampled by 3 to
-30 ms frames, with SpecAugment for training.
+30 ms frames, with SpecAugment and a vocal-tract-length warp for training.
 
 Computed with core TensorFlow ops (tf.signal); SpecAugment uses
 tensorflow-io's pure-TF `freq_mask` / `time_mask`.
@@ -20,7 +20,8 @@ HOP = 160  # 10 ms
 STACK = 3  # 3 x 10 ms -> one 30 ms frame
 FEATURE_DIM = NUM_MELS * STACK
 
-_MEL = tf.signal.linear_to_mel_weight_matrix(NUM_MELS, 257, SAMPLE_RATE, 125.0, 7600.0)
+LOWEST_HZ, HIGHEST_HZ = 125.0, 7600.0
+_MEL = tf.signal.linear_to_mel_weight_matrix(NUM_MELS, 257, SAMPLE_RATE, LOWEST_HZ, HIGHEST_HZ)
 
 
 def read_audio(path):
@@ -102,3 +103,41 @@ def spec_augment(features, freq_param=12, time_param=6, masks=2):
         mel = tfio.audio.freq_mask(mel, param=freq_param)
         mel = tfio.audio.time_mask(mel, param=time_param * STACK)
     return tf.reshape(mel, shape)
+
+
+def _mel(hz):
+    return 1127.0 * tf.math.log1p(hz / 700.0)  # tf.signal's mel scale
+
+
+def warp_frequencies(features, max_warp):
+    """Vocal tract length perturbation (Jaitly and Hinton, 2013) on one stacked [frames, 192] tensor.
+
+    A speaker's formants sit higher or lower by the length of their vocal
+    tract. Each call draws a factor a in [1 - max_warp, 1 + max_warp] and
+    gives band i the value the features had at a times band i's centre
+    frequency (linear between bands; past the top band, the top band), so
+    training hears formants the training speakers do not have.
+
+    Example:
+
+    >>> x = tf.reshape(tf.range(2 * FEATURE_DIM, dtype=tf.float32), [2, FEATURE_DIM])
+    >>> bool(tf.reduce_max(tf.abs(warp_frequencies(x, 0.0) - x)) < 1e-2)
+    True
+    """
+    if not 0 <= max_warp < 1:
+        raise ValueError(f"`max_warp` must be in [0, 1). Received: max_warp={max_warp!r}")
+    shape = tf.shape(features)
+    mel = tf.reshape(features, [-1, NUM_MELS])
+    # The centres of the 64 triangles linear_to_mel_weight_matrix builds: evenly spaced in mel.
+    low, high = _mel(tf.constant(LOWEST_HZ)), _mel(tf.constant(HIGHEST_HZ))
+    spacing = (high - low) / (NUM_MELS + 1)
+    centres = low + spacing * tf.range(1, NUM_MELS + 1, dtype=tf.float32)
+    hz = 700.0 * tf.math.expm1(centres / 1127.0)
+    factor = tf.random.uniform([], 1.0 - max_warp, 1.0 + max_warp)
+    source = tf.clip_by_value((_mel(hz * factor) - low) / spacing - 1.0, 0.0, NUM_MELS - 1.0)
+    below = tf.floor(source)
+    above = tf.minimum(below + 1.0, NUM_MELS - 1.0)
+    share = source - below
+    warped = (tf.gather(mel, tf.cast(below, tf.int32), axis=1) * (1.0 - share)
+              + tf.gather(mel, tf.cast(above, tf.int32), axis=1) * share)
+    return tf.reshape(warped, shape)

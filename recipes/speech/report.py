@@ -393,12 +393,21 @@ def study_markdown(result, metric):
         return _methods_markdown(result, metric, split)
     if result["study"] == "curve":
         extra = [k for k in result["rows"][0] if k.endswith("_accuracy") or k.endswith("_wer")]
-        head = ["BL steps", f"{split} {metric}"] + extra + ["train s"]
+        seeded = len(result.get("seeds", [0])) > 1
+        head = ["BL steps"] + ["seed"] * seeded + [f"{split} {metric}"] + extra + ["train s"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in result["rows"]:
-            lines.append("| " + " | ".join([str(row["steps"]), f"{100 * row[metric]:.1f}"]
-                                           + [f"{100 * row[k]:.1f}" for k in extra]
+            lines.append("| " + " | ".join([str(row["steps"])] + [str(row.get("seed"))] * seeded
+                                           + [f"{100 * row[metric]:.1f}"] + [f"{100 * row[k]:.1f}" for k in extra]
                                            + [f"{row['train_seconds']:.0f}"]) + " |")
+        if seeded:
+            head = ["BL steps", f"{split} {metric}"] + extra
+            lines += ["", f"Mean [95 % t-interval] over seeds {result['seeds']}:", "",
+                      "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for row in result["summary"]:
+                lines.append("| " + " | ".join([str(row["steps"])] + [
+                    f"{100 * row[k]['mean']:.1f} [{100 * row[k]['ci95'][0]:.1f}, {100 * row[k]['ci95'][1]:.1f}]"
+                    for k in [metric] + extra]) + " |")
         return "\n".join(lines)
     head = ["diff steps", "learning rate", "pruning window", f"{split} {metric}", "bytes", "train s"]
     gen, bl = result.get("gen", 1), result.get("BL", result.get("BL_gen1"))  # BL_gen1: studies before 2026-12-03

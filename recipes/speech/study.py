@@ -11,9 +11,10 @@ Studies choose settings, so they measure on the valid split (--split,
 default valid); the test split only reports, in the recipe's results.
 
 - `curve` trains BL from scratch at generation --gen (default 0) once per
-  step count, each with its own full learning-rate schedule, and reports
-  the metric (and those of valid's recording conditions) against steps:
-  where more steps stop helping is where BL has converged.
+  step count (and per seed, with --seeds), each with its own full
+  learning-rate schedule, and reports the metric (and those of valid's
+  recording conditions) against steps, with the mean and a t-interval over
+  seeds: where more steps stop helping is where BL has converged.
 - `diff` learns a generation-1 diff on top of the run's generation-0 BL
   for every (steps, learning rate, pruning window) and reports the folded
   model's metric (bit for bit the device's) beside BL's at generation 1.
@@ -67,17 +68,35 @@ def _measure(task, model, gen, split):
     return {task.metric: task.evaluate(model, gen, split)}
 
 
-def bl_curve(task, run_dir, steps_list, gen=0, split="valid"):
-    rows = []
-    for steps in steps_list:
-        start = time.time()
-        seed_row(task, ("curve", gen, steps))
-        model = task.new_model(gen)
-        task.train(model, gen, steps, [], f"curve {steps} steps")
-        row = {"steps": steps, **_measure(task, model, gen, split), "train_seconds": time.time() - start}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    return {"study": "curve", "gen": gen, "split": split, "rows": rows}
+def bl_curve(task, run_dir, steps_list, gen=0, split="valid", seeds=(0,)):
+    """BL from scratch at generation `gen` for every step count and seed, measured on `split`.
+
+    With more than one seed, `summary` holds each step count's mean and 95 %
+    t-interval over the seeds: one training moves by 2-4 points from its seed
+    alone, so a setting is chosen by its interval, not one row.
+    """
+    rows, own_seed = [], getattr(task, "seed", 0)
+    try:
+        for steps in steps_list:
+            for seed in seeds:
+                start = time.time()
+                task.seed = seed  # new_model and the data order draw from it
+                seed_row(task, ("curve", gen, steps))
+                model = task.new_model(gen)
+                task.train(model, gen, steps, [], f"curve {steps} steps seed {seed}")
+                row = {"steps": steps, "seed": seed, **_measure(task, model, gen, split),
+                       "train_seconds": time.time() - start}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    finally:
+        task.seed = own_seed
+    result = {"study": "curve", "gen": gen, "split": split, "seeds": list(seeds), "rows": rows}
+    if len(seeds) > 1:
+        result["summary"] = [{"steps": steps, **{key: _t_interval([r[key] for r in rows if r["steps"] == steps])
+                                                for key in rows[0] if key.endswith(("accuracy", "wer"))
+                                                or key == task.metric}}
+                             for steps in steps_list]
+    return result
 
 
 def _gen0_bl(task, run_dir, bl_steps):
@@ -399,8 +418,9 @@ def main(recipe, prog, argv=None):
     parser.add_argument("--ratio", type=int, default=40)
     parser.add_argument("--bl-steps", type=int, default=None,
                         help="diff: steps of the generation-0 BL, if the run has none (default: the scale's)")
-    parser.add_argument("--seeds", type=int, default=3,
-                        help="seeds, methods: how many (seeds: the run's own seed 0 included)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="how many seeds: seeds, methods (default 3; seeds: the run's own seed 0 included), "
+                             "curve (default 1)")
     parser.add_argument("--generations", type=int, default=2, help="seeds: generations rerun per seed")
     parser.add_argument("--workers", type=int, default=None, help="seeds, methods: worker processes, as for the run")
     parser.add_argument("--split", default="valid",
@@ -425,13 +445,14 @@ def main(recipe, prog, argv=None):
     with open(os.path.join(args.run_dir, "config.json")) as f:
         flywheel = json.load(f)["settings"]["flywheel"]  # the run's: its diffs and studies train alike
     if args.study == "seeds":
-        result = seed_runs(recipe, task, args.run_dir, range(1, args.seeds), args.generations, args.workers)
+        result = seed_runs(recipe, task, args.run_dir, range(1, args.seeds or 3), args.generations, args.workers)
     elif args.study == "methods":
         result = methods_grid(task, args.run_dir, args.methods, args.ratios, args.steps or [250, 500, 1000],
-                              range(args.seeds), args.posthoc, flywheel, flywheel["bl_steps"], args.split,
+                              range(args.seeds or 3), args.posthoc, flywheel, flywheel["bl_steps"], args.split,
                               args.workers)
     elif args.study == "curve":
-        result = bl_curve(task, args.run_dir, args.steps or [500, 1000, 2000, 3000], args.gen or 0, args.split)
+        result = bl_curve(task, args.run_dir, args.steps or [500, 1000, 2000, 3000], args.gen or 0, args.split,
+                          range(args.seeds or 1))
     else:
         windows = [tuple(float(x) for x in w.split(",")) for w in args.window]
         try:
