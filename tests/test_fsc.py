@@ -112,6 +112,19 @@ def test_a_frequency_warp_moves_formants_by_at_most_its_factor():
         slu_model.SluConfig.demo(freq_warp=0.7)
 
 
+def test_every_phrasing_has_its_own_tokens_under_the_demo_tokenizer():
+    # A training split's transcriptions: each phrasing once per speaker (the demo trains 34).
+    texts = [p[0] for d in DOMAINS for p in PHRASES[d]] * 34
+    config = slu_model.SluConfig.demo()
+    vocabulary = slu_model.build_tokenizer(texts, config)
+    phrases = sorted(set(texts))
+    slu_model.check_distinct_tokens(phrases, vocabulary, config.max_tokens)  # raises on the first collision
+    pieces = slu_model.tokenize(phrases, vocabulary, 32)
+    assert (pieces > 0).sum(axis=1).max() <= config.max_tokens  # nothing is cut
+    with pytest.raises(ValueError, match="have the same tokens"):
+        slu_model.check_distinct_tokens(phrases, vocabulary, 2)
+
+
 def test_triplet_loss_mines_violating_negatives():
     import tensorflow as tf
     text = tf.constant([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])

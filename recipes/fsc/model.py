@@ -73,12 +73,38 @@ class SluConfig:
 
 
 def build_tokenizer(texts, config):
-    """A WordPiece vocabulary (keras-nlp) of the training transcriptions."""
+    """A WordPiece vocabulary (keras-nlp) of the training transcriptions, one per utterance.
+
+    Every utterance counts: the learner keeps a word whole by its count, and
+    over the distinct phrasings alone (each a handful of times) it kept
+    characters only, so long phrasings ran past `max_tokens` pieces and,
+    cut to their last pieces, several became one token sequence.
+    """
     import keras_nlp
     vocab = keras_nlp.tokenizers.compute_word_piece_vocabulary(
-        tf.data.Dataset.from_tensor_slices(sorted(set(texts))), vocabulary_size=config.vocab_size,
+        tf.data.Dataset.from_tensor_slices(list(texts)), vocabulary_size=config.vocab_size,
         reserved_tokens=[PAD, UNK])
     return list(vocab)
+
+
+def check_distinct_tokens(phrases, vocabulary, max_tokens):
+    """Raise if two phrases tokenize to the same ids: no model could tell them apart.
+
+    Example:
+
+    >>> check_distinct_tokens(["lights on", "lights off"], [PAD, UNK, "lights", "on", "off"], 2)
+    >>> check_distinct_tokens(["turn the lights on", "switch the lights on"], [PAD, UNK, "the", "lights", "on"], 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: phrases 'turn the lights on' and 'switch the lights on' have the same tokens [3 4]: raise `max_tokens` or `vocab_size`, or learn the vocabulary from more text. Received: max_tokens=2, vocabulary of 5 pieces
+    """
+    seen = {}
+    for phrase, ids in zip(phrases, tokenize(phrases, vocabulary, max_tokens)):
+        other = seen.setdefault(tuple(ids), phrase)
+        if other != phrase:
+            raise ValueError(f"phrases {other!r} and {phrase!r} have the same tokens {ids[ids > 0]}: raise "
+                             f"`max_tokens` or `vocab_size`, or learn the vocabulary from more text. "
+                             f"Received: max_tokens={max_tokens}, vocabulary of {len(vocabulary)} pieces")
 
 
 def tokenize(texts, vocabulary, max_tokens):

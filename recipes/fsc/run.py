@@ -267,6 +267,7 @@ def prepare(out, data_dir=None, synthetic=False, scale="demo", seed=0, settings=
     with open(vocab_path) as f:
         vocabulary = f.read().split("\n")[:-1]
     config.vocab_size = len(vocabulary)
+    slu_model.check_distinct_tokens(data.phrases_of(corpus["train"][0], DOMAINS), vocabulary, config.max_tokens)
     recipe.save_config(out, {"slu": config.get_config(), "scale": scale, "data": root, "seed": seed,
                              "settings": settings})
     return FscTask(corpus, config, vocabulary, seed)
