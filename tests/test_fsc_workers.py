@@ -1,4 +1,5 @@
-"""The FSC flywheel with worker processes: the rows one process would train, and a killed run that resumes.
+"""The FSC flywheel with worker processes: the rows one process would train, a killed run that resumes, and
+the run again under another seed (`study seeds`).
 
 Its own file, out of the shared tiny-run group (tests/conftest.py), so pytest-xdist runs it beside that group.
 """
@@ -17,7 +18,7 @@ def _tiny_flywheel(out, workers, threads=1):
 
 
 @pytest.mark.slow
-def test_workers_train_the_rows_one_process_would_and_a_killed_run_resumes(tmp_path):
+def test_workers_train_the_rows_one_process_would_a_killed_run_resumes_and_seeds_rerun_it(tmp_path):
     import signal
     import subprocess
     import sys
@@ -51,6 +52,18 @@ def test_workers_train_the_rows_one_process_would_and_a_killed_run_resumes(tmp_p
                 assert got[key].get(field) == want[key].get(field), (gen, key, field)
     assert all(row["device_matches_fold"] for key, row in resumed["generations"][1]["rows"].items()
                if key.startswith("Diff"))
+    # `study seeds`: the finished run's generations again under seed 1, beside its own seed 0.
+    from recipes.fsc import run as fsc_run
+    from recipes.speech import study
+    study.main(fsc_run.RECIPE, "study", [str(tmp_path / "sequential"), "seeds", "--seeds", "2", "--workers", "2"])
+    seeds = json.load(open(tmp_path / "sequential" / "study-seeds.json"))
+    recorded = sequential["generations"][1]["rows"]
+    assert seeds["seeds"] == [0, 1] and {r["key"] for r in seeds["rows"] if r["gen"] == 1} == set(recorded)
+    for row in seeds["rows"]:
+        assert len(row["values"]) == 2 and row["ci95"][0] <= row["mean"] <= row["ci95"][1], row
+        if row["gen"] == 1:
+            assert row["values"][0] == recorded[row["key"]]["accuracy"]
+    assert json.load(open(tmp_path / "sequential" / "seeds" / "1" / "config.json"))["seed"] == 1
 
 
 def _job(job):

@@ -344,8 +344,13 @@ def extract(diff_model: "keras.Model", generation: int, strict: bool = False) ->
     return seal(diff, base_weights)
 
 
-def _entries(diff_model):
-    """(method, entries, base weights by name): the diff as extract ships it, before its budget is checked."""
+def _entries(diff_model, every_kept=False):
+    """(method, entries, base weights by name): the diff as extract ships it, before its budget is checked.
+
+    `every_kept`: an int8 weight's entry also holds the kept positions whose
+    delta still rounds to zero, as a one-step delta of the diff's sign: they
+    ship once they move a step, which training still to come makes likely.
+    """
     wrappers = [(path, w) for path, w in _wrappers(diff_model)]
     if not wrappers:
         raise ValueError("`diff_model` has no DiffWrapper layers; make it with tfdiff.wrap().")
@@ -369,7 +374,13 @@ def _entries(diff_model):
             name = weight_name(path, index, base)
             if index in scales:  # the device holds int8: the base is its q, the entry int8 deltas
                 base_weights[name] = quantize_with(base.numpy(), scales[index].numpy())
-                entries.append(method.quantized_entry(name, base.numpy(), diff_value, scales[index].numpy()))
+                entry = method.quantized_entry(name, base.numpy(), diff_value, scales[index].numpy())
+                if every_kept and index in masks:
+                    kept = np.flatnonzero(np.reshape(masks[index], -1))
+                    deltas = np.where(np.reshape(diff_value, -1) < 0, -1, 1).astype(entry.values.dtype)
+                    deltas[entry.indices] = entry.values
+                    entry = dataclasses.replace(entry, values=deltas[kept], indices=kept)
+                entries.append(entry)
             else:
                 entries.append(method.entry(name, base.numpy(), diff_value))
     return method, entries, base_weights
@@ -383,10 +394,11 @@ def _calibrate(diff_model, earlier=None, ahead=0.0):
     the values still to move: 1.5 %, and, given the `earlier` measurement
     (fraction, bytes), the growth of the same fraction's bytes since then
     times `ahead` (the growth still to come, as a multiple of that seen).
-    extract cuts any excess, and says so. Returns (fraction, its coded
-    bytes now).
+    extract cuts any excess, and says so. Returns (a reference fraction, its
+    coded bytes now), for a later call's `earlier`.
     """
-    method, entries, base_weights = _entries(diff_model)
+    # Every kept position counted: an int8 delta that rounds to zero now is one that ships later.
+    method, entries, base_weights = _entries(diff_model, every_kept=True)
     sizes = {e.name: base_weights[e.name].size for e in entries}
 
     def coded_bytes(fraction):
@@ -405,7 +417,10 @@ def _calibrate(diff_model, earlier=None, ahead=0.0):
         wrapper.replan(calibrated)
     LOG.info("coded budget: kept fraction %.5f planned, %.5f measured on the diff (margin %.1f %%)",
              method.kept_fraction, fraction, 100 * margin)
-    return fraction, coded_bytes(min(fraction, held))
+    # The growth is measured again later at this fraction, which must still be held then: the schedule
+    # holds more than the final share until its end, but not necessarily more than the fraction measured.
+    reference = min(fraction, held) / 2
+    return reference, coded_bytes(reference)
 
 
 def _largest(entry, count):
