@@ -109,6 +109,10 @@ def _mel(hz):
     return 1127.0 * tf.math.log1p(hz / 700.0)  # tf.signal's mel scale
 
 
+def _hz(mel):
+    return 700.0 * tf.math.expm1(mel / 1127.0)
+
+
 def warp_frequencies(features, max_warp):
     """Vocal tract length perturbation (Jaitly and Hinton, 2013) on one stacked [frames, 192] tensor.
 
@@ -132,9 +136,8 @@ def warp_frequencies(features, max_warp):
     low, high = _mel(tf.constant(LOWEST_HZ)), _mel(tf.constant(HIGHEST_HZ))
     spacing = (high - low) / (NUM_MELS + 1)
     centres = low + spacing * tf.range(1, NUM_MELS + 1, dtype=tf.float32)
-    hz = 700.0 * tf.math.expm1(centres / 1127.0)
     factor = tf.random.uniform([], 1.0 - max_warp, 1.0 + max_warp)
-    source = tf.clip_by_value((_mel(hz * factor) - low) / spacing - 1.0, 0.0, NUM_MELS - 1.0)
+    source = tf.clip_by_value((_mel(_hz(centres) * factor) - low) / spacing - 1.0, 0.0, NUM_MELS - 1.0)
     below = tf.floor(source)
     above = tf.minimum(below + 1.0, NUM_MELS - 1.0)
     share = source - below

@@ -93,8 +93,7 @@ def bl_curve(task, run_dir, steps_list, gen=0, split="valid", seeds=(0,)):
     result = {"study": "curve", "gen": gen, "split": split, "seeds": list(seeds), "rows": rows}
     if len(seeds) > 1:
         result["summary"] = [{"steps": steps, **{key: _t_interval([r[key] for r in rows if r["steps"] == steps])
-                                                for key in rows[0] if key.endswith(("accuracy", "wer"))
-                                                or key == task.metric}}
+                                                for key in rows[0] if key.endswith(("accuracy", "wer"))}}
                              for steps in steps_list]
     return result
 
