@@ -330,6 +330,9 @@ def test_tiny_int8_run_measures_int8_models_and_ships_int8_deltas(tiny_fsc_int8_
     for key in ("BL", "BLC-sparse-8x"):
         assert "keras_accuracy" in gen1["rows"][key] and (out / "devices" / f"{key}-g1.tflite").exists(), key
     assert gen0["rows"]["BL"]["accuracy"] == gen0["rows"]["BLinf"]["accuracy"]
+    # bl_steps per generation: BL and BLC (from scratch alike) at generation 1's count, the diff at its own.
+    assert [gen0["rows"]["BL"]["steps"], gen1["rows"]["BL"]["steps"], gen1["rows"]["BLC-sparse-8x"]["steps"],
+            gen1["rows"]["Diff-sparse-8x"]["steps"]] == [12, 14, 14, saved["flywheel"]["diff_steps"]]
     for key in ("Diff-sparse-8x",):
         row = gen1["rows"][key]
         assert row["device_matches_fold"] is True and row["bytes"] <= row["budget_bytes"] and row["cut_values"] == 0

@@ -63,7 +63,9 @@ class FlywheelConfig:
             diff starting from the top-k of FT - F_t, FT trained first in the
             same job), "lowrank" (W + A B) and "seed" (random bases from a
             seed, scalings on the wire).
-        bl_steps: training steps of BL, and of BLC (trained from scratch too).
+        bl_steps: training steps of BL, and of BLC (trained from scratch too);
+            or a list, one per generation from 0 (the last for every later
+            one): a generation with more data trains longer.
         diff_steps: training steps of each diff.
         diff_prune, blc_prune: the pruning window, as fractions of the
             training's steps; the steps after it fine-tune the final mask.
@@ -106,6 +108,10 @@ class FlywheelConfig:
         if not methods or not set(methods) <= set(METHOD_TITLES):
             raise ValueError(f"`methods` must be some of {list(METHOD_TITLES)}. Received: methods={list(methods)!r}")
         self.generations, self.ratios, self.methods = generations, tuple(ratios), tuple(methods)
+        steps = bl_steps if isinstance(bl_steps, (list, tuple)) else [bl_steps]
+        if not steps or not all(isinstance(n, int) and n > 0 for n in steps):
+            raise ValueError("`bl_steps` must be a positive integer or a non-empty list of them, one per "
+                             f"generation. Received: bl_steps={bl_steps!r}")
         self.bl_steps, self.diff_steps = bl_steps, diff_steps
         self.diff_prune, self.blc_prune = tuple(diff_prune), tuple(blc_prune)
         rates = diff_learning_rate.values() if isinstance(diff_learning_rate, dict) else [diff_learning_rate]
@@ -149,6 +155,14 @@ class FlywheelConfig:
         rate = rate.get(method) if isinstance(rate, dict) else rate
         return rate[min(gen, len(rate)) - 1] if isinstance(rate, (list, tuple)) else rate
 
+    def bl_steps_at(self, gen):
+        """BL's (and BLC's) training steps at generation `gen`.
+
+        >>> FlywheelConfig(bl_steps=[1500, 2000]).bl_steps_at(3)
+        2000
+        """
+        return bl_steps_at(self.bl_steps, gen)
+
     @property
     def blc_method_names(self):
         """The methods a BLC row is trained with."""
@@ -169,6 +183,11 @@ class FlywheelConfig:
             return tfdiff.SeedDiff(compression=float(ratio), seed=seed, budget=self.budget)
         return tfdiff.HashDiff(compression=float(ratio), num_hashes=self.num_hashes, seed=seed,
                                budget=self.budget)
+
+
+def bl_steps_at(bl_steps, gen):
+    """`bl_steps` (a `FlywheelConfig` setting: a count, or a list from generation 0) at generation `gen`."""
+    return bl_steps[min(gen, len(bl_steps) - 1)] if isinstance(bl_steps, (list, tuple)) else bl_steps
 
 
 class Flywheel:
@@ -321,11 +340,11 @@ class Flywheel:
         start = time.time()
         with self.strategy.scope():
             model = self.task.new_model(gen)
-            self.task.train(model, gen, self.config.bl_steps, [], f"gen {gen} BL")
+            self.task.train(model, gen, self.config.bl_steps_at(gen), [], f"gen {gen} BL")
         train_seconds = time.time() - start
         model.save(self._model_path("BL", gen))
         return {**self._measured(model, gen, "BL"), **self._held_out(model, gen),
-                "steps": self.config.bl_steps, "train_seconds": train_seconds}
+                "steps": self.config.bl_steps_at(gen), "train_seconds": train_seconds}
 
     def _convert(self, model, path):
         convert = getattr(self.task, "convert", device.convert)
@@ -357,20 +376,20 @@ class Flywheel:
         return {**out, **(self.task.robustness(model, gen) if hasattr(self.task, "robustness") else {})}
 
     def _blc(self, gen, name, ratio):
-        c = self.config
+        c, steps = self.config, self.config.bl_steps_at(gen)
         start = time.time()
-        method = c.method(name, ratio, c.bl_steps, c.blc_prune, seed=gen)
+        method = c.method(name, ratio, steps, c.blc_prune, seed=gen)
         with self.strategy.scope():
             # A fresh model: BL's initialization, never BL's trained weights.
             blc = tfdiff.compress_baseline(self.task.new_model(gen), method, seed=gen)
-            self.task.train(blc, gen, c.bl_steps, tfdiff.callbacks(blc), f"gen {gen} BLC-{name}-{ratio}x")
+            self.task.train(blc, gen, steps, tfdiff.callbacks(blc), f"gen {gen} BLC-{name}-{ratio}x")
         train_seconds = time.time() - start
         plain = tfdiff.strip(blc)
         plain.save(self._model_path(f"BLC-{name}-{ratio}x", gen))  # for re-evaluation (recipes/speech/evaluate.py)
         params = sum(v.size for v in tfdiff.named_weights(plain).values())
         return {**self._measured(plain, gen, f"BLC-{name}-{ratio}x"), **self._held_out(plain, gen),
                 "bytes": tfdiff.compressed_nbytes(blc), "budget_bytes": tfdiff.budget_bytes(params, ratio),
-                "trained_from": "scratch", "steps": c.bl_steps, "train_seconds": train_seconds}
+                "trained_from": "scratch", "steps": steps, "train_seconds": train_seconds}
 
     def _chain(self, gen, key):
         """(F_t, the server's view of the device holding it, the device's .tflite) of chain `key` at `gen`."""
