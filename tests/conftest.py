@@ -57,12 +57,12 @@ def tiny_fsc_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_fsc_int8_run(tmp_path_factory):
     """One tiny synthetic FSC run with int8 devices (8x sparse only: tests/test_int8.py covers hash), by the CLI;
-    BL and BLC train longer at generation 1 than at 0."""
+    BL and BLC train longer at generation 1 than at 0, and the diff its own count for generation 1."""
     import subprocess
     out = tmp_path_factory.mktemp("fsc-int8") / "run"
     proc = subprocess.run([sys.executable, "-m", "recipes.fsc.run", "--synthetic", "--scale", "tiny", "--out", str(out),
                            "--quantize", "int8", "--set", "flywheel.ratios=[8]", 'flywheel.methods=["sparse"]',
-                           "flywheel.bl_steps=[12, 14]"],
+                           "flywheel.bl_steps=[12, 14]", "flywheel.diff_steps=[8, 6]"],
                           cwd=ROOT,
                           env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

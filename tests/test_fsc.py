@@ -330,9 +330,9 @@ def test_tiny_int8_run_measures_int8_models_and_ships_int8_deltas(tiny_fsc_int8_
     for key in ("BL", "BLC-sparse-8x"):
         assert "keras_accuracy" in gen1["rows"][key] and (out / "devices" / f"{key}-g1.tflite").exists(), key
     assert gen0["rows"]["BL"]["accuracy"] == gen0["rows"]["BLinf"]["accuracy"]
-    # bl_steps per generation: BL and BLC (from scratch alike) at generation 1's count, the diff at its own.
+    # Steps per generation: BL and BLC (from scratch alike) at generation 1's count, the diff at its own.
     assert [gen0["rows"]["BL"]["steps"], gen1["rows"]["BL"]["steps"], gen1["rows"]["BLC-sparse-8x"]["steps"],
-            gen1["rows"]["Diff-sparse-8x"]["steps"]] == [12, 14, 14, saved["flywheel"]["diff_steps"]]
+            gen1["rows"]["Diff-sparse-8x"]["steps"]] == [12, 14, 14, 6]
     for key in ("Diff-sparse-8x",):
         row = gen1["rows"][key]
         assert row["device_matches_fold"] is True and row["bytes"] <= row["budget_bytes"] and row["cut_values"] == 0
@@ -358,10 +358,10 @@ def test_the_flywheel_names_every_diff_method_and_trains_blc_with_the_papers():
         FlywheelConfig(methods=("sparse", "lowrank"), blc_methods=("lowrank",))
 
 
-def test_a_diff_learning_rate_can_change_with_the_generation():
-    """A rate per generation from 1, the last for every later one; the flywheel's diffs and the diff study
-    read it through `learning_rate(method, gen)`, and a study at a later generation needs the chain it
-    starts from."""
+def test_a_diff_learning_rate_and_bl_steps_can_change_with_the_generation():
+    """A rate per generation from 1 (BL's steps: from 0), the last for every later one; the flywheel's diffs
+    and the diff study read it through `learning_rate(method, gen)`, and a study at a later generation needs
+    the chain it starts from."""
     from recipes.speech.flywheel import FlywheelConfig
     from recipes.speech.study import diff_grid
 
@@ -373,6 +373,14 @@ def test_a_diff_learning_rate_can_change_with_the_generation():
     for bad in ({"hash": []}, {"hash": [0.03, -1]}, [0.01, "fast"]):
         with pytest.raises(ValueError, match="Received: diff_learning_rate="):
             FlywheelConfig(diff_learning_rate=bad)
+    # BL's steps per generation from 0, the last for every later one (BLC trains the same).
+    steps = FlywheelConfig.from_config(FlywheelConfig(bl_steps=[1500, 2000], diff_steps=[1, 500, 900]).get_config())
+    assert [steps.bl_steps_at(gen) for gen in (0, 1, 3)] == [1500, 2000, 2000]
+    assert [steps.diff_steps_at(gen) for gen in (1, 2, 3)] == [500, 900, 900]
+    for name in ("bl_steps", "diff_steps"):
+        for bad in ([], [1500, 0], 1500.0):
+            with pytest.raises(ValueError, match=f"Received: {name}="):
+                FlywheelConfig(**{name: bad})
     with pytest.raises(ValueError, match="Received: gen=3, chain=None"):
         diff_grid(None, "unused", [4], [None], [(0.1, 0.5)], method="hash", gen=3)
 

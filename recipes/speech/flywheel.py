@@ -66,7 +66,8 @@ class FlywheelConfig:
         bl_steps: training steps of BL, and of BLC (trained from scratch too);
             or a list, one per generation from 0 (the last for every later
             one): a generation with more data trains longer.
-        diff_steps: training steps of each diff.
+        diff_steps: training steps of each diff; or a list, as `bl_steps`
+            (its first entry, generation 0's, unused: nothing is diffed there).
         diff_prune, blc_prune: the pruning window, as fractions of the
             training's steps; the steps after it fine-tune the final mask.
         diff_learning_rate: peak learning rate of the diffs (None: the
@@ -108,10 +109,11 @@ class FlywheelConfig:
         if not methods or not set(methods) <= set(METHOD_TITLES):
             raise ValueError(f"`methods` must be some of {list(METHOD_TITLES)}. Received: methods={list(methods)!r}")
         self.generations, self.ratios, self.methods = generations, tuple(ratios), tuple(methods)
-        steps = bl_steps if isinstance(bl_steps, (list, tuple)) else [bl_steps]
-        if not steps or not all(isinstance(n, int) and n > 0 for n in steps):
-            raise ValueError("`bl_steps` must be a positive integer or a non-empty list of them, one per "
-                             f"generation. Received: bl_steps={bl_steps!r}")
+        for name, value in (("bl_steps", bl_steps), ("diff_steps", diff_steps)):
+            steps = value if isinstance(value, (list, tuple)) else [value]
+            if not steps or not all(isinstance(n, int) and n > 0 for n in steps):
+                raise ValueError(f"`{name}` must be a positive integer or a non-empty list of them, one per "
+                                 f"generation. Received: {name}={value!r}")
         self.bl_steps, self.diff_steps = bl_steps, diff_steps
         self.diff_prune, self.blc_prune = tuple(diff_prune), tuple(blc_prune)
         rates = diff_learning_rate.values() if isinstance(diff_learning_rate, dict) else [diff_learning_rate]
@@ -161,7 +163,11 @@ class FlywheelConfig:
         >>> FlywheelConfig(bl_steps=[1500, 2000]).bl_steps_at(3)
         2000
         """
-        return bl_steps_at(self.bl_steps, gen)
+        return steps_at(self.bl_steps, gen)
+
+    def diff_steps_at(self, gen):
+        """Each diff's (and FT's) training steps at generation `gen`."""
+        return steps_at(self.diff_steps, gen)
 
     @property
     def blc_method_names(self):
@@ -185,9 +191,9 @@ class FlywheelConfig:
                                budget=self.budget)
 
 
-def bl_steps_at(bl_steps, gen):
-    """`bl_steps` (a `FlywheelConfig` setting: a count, or a list from generation 0) at generation `gen`."""
-    return bl_steps[min(gen, len(bl_steps) - 1)] if isinstance(bl_steps, (list, tuple)) else bl_steps
+def steps_at(steps, gen):
+    """`steps` (`FlywheelConfig`'s bl_steps or diff_steps: a count, or a list from generation 0) at `gen`."""
+    return steps[min(gen, len(steps) - 1)] if isinstance(steps, (list, tuple)) else steps
 
 
 class Flywheel:
@@ -404,18 +410,18 @@ class Flywheel:
     def _ft(self, gen):
         start = time.time()
         previous = self._load_model("BL" if gen == 1 else "FT", 0 if gen == 1 else gen - 1)
-        tuned = fine_tune(self.task, previous, gen, self.config.diff_steps, f"gen {gen} FT",
+        tuned = fine_tune(self.task, previous, gen, self.config.diff_steps_at(gen), f"gen {gen} FT",
                           self.config.learning_rate("ft", gen), self.strategy)
         train_seconds = time.time() - start
         tuned.save(self._model_path("FT", gen))
         return {**self._measured(tuned, gen, "FT"), **self._held_out(tuned, gen), "trained_from": "FT of gen - 1",
-                "steps": self.config.diff_steps, "train_seconds": train_seconds}
+                "steps": self.config.diff_steps_at(gen), "train_seconds": train_seconds}
 
     def _posthoc(self, gen, rule, ratio):
         key = f"Posthoc-{rule}-{ratio}x"
         start = time.time()
         previous, before, device_model = self._chain(gen, key)
-        tuned = fine_tune(self.task, previous, gen, self.config.diff_steps, f"gen {gen} {key} (fine-tuning)",
+        tuned = fine_tune(self.task, previous, gen, self.config.diff_steps_at(gen), f"gen {gen} {key} (fine-tuning)",
                           self.config.learning_rate("ft", gen), self.strategy)
         diff = tfdiff.posthoc_diff(previous, tuned, ratio, gen, rule=rule, seed=gen)
         return self._shipped(gen, key, ratio, before, device_model, diff, start)
@@ -424,16 +430,16 @@ class Flywheel:
         c, key = self.config, f"Diff-{name}-{ratio}x"
         start = time.time()
         previous, before, device_model = self._chain(gen, key)
-        method = c.method(name, ratio, c.diff_steps, c.diff_prune, seed=gen,
+        method = c.method(name, ratio, c.diff_steps_at(gen), c.diff_prune, seed=gen,
                           sensitivity=sensitivity_of(self.task, previous, gen) if name == "sparse-sensitive" else None)
         teacher = {"teacher": self._load_model("BL", gen), "teacher_weight": c.teacher_weight} \
             if c.teacher_weight else {}
         start_from = None
         if name == "sparse-warm":  # from FT - F_t's top-k, as its post-hoc row ships it, rather than zero
-            tuned = fine_tune(self.task, previous, gen, c.diff_steps, f"gen {gen} {key} (fine-tuning)",
+            tuned = fine_tune(self.task, previous, gen, c.diff_steps_at(gen), f"gen {gen} {key} (fine-tuning)",
                               c.learning_rate("ft", gen), self.strategy)
             start_from = tfdiff.posthoc_diff(previous, tuned, ratio, gen, rule="topk", seed=gen)
-        diff = learn_diff(self.task, previous, method, gen, c.diff_steps, f"gen {gen} {key}",
+        diff = learn_diff(self.task, previous, method, gen, c.diff_steps_at(gen), f"gen {gen} {key}",
                           c.learning_rate(name, gen), self.strategy, int8=before.int8, start=start_from, **teacher)
         return self._shipped(gen, key, ratio, before, device_model, diff, start)
 
@@ -465,7 +471,7 @@ class Flywheel:
                 "nominal_compression": round(diff.nominal_compression, 2),
                 "wire_compression": round(diff.wire_compression, 2), "cut_values": diff.cut_values,
                 **extras, **exact, "keras_" + self.task.metric: self.task.evaluate(folded, gen),
-                "steps": c.diff_steps, "train_seconds": train_seconds, "apply_seconds": apply_seconds}
+                "steps": c.diff_steps_at(gen), "train_seconds": train_seconds, "apply_seconds": apply_seconds}
 
 
 def fine_tune(task, previous, gen, steps, label, learning_rate=None, strategy=None):

@@ -52,7 +52,7 @@ import tfdiff
 from tfdiff import keras
 from tfdiff.posthoc import RULES as POSTHOC_RULES
 
-from .flywheel import Flywheel, FlywheelConfig, bl_steps_at, fine_tune, learn_diff, seed_row, sensitivity_of
+from .flywheel import Flywheel, FlywheelConfig, fine_tune, learn_diff, seed_row, sensitivity_of, steps_at
 from .provenance import provenance
 from .report import METHOD_TITLES, methods_plot, study_markdown, write_report
 from .workers import run_concurrently
@@ -104,7 +104,7 @@ def _gen0_bl(task, run_dir, bl_steps):
     if os.path.exists(base_path):
         return keras.models.load_model(base_path, compile=False)
     base = task.new_model(0)
-    task.train(base, 0, bl_steps_at(bl_steps, 0), [], "gen 0 BL")
+    task.train(base, 0, steps_at(bl_steps, 0), [], "gen 0 BL")
     os.makedirs(os.path.dirname(base_path), exist_ok=True)
     base.save(base_path)
     return base
@@ -324,7 +324,7 @@ def _bl_at(task, run_dir, bl_steps, split, gen=1):
         model = keras.models.load_model(path, compile=False)
     else:
         model = task.new_model(gen)
-        task.train(model, gen, bl_steps_at(bl_steps, gen), [], f"gen {gen} BL")
+        task.train(model, gen, steps_at(bl_steps, gen), [], f"gen {gen} BL")
         model.save(path)
     return task.evaluate(model, gen, split)
 
