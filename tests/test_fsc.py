@@ -359,9 +359,9 @@ def test_the_flywheel_names_every_diff_method_and_trains_blc_with_the_papers():
 
 
 def test_a_diff_learning_rate_and_bl_steps_can_change_with_the_generation():
-    """A rate per generation from 1 (BL's steps: from 0), the last for every later one; the flywheel's diffs
-    and the diff study read it through `learning_rate(method, gen)`, and a study at a later generation needs
-    the chain it starts from."""
+    """A rate per generation from 1 (BL's and the diffs' steps: from 0), the last for every later one; the
+    flywheel's diffs and the diff study read it through `learning_rate(method, gen)`, and a study at a later
+    generation needs the chain it starts from."""
     from recipes.speech.flywheel import FlywheelConfig
     from recipes.speech.study import diff_grid
 
@@ -373,7 +373,7 @@ def test_a_diff_learning_rate_and_bl_steps_can_change_with_the_generation():
     for bad in ({"hash": []}, {"hash": [0.03, -1]}, [0.01, "fast"]):
         with pytest.raises(ValueError, match="Received: diff_learning_rate="):
             FlywheelConfig(diff_learning_rate=bad)
-    # BL's steps per generation from 0, the last for every later one (BLC trains the same).
+    # Steps per generation from 0, the last for every later one (BLC trains BL's; diffs ignore entry 0).
     steps = FlywheelConfig.from_config(FlywheelConfig(bl_steps=[1500, 2000], diff_steps=[1, 500, 900]).get_config())
     assert [steps.bl_steps_at(gen) for gen in (0, 1, 3)] == [1500, 2000, 2000]
     assert [steps.diff_steps_at(gen) for gen in (1, 2, 3)] == [500, 900, 900]

@@ -343,14 +343,14 @@ class Flywheel:
         self._save()
 
     def _bl(self, gen):
-        start = time.time()
+        start, steps = time.time(), self.config.bl_steps_at(gen)
         with self.strategy.scope():
             model = self.task.new_model(gen)
-            self.task.train(model, gen, self.config.bl_steps_at(gen), [], f"gen {gen} BL")
+            self.task.train(model, gen, steps, [], f"gen {gen} BL")
         train_seconds = time.time() - start
         model.save(self._model_path("BL", gen))
         return {**self._measured(model, gen, "BL"), **self._held_out(model, gen),
-                "steps": self.config.bl_steps_at(gen), "train_seconds": train_seconds}
+                "steps": steps, "train_seconds": train_seconds}
 
     def _convert(self, model, path):
         convert = getattr(self.task, "convert", device.convert)
@@ -408,14 +408,14 @@ class Flywheel:
             device_model
 
     def _ft(self, gen):
-        start = time.time()
+        start, steps = time.time(), self.config.diff_steps_at(gen)
         previous = self._load_model("BL" if gen == 1 else "FT", 0 if gen == 1 else gen - 1)
-        tuned = fine_tune(self.task, previous, gen, self.config.diff_steps_at(gen), f"gen {gen} FT",
+        tuned = fine_tune(self.task, previous, gen, steps, f"gen {gen} FT",
                           self.config.learning_rate("ft", gen), self.strategy)
         train_seconds = time.time() - start
         tuned.save(self._model_path("FT", gen))
         return {**self._measured(tuned, gen, "FT"), **self._held_out(tuned, gen), "trained_from": "FT of gen - 1",
-                "steps": self.config.diff_steps_at(gen), "train_seconds": train_seconds}
+                "steps": steps, "train_seconds": train_seconds}
 
     def _posthoc(self, gen, rule, ratio):
         key = f"Posthoc-{rule}-{ratio}x"
