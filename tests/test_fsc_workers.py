@@ -97,3 +97,20 @@ def test_a_method_that_cannot_fit_is_a_row_of_the_study_table_not_a_crash():
     assert "| Diff-lowrank | does not fit |" in table
     assert "- Diff-lowrank at 200x does not fit: a 200x budget cannot" in table
     assert "| Diff-sparse | 60.5 [" in table and "], 3.8 |" in table
+
+
+def test_a_job_starts_once_the_result_it_waits_on_was_taken(tmp_path):
+    from recipes.speech.workers import run_concurrently
+    taken = []
+    pending = [("later", str(tmp_path / "later")), ("first", str(tmp_path / "first")),
+               ("free", str(tmp_path / "free"))]
+
+    def ready(key, job):
+        return key != "later" or "first" in taken
+
+    for key, _ in run_concurrently(2, 1, None, (), _job, pending, ready):
+        taken.append(key)
+    assert set(taken) == {"first", "free", "later"} and taken.index("later") > taken.index("first")
+    with pytest.raises(RuntimeError, match=r"no job can start: \['later'\]"):
+        for _ in run_concurrently(2, 1, None, (), _job, pending[:1], ready=lambda key, job: False):
+            pass

@@ -265,8 +265,28 @@ class Flywheel:
 
     # -- the run ---------------------------------------------------------------
     def run(self):
-        """Every generation's rows not yet in results.json; returns the results."""
-        self._train(0, [("BL", ("bl", 0))] if "BL" not in self._row(0) else [])
+        """Every generation's rows not yet in results.json; returns the results.
+
+        The rows of all generations are one pool of jobs: a job starts once
+        its inputs are recorded (`_ready`), so BL and BLC, which start from
+        scratch, train beside any generation's diffs.
+        """
+        pending = [((0, "BL"), ("bl", 0))] if "BL" not in self._row(0) else []
+        pending += [((gen, key), job) for gen in range(1, self.config.generations) for key, job in self._pending(gen)]
+        self._base()
+        for (gen, key), row in self._run_jobs(pending):
+            self._record(gen, key, row)
+            self._base()
+            if not (self._pending(gen) if gen else "BLinf" not in self._row(0)):
+                self._intervals(gen)
+        for gen in range(self.config.generations):  # a run killed between a record and its intervals
+            self._intervals(gen)
+        return self.results
+
+    def _base(self):
+        """Once generation 0's BL is trained: the devices' first model (its .tflite) and its BL∞ row."""
+        if "BL" not in self._row(0):
+            return
         if not os.path.exists(self.base_tflite):
             self._convert(self._load_model("BL", 0), self.base_tflite)
         if "BLinf" not in self._row(0):
@@ -274,28 +294,39 @@ class Flywheel:
             self._scores(0, "BLinf", extras.pop("scores", None))
             self._record(0, "BLinf", {self.task.metric: value, **extras,
                                       "tflite_bytes": os.path.getsize(self.base_tflite)})
-        self._intervals(0)
-        for gen in range(1, self.config.generations):
-            pending = self._pending(gen)
-            if self.config.teacher_weight:  # the diffs learn from this generation's BL: it trains first
-                self._train(gen, [(key, job) for key, job in pending if job[0] in ("bl", "blc")])
-                pending = [(key, job) for key, job in pending if job[0] not in ("bl", "blc")]
-            self._train(gen, pending)
-            self._intervals(gen)
-        return self.results
 
-    def _train(self, gen, pending):
-        """Run and record the (key, job) pairs of generation `gen`: here, or in the worker processes."""
-        done = ((key, self.row(job)) for key, job in pending) if self.workers is None \
-            else run_concurrently(self.workers, self.threads, _start_worker,
-                                  (type(self.task).__module__, self.run_dir, self.scale, self.config.get_config()),
-                                  _worker_row, pending)
-        for key, row in done:
-            self._record(gen, key, row)
+    def _run_jobs(self, pending):
+        """Yield ((gen, key), row) for `pending`'s jobs as they finish: here, or in the worker processes."""
+        if self.workers is not None:
+            yield from run_concurrently(self.workers, self.threads, _start_worker,
+                                        (type(self.task).__module__, self.run_dir, self.scale,
+                                         self.config.get_config()), _worker_row, pending, self._ready)
+            return
+        waiting = list(pending)
+        while waiting:
+            key, job = next(((k, j) for k, j in waiting if self._ready(k, j)), (None, None))
+            if job is None:
+                raise RuntimeError(f"no job can start: {[k for k, _ in waiting]} wait on jobs not given")
+            waiting.remove((key, job))
+            yield key, self.row(job)
+
+    def _ready(self, key, job):
+        """Whether job `job`'s inputs are recorded: a chain's previous generation (BL's for generation 1,
+        with the devices' first model), and this generation's BL when the diffs learn from it."""
+        (gen, name), kind = key, job[0]
+        if kind in ("bl", "blc"):
+            return True
+        base = os.path.exists(self.base_tflite) and "BLinf" in self._row(0)
+        if gen == 1 or kind == "blinf":
+            previous = base
+        else:
+            previous = (name if kind != "ft" else "FT") in self._row(gen - 1)
+        return previous and (kind not in ("diff", "posthoc") or not self.config.teacher_weight
+                             or "BL" in self._row(gen))
 
     def _pending(self, gen):
-        """[(key, job)]: generation `gen`'s rows not yet recorded, each independent of the others
-        (a diff chain needs only its own previous generation), the longest trainings first."""
+        """[(key, job)]: generation `gen`'s rows not yet recorded, the longest trainings first; each
+        depends only on earlier generations (a diff chain on its own previous one, `_ready`)."""
         c, rows = self.config, self._row(gen)
         blc_methods = c.blc_method_names
         jobs = [("BL", ("bl", gen))]
