@@ -27,8 +27,9 @@ def compress_baseline(model: "keras.Model", method, seed: int = 0) -> "keras.Mod
       registry decides which weights are prunable (kernels, not biases),
       the rest travel whole and count in the budget (a Keras 3 model: the
       same, by tfdiff's own pruning, `PrunedWeights`);
-    - HashDiff: HashedNets, every weight W[p] = sum_k A[h_k(p)], the tables
-      randomly initialized with the spread of `model`'s own initialization.
+    - HashDiff: HashedNets, every weight matrix W[p] = sum_k A[h_k(p)], the
+      tables randomly initialized with the spread of `model`'s own
+      initialization; vectors (biases) train whole and count in the budget.
 
     Train it with `callbacks=tfdiff.callbacks(blc)`, then `tfdiff.strip` it.
 
@@ -80,7 +81,8 @@ def compress_baseline(model: "keras.Model", method, seed: int = 0) -> "keras.Mod
     elif isinstance(method, HashDiff):
         shapes, dense = {}, {}
         for name, variable, _ in weight_variables_with_layers(model):
-            (shapes if variable.trainable else dense)[name] = tuple(variable.shape)
+            hashed = variable.trainable and not HashedWeights.whole(tuple(variable.shape))
+            (shapes if hashed else dense)[name] = tuple(variable.shape)
         wrapped = HashedWeights(**method.get_config()).planned(shapes, dense)
     else:
         raise ValueError(f"`method` must be a SparseDiff or HashDiff. Received: {method!r}")
@@ -196,13 +198,15 @@ def compressed_nbytes(model: "keras.Model", value_dtype: str = "float16") -> int
         if isinstance(inner, DIFF_WRAPPERS) and isinstance(inner.method, PrunedWeights):
             weights = [d for _, _, d in inner.diffed]  # Keras 3's sparse BLC: its weights are these copies
         for i, weight in enumerate(weights):
-            if i in hashed:
-                entries.append(Entry(weight_name(path, i, weight), tuple(weight.shape), "hash",
-                                     hashed[i].numpy().astype(value_dtype), seed=inner.method.seed,
-                                     num_hashes=inner.method.num_hashes))
+            name = weight_name(path, i, weight)
+            if i in hashed and not HashedWeights.whole(tuple(weight.shape)):
+                entries.append(Entry(name, tuple(weight.shape), "hash", hashed[i].numpy().astype(value_dtype),
+                                     seed=inner.method.seed, num_hashes=inner.method.num_hashes))
                 continue
+            if i in hashed:  # a vector the hashed BLC trains whole: its values travel dense
+                weight = hashed[i]
             values = (weight.numpy() * masks.get(id(weight), 1.0)).reshape(-1).astype(value_dtype)
             kept = np.flatnonzero(values)
-            entries.append(Entry(weight_name(path, i, weight), tuple(weight.shape), "sparse", values[kept], kept))
+            entries.append(Entry(name, tuple(weight.shape), "sparse", values[kept], kept))
     method = "hash" if any(e.method == "hash" for e in entries) else "sparse"
     return Diff(method, entries, b"", b"").nbytes

@@ -634,23 +634,45 @@ class HashedWeights(_HashTables):
     layer's own initialization (std(W) / sqrt(K) per entry, K entries summed).
     It travels, for the byte count, as hash entries.
 
+    Vectors (biases, normalization scales) train whole, from the layer's own
+    initialization, and travel as dense values, as HashedNets hashes only
+    the weight matrices: an LSTM bias hashed into a few entries starts every
+    gate at a random offset, the cell state then ignores its input, and at
+    40x a model started so stayed at chance (BLC-hash-40x, FSC generation 2,
+    in two draws).
+
     Reference: Chen et al., "Compressing neural networks with the hashing
     trick", ICML 2015.
     """
 
     name = "hashed"
 
+    @staticmethod
+    def whole(shape):
+        """Whether a weight of `shape` trains whole (a vector) rather than hashed (a matrix or more)."""
+        return len(shape) < 2
+
     def create_diff(self, wrapper, base):
+        if self.whole(base.shape):
+            return wrapper.add_weight(name=_diff_name(base) + "_whole", shape=base.shape, dtype=base.dtype,
+                                      initializer="zeros", trainable=True)
         return self._table(wrapper, base, "_hashed")
 
+    def constants(self, base, table, ops=None):
+        return None if self.whole(base.shape) else super().constants(base, table, ops)
+
     def initial_value(self, weight, rng):
-        """A random table whose hashed weights spread like `weight`, a fresh initialization."""
+        """A random table whose hashed weights spread like `weight`, a fresh initialization (a vector: itself)."""
+        if self.whole(np.shape(weight)):
+            return np.asarray(weight, dtype=np.float32)
         values = np.asarray(weight, dtype=np.float64).reshape(-1)
         scale = values.std() / np.sqrt(self.num_hashes)
         mean = values.mean() / self.num_hashes
         return (mean + scale * rng.standard_normal(self.table_size(values.size))).astype(np.float32)
 
     def effective(self, base, table, slots, ops=None):
+        if slots is None:  # a vector, trained whole
+            return table
         ops = ops or TfMath
         return ops.sum(ops.take(table, slots), axis=0)
 
