@@ -166,6 +166,11 @@ def test_tiny_run_end_to_end(tiny_fsc_run):
         low, high = row["ci95"]
         assert 0 <= low <= row["accuracy"] <= high <= 1, key
         assert (key == "BL") != ("minus_BL_ci95" in row), key
+        # A Diff whose method has a BLC also carries the interval of its difference to that BLC.
+        assert ("minus_BLC_ci95" in row) == (key in ("Diff-sparse-8x", "Diff-hash-8x")), key
+    low, high = gen1["rows"]["Diff-sparse-8x"]["minus_BLC_ci95"]
+    gap = gen1["rows"]["Diff-sparse-8x"]["accuracy"] - gen1["rows"]["BLC-sparse-8x"]["accuracy"]
+    assert low <= gap <= high
     for key, row in gen1["rows"].items():
         if key.startswith("BLC"):
             assert row["steps"] == saved["flywheel"]["bl_steps"] and row["bytes"] <= row["budget_bytes"], key
@@ -176,7 +181,7 @@ def test_tiny_run_end_to_end(tiny_fsc_run):
             assert row["latency_ms"] > 0
             size = os.path.getsize(out / "diffs" / f"{key}-g1.tfdiff")
             assert size == row["bytes"]
-    assert "| 1 | 4 |" in table
+    assert "| 1 | 4 |" in table and "Diff minus its BLC" in table
 
     # The patched .tflite and the folded Keras model are the same model.
     folded = keras.models.load_model(out / "models" / "Diff-sparse-8x-g1.keras", compile=False)

@@ -25,7 +25,8 @@ diffs it needs, so an interrupted run resumes where it stopped. Each row
 holds the test metric (the table), the valid metrics (what studies choose
 by), and, for tasks that score each utterance, a 95 % interval from a
 bootstrap over test speakers; rows after BL also hold the paired interval
-of their difference to BL. results.json records the provenance of every
+of their difference to BL, and each Diff row that of its difference to its
+BLC. results.json records the provenance of every
 invocation (commit, command, machine, date, packages, seed).
 """
 import importlib
@@ -371,6 +372,10 @@ class Flywheel:
             rows[key]["ci95"] = list(bootstrap(scores, groups, seed=gen))
             if key != "BL" and "BL" in saved:
                 rows[key]["minus_BL_ci95"] = list(paired(scores, saved["BL"], groups, seed=gen))
+            # "Every Diff above its BLC" is a claim about a difference, so it needs the paired interval too.
+            blc = "BLC" + key[len("Diff"):]
+            if key.startswith("Diff-") and blc in saved:
+                rows[key]["minus_BLC_ci95"] = list(paired(scores, saved[blc], groups, seed=gen))
         self._save()
 
     def _bl(self, gen):

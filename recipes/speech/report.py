@@ -71,6 +71,24 @@ def interval_table(results, columns):
     return lines
 
 
+def blc_table(results, columns):
+    """Each Diff's difference to its BLC in points, with its paired 95 % interval over test speakers."""
+    metric = _metric(results)
+    pairs = [(title[:-len(" Diff")], key, "BLC" + key[len("Diff"):]) for title, key in columns
+             if key.startswith("Diff-") and any("minus_BLC_ci95" in g["rows"].get(key, {})
+                                                for g in results["generations"])]
+    if not pairs:
+        return []
+    lines = ["", f"Diff minus its BLC ({metric}, points) with its 95 % interval, drawn as above:", "",
+             "| Gen | " + " | ".join(title for title, _, _ in pairs) + " |", "|---|" + "---|" * len(pairs)]
+    for g in results["generations"][1:]:
+        rows = g["rows"]
+        cells = [f"{100 * (rows[key][metric] - rows[blc][metric]):+.1f} {_points(rows[key]['minus_BLC_ci95'])}"
+                 if "minus_BLC_ci95" in rows.get(key, {}) else "-" for _, key, blc in pairs]
+        lines.append(f"| {g['gen']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def conditions_table(results, columns):
     """BL and the Diff rows on the test utterances rendered in each recording condition."""
     from .conditions import CONDITIONS, DESCRIPTIONS
@@ -121,7 +139,7 @@ def markdown_table(results):
         cells += [_fmt(rows.get(key), metric) for _, key in columns]
         cells.append(_fmt(rows.get("BLinf"), metric))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += interval_table(results, columns) + conditions_table(results, columns)
+    lines += interval_table(results, columns) + blc_table(results, columns) + conditions_table(results, columns)
     lines += ["", "Bytes on the wire per update (Diff) and for the whole compressed model (BLC):", "",
               "| Gen | " + " | ".join(title for title, _ in columns) + " |",
               "|---|" + "---|" * len(columns)]
