@@ -461,7 +461,13 @@ def _convert(model, signatures, quantize=False):
         functions = [fn.get_concrete_function() for fn in signatures.values()]
     # Given a Keras 3 model as the functions' owner, the converter keeps its variables as resource
     # variables rather than constants; unowned, they are frozen into buffers as tf_keras's are.
-    owner = None if type(model).__module__.split(".")[0] == "keras" else model
+    # A tf_keras model's functions are owned by a bare module holding its variables: the converter
+    # saves the owner as a SavedModel, and saving the model itself traces every layer's call for
+    # Keras metadata it never reads (an FSC model: 5.9 s, against 0.8 s, for the same bytes).
+    owner = None
+    if type(model).__module__.split(".")[0] != "keras":
+        owner = tf.Module()
+        owner.owned = list(model.variables)
     converter = tf.lite.TFLiteConverter.from_concrete_functions(functions, owner)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.optimizations = [tf.lite.Optimize.DEFAULT] if quantize else []

@@ -50,6 +50,14 @@ def test_golden_diffs_decode_reencode_and_patch_byte_for_byte(method, prefix, tm
     assert model.read_bytes() == open(os.path.join(GOLDEN, f"{method}-patched.tflite"), "rb").read()
 
 
+def test_todays_converter_makes_the_golden_base_byte_for_byte():
+    """A change to how a model is converted (the converter's owner of the variables, its options) changes
+    the graph every deployed device holds and every diff's graph digest: it must show here."""
+    import device
+    from tests.golden.make import golden_model
+    assert device.convert(golden_model()) == open(os.path.join(GOLDEN, "base.tflite"), "rb").read()
+
+
 def test_positions_of_a_subset_equal_the_whole_weights_positions():
     """The applier finds a sparse diff's elements without enumerating the weight; same offsets as enumerating."""
     import numpy as np
