@@ -52,7 +52,8 @@ def golden_model():
     tokens = keras.Input((5,), dtype="int32", name="tokens")
     x = keras.layers.Embedding(30, 8, name="embed")(tokens)
     x = keras.layers.LSTM(12, name="lstm")(x)
-    return keras.Model(tokens, keras.layers.Dense(4, name="out")(x))
+    # Named: the .tflite's tensor names carry the model's, which Keras would number after earlier models.
+    return keras.Model(tokens, keras.layers.Dense(4, name="out")(x), name="model")
 
 
 def make_int8():
