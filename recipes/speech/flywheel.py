@@ -46,7 +46,7 @@ from tfdiff.posthoc import RULES as POSTHOC_RULES
 
 from .intervals import bootstrap, metric, paired
 from .provenance import provenance
-from .report import BLC_METHODS, METHOD_TITLES
+from .report import BLC_METHODS, METHOD_TITLES, blc_key
 from .task import Task
 from .workers import run_concurrently
 
@@ -373,9 +373,8 @@ class Flywheel:
             if key != "BL" and "BL" in saved:
                 rows[key]["minus_BL_ci95"] = list(paired(scores, saved["BL"], groups, seed=gen))
             # "Every Diff above its BLC" is a claim about a difference, so it needs the paired interval too.
-            blc = "BLC" + key[len("Diff"):]
-            if key.startswith("Diff-") and blc in saved:
-                rows[key]["minus_BLC_ci95"] = list(paired(scores, saved[blc], groups, seed=gen))
+            if key.startswith("Diff-") and blc_key(key) in saved:
+                rows[key]["minus_BLC_ci95"] = list(paired(scores, saved[blc_key(key)], groups, seed=gen))
         self._save()
 
     def _bl(self, gen):

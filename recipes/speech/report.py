@@ -17,6 +17,11 @@ METHOD_TITLES = {"sparse": "Sparse", "hash": "Hash", "sparse-global": "Sparse-gl
 BLC_METHODS = ("sparse", "hash")  # the paper's BLC: a pruned or HashedNets model from scratch
 
 
+def blc_key(diff_key):
+    """The row of the BLC a Diff row is compared with: Diff-hash-40x -> BLC-hash-40x."""
+    return "BLC" + diff_key[len("Diff"):]
+
+
 def _fmt(row, metric):
     if not row or metric not in row:
         return "-"
@@ -74,7 +79,7 @@ def interval_table(results, columns):
 def blc_table(results, columns):
     """Each Diff's difference to its BLC in points, with its paired 95 % interval over test speakers."""
     metric = _metric(results)
-    pairs = [(title[:-len(" Diff")], key, "BLC" + key[len("Diff"):]) for title, key in columns
+    pairs = [(title[:-len(" Diff")], key, blc_key(key)) for title, key in columns
              if key.startswith("Diff-") and any("minus_BLC_ci95" in g["rows"].get(key, {})
                                                 for g in results["generations"])]
     if not pairs:
